@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
+# SPDX-License-Identifier: Apache-2.0
+#
+# Installs the system tools the tests drive for real, when they are missing.
+# The namespace tests need root, ip (iproute2), iptables-nft/-legacy and their -save tools.
+set -euo pipefail
+
+need=()
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+for tool in iptables-nft iptables-legacy iptables-nft-save iptables-legacy-save ip6tables-nft ip6tables-legacy; do
+  command -v "$tool" >/dev/null 2>&1 || { need+=(iptables); break; }
+done
+command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+command -v unshare >/dev/null 2>&1 || need+=(util-linux)
+
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "missing test tools (${need[*]}): install them (Debian: apt-get install ${need[*]})" >&2
+  exit 1
+fi
+echo "installing test tools: ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
