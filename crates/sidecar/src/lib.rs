@@ -1,4 +1,19 @@
 // SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
 // SPDX-License-Identifier: Apache-2.0
 
-//! apiserver-proxy sidecar.
+//! apiserver-proxy sidecar: keeps the proxy's IP address on a local interface of the node and,
+//! optionally, the iptables rules that let its traffic bypass connection tracking.
+
+pub mod cli;
+pub mod firewall;
+pub mod goflag;
+pub mod metrics;
+pub mod netif;
+pub mod reconcile;
+pub mod rules;
+
+/// The version `--version` prints: the build's `APISERVER_PROXY_VERSION`, else the crate's.
+pub const VERSION: &str = match option_env!("APISERVER_PROXY_VERSION") {
+    Some(version) => version,
+    None => env!("CARGO_PKG_VERSION"),
+};

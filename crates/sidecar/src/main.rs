@@ -1,4 +1,152 @@
 // SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
 // SPDX-License-Identifier: Apache-2.0
 
-fn main() {}
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Parser;
+use sidecar::cli::{Args, Config, KlogArgs};
+use sidecar::metrics::{self, Metrics};
+use sidecar::netif::Netif;
+use sidecar::reconcile::{self, Sidecar};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{debug, error, info};
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(error) => {
+            // --help and --version print and exit 0; every bad flag exits 1 like the original.
+            let _ = error.print();
+            return if error.use_stderr() { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+        }
+    };
+    if let Err(error) = init_logging(&args.klog) {
+        eprintln!("error: {error:#}");
+        return ExitCode::FAILURE;
+    }
+    for flag in args.klog.ignored() {
+        debug!(flag, "accepted for compatibility; it has no effect here");
+    }
+    let logs_to_file_only = !args.klog.log_file.is_empty() && !args.klog.also_log_to_stderr;
+    // A fatal error always reaches stderr, where an init container's failure is looked for.
+    let fatal = |message: String| {
+        error!("{message}");
+        if logs_to_file_only {
+            eprintln!("error: {message}");
+        }
+        ExitCode::FAILURE
+    };
+    let config = match args.into_config() {
+        Ok(config) => config,
+        Err(error) => return fatal(error.to_string()),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => return fatal(format!("cannot start the runtime: {error}")),
+    };
+    match runtime.block_on(run(config)) {
+        Ok(code) => code,
+        Err(error) => fatal(format!("{error:#}")),
+    }
+}
+
+fn init_logging(klog: &KlogArgs) -> anyhow::Result<()> {
+    let level = match klog.verbosity {
+        0 => "info",
+        1..=4 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let writer = if klog.log_file.is_empty() {
+        BoxMakeWriter::new(std::io::stderr)
+    } else {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&klog.log_file)
+            .with_context(|| format!("cannot open --log_file={}", klog.log_file))?;
+        let file = std::sync::Arc::new(file);
+        if klog.also_log_to_stderr {
+            BoxMakeWriter::new(file.and(std::io::stderr))
+        } else {
+            BoxMakeWriter::new(file)
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(false)
+        .init();
+    Ok(())
+}
+
+/// Completes on the first SIGTERM or SIGINT.
+async fn terminated(
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut tokio::signal::unix::Signal,
+) -> &'static str {
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<ExitCode> {
+    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
+    let metrics = Arc::new(Metrics::default());
+    if let Some(address) = config.metrics_bind_address {
+        let server = metrics::serve(address, metrics.clone())
+            .await
+            .with_context(|| format!("cannot listen on --metrics-bind-address={address}"))?;
+        tokio::spawn(server);
+        info!(%address, "serving /healthz and /metrics");
+    }
+    let (netif, events) = Netif::connect()?;
+    let daemon = config.daemon;
+    let cleanup = config.cleanup;
+    info!(
+        ip = %config.ip, interface = config.interface, port = config.port,
+        setup_iptables = config.setup_iptables, daemon, cleanup,
+        version = sidecar::VERSION, "starting"
+    );
+    let mut sidecar = Sidecar::new(config, netif, metrics).await?;
+
+    if !daemon {
+        return match sidecar.sync().await {
+            Ok(()) => {
+                info!("everything is in place");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(errors) => Err(anyhow::anyhow!("not everything is in place: {errors}")),
+        };
+    }
+
+    let mut signal_name = "";
+    reconcile::run_daemon(&mut sidecar, events, async {
+        signal_name = terminated(&mut term, &mut int).await;
+    })
+    .await;
+    info!(signal = signal_name, cleanup, "stopping");
+    if !cleanup {
+        return Ok(ExitCode::SUCCESS);
+    }
+    // A second signal abandons the cleanup.
+    tokio::select! {
+        result = sidecar.teardown() => match result {
+            Ok(()) => {
+                info!("cleaned up");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(errors) => Err(anyhow::anyhow!("cleanup incomplete: {errors}")),
+        },
+        second = terminated(&mut term, &mut int) => {
+            error!(signal = second, "second signal: cleanup abandoned");
+            Ok(ExitCode::from(130))
+        }
+    }
+}

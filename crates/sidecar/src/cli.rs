@@ -1,0 +1,451 @@
+// SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
+// SPDX-License-Identifier: Apache-2.0
+
+//! Command-line flags, compatible with the original Go binary, and their validation into a
+//! [`Config`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Parser, ValueEnum};
+
+use crate::goflag;
+
+/// Longest interface name the kernel accepts (IFNAMSIZ minus the terminating NUL).
+pub const MAX_INTERFACE_NAME_LEN: usize = 15;
+
+/// Keeps the apiserver-proxy IP address on a local interface of this node, and optionally the
+/// iptables rules that let traffic to it bypass connection tracking.
+#[derive(Debug, Parser)]
+#[command(name = "apiserver-proxy-sidecar", version = crate::VERSION, max_term_width = 100)]
+pub struct Args {
+    /// ip-address on which the proxy is listening (IPv4 or IPv6).
+    #[arg(long, value_name = "IP")]
+    pub ip_address: Option<String>,
+
+    /// [optional] name of the interface to add address to; created as a dummy link when missing.
+    #[arg(long, value_name = "NAME", default_value = "lo")]
+    pub interface: String,
+
+    /// [optional] port on which the proxy is listening.
+    #[arg(long, value_name = "PORT", default_value = "443")]
+    pub port: String,
+
+    /// [optional] indicates whether iptables rules should be setup.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_value = "false", default_missing_value = "true", value_parser = goflag::parse_bool,
+          action = ArgAction::Set)]
+    pub setup_iptables: bool,
+
+    /// [optional] interval to check for iptables rules (Go duration: 1m, 90s, 1.5m, 300ms).
+    #[arg(long, value_name = "DURATION", default_value = "1m0s", value_parser = goflag::parse_positive_duration)]
+    pub sync_interval: Duration,
+
+    /// [optional] indicates if the sidecar should run as a daemon.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_value = "true", default_missing_value = "true", value_parser = goflag::parse_bool,
+          action = ArgAction::Set)]
+    pub daemon: bool,
+
+    /// [optional] indicates whether created interface and iptables should be removed on exit.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_value = "false", default_missing_value = "true", value_parser = goflag::parse_bool,
+          action = ArgAction::Set)]
+    pub cleanup: bool,
+
+    /// [optional] own the interface: bring it up when it is down, and with --cleanup delete it
+    /// on exit even when an earlier run created it (only ever a dummy link, never lo).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_value = "false", default_missing_value = "true", value_parser = goflag::parse_bool,
+          action = ArgAction::Set)]
+    pub manage_interface: bool,
+
+    /// [optional] iptables backend: auto picks the one that already holds the host's rules
+    /// (kubelet's canary chains first, then the larger rule count; nft on a tie).
+    #[arg(long, value_name = "BACKEND", value_enum, default_value_t = BackendChoice::Auto)]
+    pub iptables_backend: BackendChoice,
+
+    /// [optional] the host's xtables lock, shared with every other iptables user on the node.
+    #[arg(long, value_name = "PATH", default_value = "/run/xtables.lock")]
+    pub xtables_lock: PathBuf,
+
+    /// [optional] longest wait for the xtables lock before a sync gives up and retries later.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = goflag::parse_positive_duration)]
+    pub xtables_lock_timeout: Duration,
+
+    /// [optional] address for /healthz and /metrics, e.g. 127.0.0.1:16910; off when empty.
+    #[arg(long, value_name = "HOST:PORT", default_value = "")]
+    pub metrics_bind_address: String,
+
+    /// [optional] react to the kernel's address and link notifications at once instead of
+    /// waiting for the next sync; turn off to rely on --sync-interval alone.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_value = "true", default_missing_value = "true", value_parser = goflag::parse_bool,
+          action = ArgAction::Set)]
+    pub watch_kernel_events: bool,
+
+    #[command(flatten)]
+    pub klog: KlogArgs,
+}
+
+/// The original binary's klog flags, accepted so existing manifests keep working.
+#[derive(Debug, clap::Args)]
+pub struct KlogArgs {
+    /// number for the log level verbosity (0 info, 1-4 debug, 5+ trace).
+    #[arg(short = 'v', long = "v", value_name = "LEVEL", default_value_t = 0)]
+    pub verbosity: u32,
+
+    /// If non-empty, use this log file.
+    #[arg(long = "log_file", value_name = "PATH", default_value = "")]
+    pub log_file: String,
+
+    /// log to standard error as well as files.
+    #[arg(long = "alsologtostderr", value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_value = "false", default_missing_value = "true", value_parser = goflag::parse_bool,
+          action = ArgAction::Set)]
+    pub also_log_to_stderr: bool,
+
+    /// log to standard error instead of files.
+    #[arg(long = "logtostderr", value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_value = "true", default_missing_value = "true", value_parser = goflag::parse_bool,
+          action = ArgAction::Set)]
+    pub log_to_stderr: bool,
+
+    /// comma-separated list of pattern=N settings for file-filtered logging (accepted, no effect).
+    #[arg(long = "vmodule", value_name = "SPEC", default_value = "")]
+    pub vmodule: String,
+
+    /// If non-empty, write log files in this directory (accepted, no effect; use --log_file).
+    #[arg(long = "log_dir", value_name = "DIR", default_value = "")]
+    pub log_dir: String,
+
+    /// Defines the maximum size a log file can grow to, in megabytes (accepted, no effect).
+    #[arg(long = "log_file_max_size", value_name = "MB", default_value_t = 1800)]
+    pub log_file_max_size: u64,
+
+    /// If true, avoid header prefixes in the log messages (accepted, no effect).
+    #[arg(long = "skip_headers", value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_value = "false", default_missing_value = "true", value_parser = goflag::parse_bool,
+          action = ArgAction::Set)]
+    pub skip_headers: bool,
+
+    /// If true, avoid headers when opening log files (accepted, no effect).
+    #[arg(long = "skip_log_headers", value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_value = "false", default_missing_value = "true", value_parser = goflag::parse_bool,
+          action = ArgAction::Set)]
+    pub skip_log_headers: bool,
+
+    /// logs at or above this threshold go to stderr (accepted, no effect).
+    #[arg(long = "stderrthreshold", value_name = "SEVERITY", default_value = "2", value_parser = parse_severity)]
+    pub stderr_threshold: String,
+
+    /// If true, adds the file directory to the header (accepted, no effect).
+    #[arg(long = "add_dir_header", value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_value = "false", default_missing_value = "true", value_parser = goflag::parse_bool,
+          action = ArgAction::Set)]
+    pub add_dir_header: bool,
+
+    /// when logging hits line file:N, emit a stack trace (accepted, no effect).
+    #[arg(long = "log_backtrace_at", value_name = "FILE:N", default_value = ":0")]
+    pub log_backtrace_at: String,
+}
+
+impl KlogArgs {
+    /// The klog flags that were given a non-default value but mean nothing here.
+    pub fn ignored(&self) -> Vec<&'static str> {
+        let mut ignored = Vec::new();
+        let mut note = |set: bool, name: &'static str| {
+            if set {
+                ignored.push(name);
+            }
+        };
+        note(!self.vmodule.is_empty(), "--vmodule");
+        note(!self.log_dir.is_empty(), "--log_dir");
+        note(self.log_file_max_size != 1800, "--log_file_max_size");
+        note(self.skip_headers, "--skip_headers");
+        note(self.skip_log_headers, "--skip_log_headers");
+        note(self.stderr_threshold != "2", "--stderrthreshold");
+        note(self.add_dir_header, "--add_dir_header");
+        note(self.log_backtrace_at != ":0", "--log_backtrace_at");
+        note(!self.log_to_stderr, "--logtostderr=false");
+        ignored
+    }
+}
+
+fn parse_severity(text: &str) -> Result<String, String> {
+    match text.to_ascii_uppercase().as_str() {
+        "0" | "1" | "2" | "3" | "INFO" | "WARNING" | "ERROR" | "FATAL" => Ok(text.to_string()),
+        _ => Err(format!(
+            "invalid severity {text:?}: use INFO, WARNING, ERROR, FATAL or 0-3"
+        )),
+    }
+}
+
+/// Which iptables implementation writes the rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendChoice {
+    /// Pick the backend that already holds the host's rules.
+    Auto,
+    /// iptables-nft (nf_tables kernel API).
+    Nft,
+    /// iptables-legacy (x_tables kernel API).
+    Legacy,
+}
+
+/// What the sidecar is asked to do, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub ip: IpAddr,
+    pub interface: String,
+    pub port: u16,
+    pub setup_iptables: bool,
+    pub sync_interval: Duration,
+    pub daemon: bool,
+    pub cleanup: bool,
+    pub manage_interface: bool,
+    pub iptables_backend: BackendChoice,
+    pub xtables_lock: PathBuf,
+    pub xtables_lock_timeout: Duration,
+    pub metrics_bind_address: Option<SocketAddr>,
+    pub watch_kernel_events: bool,
+}
+
+/// A flag value that cannot work, with the flag's name in the message.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("--ip-address is required, e.g. --ip-address=10.96.0.2")]
+    MissingIp,
+    #[error("--ip-address={0:?} is not an IPv4 or IPv6 address")]
+    InvalidIp(String),
+    #[error("--ip-address={0} cannot be used: {1}")]
+    UnusableIp(IpAddr, &'static str),
+    #[error("--interface={0:?} is not a valid interface name: {1}")]
+    InvalidInterface(String, String),
+    #[error("--port={0:?} is not a port number: use 1 to 65535")]
+    InvalidPort(String),
+    #[error("--metrics-bind-address={0:?} is not HOST:PORT, e.g. 127.0.0.1:16910 or [::1]:16910")]
+    InvalidMetricsAddress(String),
+}
+
+impl Args {
+    /// Validates the flags into a [`Config`].
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let ip_text = self.ip_address.ok_or(ConfigError::MissingIp)?;
+        let ip = parse_ip(&ip_text)?;
+        validate_interface_name(&self.interface)?;
+        let port = parse_port(&self.port)?;
+        let metrics_bind_address = match self.metrics_bind_address.trim() {
+            "" => None,
+            text => Some(
+                text.parse()
+                    .map_err(|_| ConfigError::InvalidMetricsAddress(text.to_string()))?,
+            ),
+        };
+        Ok(Config {
+            ip,
+            interface: self.interface,
+            port,
+            setup_iptables: self.setup_iptables,
+            sync_interval: self.sync_interval,
+            daemon: self.daemon,
+            cleanup: self.cleanup,
+            manage_interface: self.manage_interface,
+            iptables_backend: self.iptables_backend,
+            xtables_lock: self.xtables_lock,
+            xtables_lock_timeout: self.xtables_lock_timeout,
+            metrics_bind_address,
+            watch_kernel_events: self.watch_kernel_events,
+        })
+    }
+}
+
+/// Parses the proxy's address; an IPv4-mapped IPv6 address counts as IPv4, as in Go.
+pub fn parse_ip(text: &str) -> Result<IpAddr, ConfigError> {
+    let ip: IpAddr = text
+        .trim()
+        .parse()
+        .map_err(|_| ConfigError::InvalidIp(text.to_string()))?;
+    let ip = ip.to_canonical();
+    let reason = if ip.is_unspecified() {
+        Some("it is the unspecified address")
+    } else if ip.is_multicast() {
+        Some("it is a multicast address")
+    } else if ip == IpAddr::from([255, 255, 255, 255]) {
+        Some("it is the broadcast address")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(ConfigError::UnusableIp(ip, reason)),
+        None => Ok(ip),
+    }
+}
+
+/// Checks a name the way the kernel's `dev_valid_name` does.
+pub fn validate_interface_name(name: &str) -> Result<(), ConfigError> {
+    let invalid = |why: String| Err(ConfigError::InvalidInterface(name.to_string(), why));
+    if name.is_empty() {
+        return invalid("it is empty".into());
+    }
+    if name.len() > MAX_INTERFACE_NAME_LEN {
+        return invalid(format!(
+            "it is {} bytes long, the kernel allows at most {MAX_INTERFACE_NAME_LEN}",
+            name.len()
+        ));
+    }
+    if name == "." || name == ".." {
+        return invalid("\".\" and \"..\" are reserved".into());
+    }
+    if let Some(c) = name.chars().find(|c| *c == '/' || *c == ':' || c.is_whitespace()) {
+        return invalid(format!("it contains {c:?}"));
+    }
+    Ok(())
+}
+
+/// Parses `--port`, a string flag in the original binary.
+pub fn parse_port(text: &str) -> Result<u16, ConfigError> {
+    match text.trim().parse::<u16>() {
+        Ok(port) if port > 0 => Ok(port),
+        _ => Err(ConfigError::InvalidPort(text.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let argv = std::iter::once("apiserver-proxy-sidecar").chain(args.iter().copied());
+        Args::try_parse_from(argv)
+            .map_err(|e| e.to_string())?
+            .into_config()
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_match_the_original() {
+        let config = parse(&["--ip-address=10.96.0.2"]).unwrap();
+        assert_eq!(config.ip, IpAddr::from([10, 96, 0, 2]));
+        assert_eq!(config.interface, "lo");
+        assert_eq!(config.port, 443);
+        assert!(!config.setup_iptables);
+        assert_eq!(config.sync_interval, Duration::from_secs(60));
+        assert!(config.daemon);
+        assert!(!config.cleanup);
+        assert!(!config.manage_interface);
+        assert_eq!(config.iptables_backend, BackendChoice::Auto);
+        assert_eq!(config.metrics_bind_address, None);
+    }
+
+    #[test]
+    fn booleans_take_every_pflag_form() {
+        let config = parse(&[
+            "--ip-address",
+            "10.96.0.2",
+            "--cleanup",
+            "--setup-iptables=true",
+            "--daemon=false",
+            "--manage-interface=T",
+        ])
+        .unwrap();
+        assert!(config.cleanup && config.setup_iptables && config.manage_interface);
+        assert!(!config.daemon);
+        let config = parse(&["--ip-address=10.96.0.2", "--daemon=0", "--cleanup=False"]).unwrap();
+        assert!(!config.daemon && !config.cleanup);
+    }
+
+    #[test]
+    fn values_in_go_syntax() {
+        let config = parse(&[
+            "--ip-address=fd00::10",
+            "--port=6443",
+            "--sync-interval=1.5m",
+            "--interface=apiserver-proxy",
+            "--iptables-backend=legacy",
+            "--metrics-bind-address=[::1]:16910",
+            "-v=4",
+        ])
+        .unwrap();
+        assert_eq!(config.ip, "fd00::10".parse::<IpAddr>().unwrap());
+        assert_eq!(config.port, 6443);
+        assert_eq!(config.sync_interval, Duration::from_secs(90));
+        assert_eq!(config.interface, "apiserver-proxy");
+        assert_eq!(config.iptables_backend, BackendChoice::Legacy);
+        assert_eq!(config.metrics_bind_address, Some("[::1]:16910".parse().unwrap()));
+    }
+
+    #[test]
+    fn ipv4_mapped_address_counts_as_ipv4() {
+        assert_eq!(parse_ip("::ffff:10.96.0.2"), Ok(IpAddr::from([10, 96, 0, 2])));
+    }
+
+    #[test]
+    fn klog_flags_are_accepted() {
+        let args = Args::try_parse_from([
+            "apiserver-proxy-sidecar",
+            "--ip-address=10.96.0.2",
+            "--v=2",
+            "--vmodule=foo=3",
+            "--logtostderr=true",
+            "--alsologtostderr",
+            "--log_dir=/tmp",
+            "--log_file=/tmp/x.log",
+            "--log_file_max_size=10",
+            "--skip_headers",
+            "--skip_log_headers=false",
+            "--stderrthreshold=WARNING",
+            "--add_dir_header",
+            "--log_backtrace_at=main.go:12",
+        ])
+        .unwrap();
+        assert_eq!(args.klog.verbosity, 2);
+        assert_eq!(args.klog.log_file, "/tmp/x.log");
+        assert_eq!(
+            args.klog.ignored(),
+            [
+                "--vmodule",
+                "--log_dir",
+                "--log_file_max_size",
+                "--skip_headers",
+                "--stderrthreshold",
+                "--add_dir_header",
+                "--log_backtrace_at"
+            ]
+        );
+    }
+
+    #[test]
+    fn every_bad_value_names_the_flag() {
+        let cases: &[(&[&str], &str)] = &[
+            (&[], "--ip-address is required"),
+            (&["--ip-address=10.96.0"], "--ip-address=\"10.96.0\" is not an IPv4 or IPv6"),
+            (&["--ip-address=example.com"], "is not an IPv4 or IPv6"),
+            (&["--ip-address=0.0.0.0"], "unspecified"),
+            (&["--ip-address=::"], "unspecified"),
+            (&["--ip-address=224.0.0.1"], "multicast"),
+            (&["--ip-address=255.255.255.255"], "broadcast"),
+            (&["--ip-address=10.96.0.2", "--port=0"], "--port=\"0\" is not a port number"),
+            (&["--ip-address=10.96.0.2", "--port=65536"], "--port=\"65536\""),
+            (&["--ip-address=10.96.0.2", "--port=https"], "--port=\"https\""),
+            (&["--ip-address=10.96.0.2", "--interface=a-very-long-name0"], "at most 15"),
+            (&["--ip-address=10.96.0.2", "--interface="], "it is empty"),
+            (&["--ip-address=10.96.0.2", "--interface=a/b"], "contains '/'"),
+            (&["--ip-address=10.96.0.2", "--interface=a b"], "contains ' '"),
+            (&["--ip-address=10.96.0.2", "--sync-interval=0s"], "greater than zero"),
+            (&["--ip-address=10.96.0.2", "--sync-interval=-1m"], "greater than zero"),
+            (&["--ip-address=10.96.0.2", "--sync-interval=60"], "missing unit"),
+            (&["--ip-address=10.96.0.2", "--sync-interval=1d"], "unknown unit"),
+            (&["--ip-address=10.96.0.2", "--daemon=maybe"], "invalid boolean"),
+            (&["--ip-address=10.96.0.2", "--iptables-backend=ebpf"], "--iptables-backend"),
+            (&["--ip-address=10.96.0.2", "--metrics-bind-address=:x"], "--metrics-bind-address"),
+            (&["--ip-address=10.96.0.2", "--v=loud"], "--v"),
+            (&["--ip-address=10.96.0.2", "--stderrthreshold=LOUD"], "invalid severity"),
+            (&["--ip-address=10.96.0.2", "--no-such-flag"], "--no-such-flag"),
+        ];
+        for (args, needle) in cases {
+            let err = parse(args).expect_err(&format!("{args:?} should fail"));
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,293 @@
+// SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
+// SPDX-License-Identifier: Apache-2.0
+
+//! The iptables side effects: read the rules with one `iptables-save`, change them with one
+//! atomic `iptables-restore --noflush`, under the host's xtables lock.
+//!
+//! `iptables -C` is never used to test for a rule: before iptables 1.8.8 it misreports some
+//! rules as missing, which piles up duplicates. The dump is read and compared instead.
+
+use std::fmt;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io;
+use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+use crate::rules::{Plan, Rule, Ruleset};
+
+/// How long one iptables command may run before it counts as hung.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a busy xtables lock is tried again within the wait bound.
+const LOCK_RETRY: Duration = Duration::from_millis(20);
+
+/// The iptables implementation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Nft,
+    Legacy,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Nft => "nft",
+            Backend::Legacy => "legacy",
+        })
+    }
+}
+
+/// What went wrong with iptables, with the binary and table in it.
+#[derive(Debug, thiserror::Error)]
+pub enum FirewallError {
+    #[error("{binary} not found: install iptables (both the nft and legacy variants)")]
+    BinaryMissing { binary: String },
+    #[error("cannot run {binary}")]
+    Spawn {
+        binary: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{binary} did not finish within {COMMAND_TIMEOUT:?}")]
+    Hung { binary: String },
+    #[error("{binary} failed ({status}): {stderr}{hint}")]
+    Failed {
+        binary: String,
+        status: String,
+        stderr: String,
+        hint: &'static str,
+    },
+    #[error("the xtables lock {} is held by another program; gave up after {waited:?}", path.display())]
+    LockBusy { path: PathBuf, waited: Duration },
+    #[error("cannot open the xtables lock {}", path.display())]
+    LockOpen {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl FirewallError {
+    /// Whether the error is a busy lock, for metrics and retry logging.
+    pub fn is_lock_busy(&self) -> bool {
+        matches!(self, FirewallError::LockBusy { .. })
+    }
+}
+
+/// One address family's iptables, driven through its binaries.
+#[derive(Debug, Clone)]
+pub struct Firewall {
+    family: &'static str,
+    backend: Backend,
+    lock_path: PathBuf,
+    lock_timeout: Duration,
+}
+
+/// The lock file handed to the iptables children while this process holds the host's lock, so
+/// they do not wait for the lock their parent holds.
+fn child_lock_path(lock_path: &Path) -> PathBuf {
+    lock_path.with_file_name("apiserver-proxy-sidecar.xtables.lock")
+}
+
+fn family_of(ip: IpAddr) -> &'static str {
+    match ip {
+        IpAddr::V4(_) => "iptables",
+        IpAddr::V6(_) => "ip6tables",
+    }
+}
+
+impl Firewall {
+    pub fn new(ip: IpAddr, backend: Backend, lock_path: PathBuf, lock_timeout: Duration) -> Self {
+        Firewall {
+            family: family_of(ip),
+            backend,
+            lock_path,
+            lock_timeout,
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    fn binary(family: &str, backend: Backend, tool: &str) -> String {
+        format!("{family}-{backend}{tool}")
+    }
+
+    /// Picks the backend that already holds the host's rules: the one with kubelet's canary
+    /// chains, else the one with more rules; nft on a tie, as current distributions default to it.
+    pub async fn detect_backend(ip: IpAddr) -> Result<(Backend, String), FirewallError> {
+        let family = family_of(ip);
+        let mut found = Vec::new();
+        let mut last_error = None;
+        for backend in [Backend::Nft, Backend::Legacy] {
+            match run(&Self::binary(family, backend, "-save"), &[], None, None).await {
+                Ok(output) => found.push((backend, Ruleset::parse(&output))),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        let score = |ruleset: &Ruleset| {
+            let canary = ruleset.has_chain("KUBE-IPTABLES-HINT") || ruleset.has_chain("KUBE-KUBELET-CANARY");
+            (canary, ruleset.rule_count())
+        };
+        let chosen = found
+            .iter()
+            .reduce(|best, next| if score(&next.1) > score(&best.1) { next } else { best });
+        match (chosen, last_error) {
+            (Some((backend, _)), _) => {
+                let why = found
+                    .iter()
+                    .map(|(backend, ruleset)| {
+                        let (canary, rules) = score(ruleset);
+                        format!("{backend}: {rules} rules{}", if canary { ", kubelet canary" } else { "" })
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                Ok((*backend, why))
+            }
+            (None, Some(error)) => Err(error),
+            (None, None) => Err(FirewallError::BinaryMissing {
+                binary: Self::binary(family, Backend::Nft, "-save"),
+            }),
+        }
+    }
+
+    /// Reads the current rules: exactly one process spawn.
+    pub async fn read(&self) -> Result<Ruleset, FirewallError> {
+        let binary = Self::binary(self.family, self.backend, "-save");
+        Ok(Ruleset::parse(&run(&binary, &[], None, None).await?))
+    }
+
+    /// Makes each wanted rule present exactly once. `current` is a dump read just before; when
+    /// it shows nothing to do, nothing else runs. Returns what was changed.
+    pub async fn ensure(&self, current: &Ruleset, wanted: &[Rule]) -> Result<Plan, FirewallError> {
+        if Plan::ensure(current, wanted).is_empty() {
+            return Ok(Plan::default());
+        }
+        let _lock = self.lock().await?;
+        // Read again under the lock: another instance may have repaired the rules meanwhile.
+        let plan = Plan::ensure(&self.read().await?, wanted);
+        self.apply(&plan).await?;
+        Ok(plan)
+    }
+
+    /// Removes every copy of the wanted rules. Returns what was removed.
+    pub async fn remove(&self, wanted: &[Rule]) -> Result<Plan, FirewallError> {
+        let _lock = self.lock().await?;
+        let plan = Plan::remove(&self.read().await?, wanted);
+        self.apply(&plan).await?;
+        Ok(plan)
+    }
+
+    async fn apply(&self, plan: &Plan) -> Result<(), FirewallError> {
+        if plan.is_empty() {
+            return Ok(());
+        }
+        let binary = Self::binary(self.family, self.backend, "-restore");
+        let child_lock = child_lock_path(&self.lock_path);
+        run(&binary, &["--noflush"], Some(plan.restore_input()), Some(&child_lock)).await?;
+        Ok(())
+    }
+
+    /// Takes the host's xtables lock, waiting at most the configured bound.
+    async fn lock(&self) -> Result<File, FirewallError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&self.lock_path)
+            .map_err(|source| FirewallError::LockOpen {
+                path: self.lock_path.clone(),
+                source,
+            })?;
+        let started = Instant::now();
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(file),
+                Err(TryLockError::WouldBlock) if started.elapsed() < self.lock_timeout => {
+                    tokio::time::sleep(LOCK_RETRY).await;
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(FirewallError::LockBusy {
+                        path: self.lock_path.clone(),
+                        waited: started.elapsed(),
+                    });
+                }
+                Err(TryLockError::Error(source)) => {
+                    return Err(FirewallError::LockOpen {
+                        path: self.lock_path.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Runs an iptables binary, feeding `stdin`, and returns its standard output.
+async fn run(
+    binary: &str,
+    args: &[&str],
+    stdin: Option<String>,
+    child_lock: Option<&Path>,
+) -> Result<String, FirewallError> {
+    let mut command = Command::new(binary);
+    command
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(path) = child_lock {
+        command.env("XTABLES_LOCKFILE", path);
+    }
+    let mut child = command.spawn().map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => FirewallError::BinaryMissing {
+            binary: binary.to_string(),
+        },
+        _ => FirewallError::Spawn {
+            binary: binary.to_string(),
+            source,
+        },
+    })?;
+    let work = async {
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            // A failed write shows up as the command's own error below.
+            let _ = pipe.write_all(input.as_bytes()).await;
+        }
+        child.wait_with_output().await
+    };
+    let output = tokio::time::timeout(COMMAND_TIMEOUT, work)
+        .await
+        .map_err(|_| FirewallError::Hung {
+            binary: binary.to_string(),
+        })?
+        .map_err(|source| FirewallError::Spawn {
+            binary: binary.to_string(),
+            source,
+        })?;
+    if output.status.success() {
+        return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+    let hint = if stderr.contains("Permission denied") || stderr.contains("Operation not permitted") {
+        " (the sidecar needs CAP_NET_ADMIN)"
+    } else if stderr.contains("Table does not exist") || stderr.contains("can't initialize") {
+        " (is the kernel's iptables support for this backend loaded?)"
+    } else {
+        ""
+    };
+    Err(FirewallError::Failed {
+        binary: binary.to_string(),
+        status: output.status.to_string(),
+        stderr,
+        hint,
+    })
+}

@@ -1,0 +1,301 @@
+// SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
+// SPDX-License-Identifier: Apache-2.0
+
+//! Links and addresses over rtnetlink, plus the kernel's address and link notifications.
+
+use std::io;
+use std::net::IpAddr;
+
+use futures_util::TryStreamExt;
+use futures_channel::mpsc::UnboundedReceiver;
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use rtnetlink::constants::{RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK};
+use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
+use rtnetlink::sys::{AsyncSocket, SocketAddr};
+use rtnetlink::{Handle, LinkDummy, LinkUnspec};
+
+/// The kernel's notifications of address and link changes.
+pub type Events = UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>;
+
+/// A network interface as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub is_dummy: bool,
+    pub is_loopback: bool,
+    pub up: bool,
+}
+
+/// One copy of the proxy's address on some interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddressEntry {
+    pub index: u32,
+    pub prefix_len: u8,
+    pub scope: AddressScope,
+    message: AddressMessage,
+}
+
+/// A netlink request that failed, with what was being done.
+#[derive(Debug, thiserror::Error)]
+#[error("{action}: {source}{}", hint(source))]
+pub struct NetifError {
+    pub action: String,
+    #[source]
+    pub source: io::Error,
+}
+
+fn hint(error: &io::Error) -> &'static str {
+    match error.raw_os_error() {
+        Some(EPERM) => " (the sidecar needs CAP_NET_ADMIN)",
+        Some(EOPNOTSUPP) => {
+            " (the kernel cannot create dummy links: enable CONFIG_DUMMY or create the interface beforehand)"
+        }
+        _ => "",
+    }
+}
+
+const EPERM: i32 = 1;
+const ENODEV: i32 = 19;
+const EOPNOTSUPP: i32 = 95;
+const EADDRNOTAVAIL: i32 = 99;
+
+impl NetifError {
+    /// The errno the kernel answered with, if any.
+    pub fn errno(&self) -> Option<i32> {
+        self.source.raw_os_error()
+    }
+}
+
+fn to_io(error: rtnetlink::Error) -> io::Error {
+    match error {
+        rtnetlink::Error::NetlinkError(message) => message.to_io(),
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+fn failed(action: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetifError {
+    let action = action.into();
+    move |error| NetifError {
+        action,
+        source: to_io(error),
+    }
+}
+
+/// A netlink connection for links and addresses.
+#[derive(Debug, Clone)]
+pub struct Netif {
+    handle: Handle,
+}
+
+impl Netif {
+    /// Opens a netlink connection on the current runtime, subscribed to address and link events.
+    pub fn connect() -> Result<(Netif, Events), NetifError> {
+        let open_failed = |source| NetifError {
+            action: "open a netlink socket".into(),
+            source,
+        };
+        let (mut connection, handle, events) = rtnetlink::new_connection().map_err(open_failed)?;
+        let groups = SocketAddr::new(0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR);
+        connection
+            .socket_mut()
+            .socket_mut()
+            .bind(&groups)
+            .map_err(open_failed)?;
+        tokio::spawn(connection);
+        Ok((Netif { handle }, events))
+    }
+
+    /// The link called `name`, or `None` when there is none.
+    pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>, NetifError> {
+        let mut links = self.handle.link().get().match_name(name.to_string()).execute();
+        match links.try_next().await {
+            Ok(link) => Ok(link.map(|message| link_from(&message))),
+            Err(error) => {
+                let error = to_io(error);
+                if error.raw_os_error() == Some(ENODEV) {
+                    Ok(None)
+                } else {
+                    Err(NetifError {
+                        action: format!("look up interface {name}"),
+                        source: error,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Creates a dummy link that is up.
+    pub async fn create_dummy(&self, name: &str) -> Result<Link, NetifError> {
+        self.handle
+            .link()
+            .add(LinkDummy::new(name).up().build())
+            .execute()
+            .await
+            .map_err(failed(format!("create dummy interface {name}")))?;
+        self.link_by_name(name).await?.ok_or_else(|| NetifError {
+            action: format!("find dummy interface {name} after creating it"),
+            source: io::Error::from_raw_os_error(ENODEV),
+        })
+    }
+
+    /// Brings a link up.
+    pub async fn set_up(&self, link: &Link) -> Result<(), NetifError> {
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(link.index).up().build())
+            .execute()
+            .await
+            .map_err(failed(format!("bring interface {} up", link.name)))
+    }
+
+    /// Deletes a link; one that is already gone counts as deleted.
+    pub async fn delete_link(&self, link: &Link) -> Result<(), NetifError> {
+        match self.handle.link().del(link.index).execute().await {
+            Err(error) => {
+                let error = to_io(error);
+                if error.raw_os_error() == Some(ENODEV) {
+                    Ok(())
+                } else {
+                    Err(NetifError {
+                        action: format!("delete interface {}", link.name),
+                        source: error,
+                    })
+                }
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+
+    /// Every copy of `ip` on any interface.
+    pub async fn addresses_of(&self, ip: IpAddr) -> Result<Vec<AddressEntry>, NetifError> {
+        let mut dump = self.handle.address().get().set_address_filter(ip).execute();
+        let mut found = Vec::new();
+        while let Some(message) = dump
+            .try_next()
+            .await
+            .map_err(failed(format!("list the addresses {ip}")))?
+        {
+            if address_of(&message) == Some(ip) {
+                found.push(AddressEntry {
+                    index: message.header.index,
+                    prefix_len: message.header.prefix_len,
+                    scope: message.header.scope,
+                    message,
+                });
+            }
+        }
+        Ok(found)
+    }
+
+    /// Puts `ip` on the link with a full-length prefix and global scope (host scope would break
+    /// Cilium's BPF masquerading). Replaces a copy with another prefix or scope.
+    pub async fn add_address(&self, link: &Link, ip: IpAddr) -> Result<(), NetifError> {
+        let mut request = self
+            .handle
+            .address()
+            .add(link.index, ip, full_prefix(ip))
+            .replace();
+        request.message_mut().header.scope = AddressScope::Universe;
+        request
+            .execute()
+            .await
+            .map_err(failed(format!("add {ip} to interface {}", link.name)))
+    }
+
+    /// Deletes one copy of the address; one that is already gone counts as deleted.
+    pub async fn delete_address(&self, entry: &AddressEntry) -> Result<(), NetifError> {
+        match self.handle.address().del(entry.message.clone()).execute().await {
+            Err(error) => {
+                let error = to_io(error);
+                if error.raw_os_error() == Some(EADDRNOTAVAIL) {
+                    Ok(())
+                } else {
+                    Err(NetifError {
+                        action: format!("delete address from interface index {}", entry.index),
+                        source: error,
+                    })
+                }
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+}
+
+/// /32 for IPv4, /128 for IPv6.
+pub fn full_prefix(ip: IpAddr) -> u8 {
+    match ip {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    }
+}
+
+fn link_from(message: &LinkMessage) -> Link {
+    let mut link = Link {
+        index: message.header.index,
+        name: String::new(),
+        is_dummy: false,
+        is_loopback: message.header.flags.contains(LinkFlags::Loopback),
+        up: message.header.flags.contains(LinkFlags::Up),
+    };
+    for attribute in &message.attributes {
+        match attribute {
+            LinkAttribute::IfName(name) => link.name = name.clone(),
+            LinkAttribute::LinkInfo(infos) => {
+                link.is_dummy = infos
+                    .iter()
+                    .any(|info| matches!(info, LinkInfo::Kind(InfoKind::Dummy)));
+            }
+            _ => {}
+        }
+    }
+    link
+}
+
+fn address_of(message: &AddressMessage) -> Option<IpAddr> {
+    // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer on point-to-point links.
+    let mut address = None;
+    for attribute in &message.attributes {
+        match attribute {
+            AddressAttribute::Local(ip) => return Some(*ip),
+            AddressAttribute::Address(ip) => address = Some(*ip),
+            _ => {}
+        }
+    }
+    address
+}
+
+/// What a kernel notification means for the sidecar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// The proxy's address was removed from some interface.
+    AddressRemoved,
+    /// A link changed state or was removed.
+    LinkChanged { index: u32, removed: bool, up: bool },
+    /// Anything else.
+    Other,
+}
+
+/// Classifies a notification against the proxy's address.
+pub fn classify(message: &NetlinkMessage<RouteNetlinkMessage>, ip: IpAddr) -> Event {
+    match &message.payload {
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(address))
+            if address_of(address) == Some(ip) =>
+        {
+            Event::AddressRemoved
+        }
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) => Event::LinkChanged {
+            index: link.header.index,
+            removed: true,
+            up: false,
+        },
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) => Event::LinkChanged {
+            index: link.header.index,
+            removed: false,
+            up: link.header.flags.contains(LinkFlags::Up),
+        },
+        _ => Event::Other,
+    }
+}

@@ -1,0 +1,366 @@
+// SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
+// SPDX-License-Identifier: Apache-2.0
+
+//! Bringing the node to the wanted state: at start-up, on every tick, on kernel events, and the
+//! best-effort teardown at exit.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use netlink_packet_route::address::AddressScope;
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::{debug, info, warn};
+
+use crate::cli::{BackendChoice, Config};
+use crate::firewall::{Backend, Firewall, FirewallError};
+use crate::metrics::Metrics;
+use crate::netif::{self, Event, Events, Link, Netif, NetifError};
+use crate::rules::{Rule, wanted_rules};
+
+/// The first retry after a failed sync; doubled up to the sync interval.
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+
+/// A failed step of a sync or teardown.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("interface {interface}: {source}")]
+    Interface {
+        interface: String,
+        #[source]
+        source: NetifError,
+    },
+    #[error("address: {0}")]
+    Address(#[source] NetifError),
+    #[error("iptables ({backend}): {source}")]
+    Iptables {
+        backend: Backend,
+        #[source]
+        source: FirewallError,
+    },
+}
+
+impl StepError {
+    /// The metrics label of the error.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StepError::Interface { .. } => "interface",
+            StepError::Address(_) => "address",
+            StepError::Iptables { source, .. } if source.is_lock_busy() => "iptables_lock",
+            StepError::Iptables { .. } => "iptables",
+        }
+    }
+}
+
+/// Every step that failed, so one failure never hides another.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.iter().map(|e| error_chain(e)).collect::<Vec<_>>().join("; "))]
+pub struct StepErrors(pub Vec<StepError>);
+
+/// An error with its causes, on one line.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// The sidecar's state between syncs.
+#[derive(Debug)]
+pub struct Sidecar {
+    config: Config,
+    netif: Netif,
+    firewall: Option<Firewall>,
+    wanted: Vec<Rule>,
+    metrics: Arc<Metrics>,
+    /// The dummy link this process created, deleted again by `--cleanup`.
+    created_link: Option<Link>,
+    /// The link index the address was last put on, to recognise its events.
+    link_index: Option<u32>,
+    /// Whether a down, unmanaged interface was already reported.
+    reported_down: bool,
+    /// Whether the first sync has run (later changes are logged as restores).
+    started: bool,
+}
+
+impl Sidecar {
+    /// Prepares a sidecar; with `--setup-iptables` it picks the iptables backend.
+    pub async fn new(config: Config, netif: Netif, metrics: Arc<Metrics>) -> Result<Self, StepError> {
+        let firewall = if config.setup_iptables {
+            let backend = match config.iptables_backend {
+                BackendChoice::Nft => Backend::Nft,
+                BackendChoice::Legacy => Backend::Legacy,
+                BackendChoice::Auto => {
+                    let (backend, why) = Firewall::detect_backend(config.ip).await.map_err(|source| {
+                        StepError::Iptables {
+                            backend: Backend::Nft,
+                            source,
+                        }
+                    })?;
+                    info!(%backend, found = %why, "picked the iptables backend that holds the host's rules");
+                    backend
+                }
+            };
+            Some(Firewall::new(
+                config.ip,
+                backend,
+                config.xtables_lock.clone(),
+                config.xtables_lock_timeout,
+            ))
+        } else {
+            None
+        };
+        Ok(Sidecar {
+            wanted: wanted_rules(config.ip, config.port),
+            config,
+            netif,
+            firewall,
+            metrics,
+            created_link: None,
+            link_index: None,
+            reported_down: false,
+            started: false,
+        })
+    }
+
+    fn interface_error(&self, source: NetifError) -> StepError {
+        StepError::Interface {
+            interface: self.config.interface.clone(),
+            source,
+        }
+    }
+
+    fn verb(&self) -> &'static str {
+        if self.started { "restored" } else { "added" }
+    }
+
+    /// Makes sure the interface exists (and is up when it is ours) and carries the address
+    /// exactly once. In steady state this only reads.
+    pub async fn sync_address(&mut self) -> Result<(), StepError> {
+        let interface = self.config.interface.clone();
+        let ip = self.config.ip;
+        let link = match self
+            .netif
+            .link_by_name(&interface)
+            .await
+            .map_err(|e| self.interface_error(e))?
+        {
+            Some(link) => link,
+            None => {
+                let link = self
+                    .netif
+                    .create_dummy(&interface)
+                    .await
+                    .map_err(|e| self.interface_error(e))?;
+                info!(interface, index = link.index, "created dummy interface");
+                self.metrics.repaired("interface");
+                self.created_link = Some(link.clone());
+                link
+            }
+        };
+        let ours = self.created_link.as_ref().is_some_and(|created| created.index == link.index);
+        if !link.up {
+            if ours || (self.config.manage_interface && !link.is_loopback) || link.is_loopback {
+                self.netif.set_up(&link).await.map_err(|e| self.interface_error(e))?;
+                info!(interface, "brought interface up");
+                self.metrics.repaired("interface");
+            } else if !self.reported_down {
+                warn!(interface, "interface is down; the address is kept but unreachable (use --manage-interface to bring it up)");
+                self.reported_down = true;
+            }
+        } else {
+            self.reported_down = false;
+        }
+        self.link_index = Some(link.index);
+
+        let copies = self.netif.addresses_of(ip).await.map_err(StepError::Address)?;
+        let mut in_place = false;
+        for copy in &copies {
+            let right = copy.index == link.index
+                && copy.prefix_len == netif::full_prefix(ip)
+                && copy.scope == AddressScope::Universe;
+            if right && !in_place {
+                in_place = true;
+                continue;
+            }
+            if copy.index == link.index && copy.prefix_len == netif::full_prefix(ip) {
+                // Same address and prefix with another scope: the replace below fixes it.
+                continue;
+            }
+            self.netif.delete_address(copy).await.map_err(StepError::Address)?;
+            info!(%ip, index = copy.index, prefix = copy.prefix_len, "removed address from another interface or with a wrong prefix");
+            self.metrics.repaired("duplicate_address");
+        }
+        if !in_place {
+            self.netif.add_address(&link, ip).await.map_err(StepError::Address)?;
+            info!(%ip, interface, "{} address", self.verb());
+            self.metrics.repaired("address");
+        }
+        Ok(())
+    }
+
+    /// Makes each of the five rules present exactly once. In steady state this is one
+    /// `iptables-save`.
+    pub async fn sync_rules(&mut self) -> Result<(), StepError> {
+        let Some(firewall) = &self.firewall else {
+            return Ok(());
+        };
+        let as_error = |source| StepError::Iptables {
+            backend: firewall.backend(),
+            source,
+        };
+        let current = firewall.read().await.map_err(as_error)?;
+        let plan = firewall.ensure(&current, &self.wanted).await.map_err(as_error)?;
+        for rule in &plan.delete {
+            info!(%rule, "removed duplicate iptables rule");
+            self.metrics.repaired("duplicate_rule");
+        }
+        for rule in &plan.insert {
+            info!(%rule, why = rule.why, "{} iptables rule", self.verb());
+            self.metrics.repaired("iptables_rule");
+        }
+        Ok(())
+    }
+
+    /// One whole sync: every step runs, whatever failed before it.
+    pub async fn sync(&mut self) -> Result<(), StepErrors> {
+        let mut errors = Vec::new();
+        if let Err(error) = self.sync_address().await {
+            errors.push(error);
+        }
+        if let Err(error) = self.sync_rules().await {
+            errors.push(error);
+        }
+        self.started = true;
+        for error in &errors {
+            self.metrics.failed(error.kind(), &error_chain(error));
+        }
+        if errors.is_empty() {
+            self.metrics.synced();
+            Ok(())
+        } else {
+            Err(StepErrors(errors))
+        }
+    }
+
+    /// Removes what the sidecar keeps: every copy of the rules, the address, and the interface
+    /// when it is a dummy link this sidecar owns. Tries every step; what is gone counts as done.
+    pub async fn teardown(&mut self) -> Result<(), StepErrors> {
+        let mut errors = Vec::new();
+        if let Some(firewall) = &self.firewall {
+            match firewall.remove(&self.wanted).await {
+                Ok(plan) => {
+                    for rule in &plan.delete {
+                        info!(%rule, "removed iptables rule");
+                    }
+                }
+                Err(source) => errors.push(StepError::Iptables {
+                    backend: firewall.backend(),
+                    source,
+                }),
+            }
+        }
+        let link = match self.netif.link_by_name(&self.config.interface).await {
+            Ok(link) => link,
+            Err(error) => {
+                errors.push(self.interface_error(error));
+                None
+            }
+        };
+        if let Some(link) = &link {
+            match self.netif.addresses_of(self.config.ip).await {
+                Ok(copies) => {
+                    for copy in copies.iter().filter(|copy| copy.index == link.index) {
+                        match self.netif.delete_address(copy).await {
+                            Ok(()) => info!(ip = %self.config.ip, interface = link.name, "removed address"),
+                            Err(error) => errors.push(StepError::Address(error)),
+                        }
+                    }
+                }
+                Err(error) => errors.push(StepError::Address(error)),
+            }
+            let created = self.created_link.as_ref().is_some_and(|created| created.index == link.index);
+            let managed = self.config.manage_interface && link.is_dummy;
+            if (created || managed) && !link.is_loopback {
+                match self.netif.delete_link(link).await {
+                    Ok(()) => info!(interface = link.name, "deleted dummy interface"),
+                    Err(error) => errors.push(self.interface_error(error)),
+                }
+            }
+        }
+        if errors.is_empty() { Ok(()) } else { Err(StepErrors(errors)) }
+    }
+}
+
+/// Runs the daemon until `shutdown` completes: a sync at start, one every interval, an address
+/// sync on every kernel event that touches the address or its link, and retries with backoff
+/// after a failure.
+pub async fn run_daemon(sidecar: &mut Sidecar, mut events: Events, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let interval_length = sidecar.config.sync_interval;
+    let mut ticks = tokio::time::interval_at(Instant::now() + interval_length, interval_length);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut backoff = FIRST_RETRY;
+    let mut retry_at = None;
+    let mut report = |result: Result<(), StepErrors>, retry_at: &mut Option<Instant>| match result {
+        Ok(()) => {
+            backoff = FIRST_RETRY;
+            *retry_at = None;
+        }
+        Err(errors) => {
+            for error in &errors.0 {
+                warn!(kind = error.kind(), retry_in = ?backoff, "sync failed: {}", error_chain(error));
+            }
+            *retry_at = Some(Instant::now() + backoff);
+            backoff = (backoff * 2).min(interval_length);
+        }
+    };
+    report(sidecar.sync().await, &mut retry_at);
+    let ip = sidecar.config.ip;
+    let watch_events = sidecar.config.watch_kernel_events;
+    loop {
+        let retry_deadline = retry_at;
+        let retry = async move {
+            match retry_deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            Some((message, _)) = events.next(), if watch_events => {
+                let relevant = match netif::classify(&message, ip) {
+                    Event::AddressRemoved => true,
+                    Event::LinkChanged { index, removed, up } => {
+                        Some(index) == sidecar.link_index && (removed || !up)
+                    }
+                    Event::Other => false,
+                };
+                if relevant {
+                    debug!("kernel event touches the address or its interface");
+                    if let Err(error) = sidecar.sync_address().await {
+                        sidecar.metrics.failed(error.kind(), &error_chain(&error));
+                        report(Err(StepErrors(vec![error])), &mut retry_at);
+                    }
+                }
+            }
+            _ = ticks.tick() => {
+                debug!("periodic sync");
+                report(sidecar.sync().await, &mut retry_at);
+            }
+            () = retry => {
+                debug!("retrying the failed sync");
+                report(sidecar.sync().await, &mut retry_at);
+            }
+        }
+    }
+}

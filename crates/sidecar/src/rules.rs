@@ -1,0 +1,277 @@
+// SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
+// SPDX-License-Identifier: Apache-2.0
+
+//! The five iptables rules, pure: what they are, how to find them in `iptables-save` output, and
+//! the `iptables-restore` input that makes a ruleset exact.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+
+/// One rule the sidecar keeps, in the canonical form `iptables-save` prints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub table: &'static str,
+    pub chain: &'static str,
+    /// The rule after `-A CHAIN`, as whitespace-separated tokens.
+    pub spec: Vec<String>,
+    /// Why the rule exists, for logs and docs.
+    pub why: &'static str,
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "-t {} {} {}", self.table, self.chain, self.spec.join(" "))
+    }
+}
+
+/// The five rules for a proxy listening on `ip`:`port`, in the order of the original README.
+pub fn wanted_rules(ip: IpAddr, port: u16) -> Vec<Rule> {
+    let host = match ip {
+        IpAddr::V4(_) => format!("{ip}/32"),
+        IpAddr::V6(_) => format!("{ip}/128"),
+    };
+    let rule = |table, chain, direction: &str, port_match: &str, target: &str, why| Rule {
+        table,
+        chain,
+        spec: [direction, &host, "-p", "tcp", "-m", "tcp", port_match, &port.to_string(), "-j", target]
+            .iter()
+            .map(|token| token.to_string())
+            .collect(),
+        why,
+    };
+    vec![
+        rule("raw", "PREROUTING", "-d", "--dport", "NOTRACK",
+             "incoming connections to the local proxy need no conntrack entry"),
+        rule("raw", "OUTPUT", "-d", "--dport", "NOTRACK",
+             "connections from this host to the local proxy need no conntrack entry"),
+        rule("raw", "OUTPUT", "-s", "--sport", "NOTRACK",
+             "the proxy's replies need no conntrack entry"),
+        rule("filter", "INPUT", "-d", "--dport", "ACCEPT",
+             "untracked packets to the proxy must not be dropped by INVALID-state rules"),
+        rule("filter", "OUTPUT", "-s", "--sport", "ACCEPT",
+             "untracked replies from the proxy must not be dropped by INVALID-state rules"),
+    ]
+}
+
+/// The rules of an `iptables-save` dump, by table and chain.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Ruleset {
+    chains: HashMap<(String, String), Vec<Vec<String>>>,
+    rule_count: usize,
+    chain_names: Vec<String>,
+}
+
+impl Ruleset {
+    /// Parses `iptables-save` output; lines it does not understand are ignored.
+    pub fn parse(save_output: &str) -> Self {
+        let mut ruleset = Ruleset::default();
+        let mut table = String::new();
+        for line in save_output.lines() {
+            if let Some(name) = line.strip_prefix('*') {
+                table = name.trim().to_string();
+            } else if let Some(chain) = line.strip_prefix(':') {
+                if let Some(name) = chain.split_whitespace().next() {
+                    ruleset.chain_names.push(name.to_string());
+                }
+            } else if let Some(rule) = line.strip_prefix("-A ") {
+                let mut tokens = rule.split_whitespace().map(str::to_string);
+                if let Some(chain) = tokens.next() {
+                    ruleset
+                        .chains
+                        .entry((table.clone(), chain))
+                        .or_default()
+                        .push(tokens.collect());
+                    ruleset.rule_count += 1;
+                }
+            }
+        }
+        ruleset
+    }
+
+    /// How many copies of `rule` the dump holds.
+    pub fn count(&self, rule: &Rule) -> usize {
+        self.chains
+            .get(&(rule.table.to_string(), rule.chain.to_string()))
+            .map_or(0, |rules| rules.iter().filter(|spec| **spec == rule.spec).count())
+    }
+
+    /// Number of rules in every table.
+    pub fn rule_count(&self) -> usize {
+        self.rule_count
+    }
+
+    /// Whether a chain of this name exists in any table.
+    pub fn has_chain(&self, name: &str) -> bool {
+        self.chain_names.iter().any(|chain| chain == name)
+    }
+}
+
+/// What to change so that each wanted rule is present the right number of times.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Rules to insert at the top of their chain.
+    pub insert: Vec<Rule>,
+    /// Rules to delete, one entry per copy.
+    pub delete: Vec<Rule>,
+}
+
+impl Plan {
+    /// Makes every wanted rule present exactly once.
+    pub fn ensure(current: &Ruleset, wanted: &[Rule]) -> Self {
+        let mut plan = Plan::default();
+        for rule in wanted {
+            match current.count(rule) {
+                0 => plan.insert.push(rule.clone()),
+                n => plan.delete.extend(std::iter::repeat_n(rule.clone(), n - 1)),
+            }
+        }
+        plan
+    }
+
+    /// Removes every copy of every wanted rule.
+    pub fn remove(current: &Ruleset, wanted: &[Rule]) -> Self {
+        let mut plan = Plan::default();
+        for rule in wanted {
+            plan.delete
+                .extend(std::iter::repeat_n(rule.clone(), current.count(rule)));
+        }
+        plan
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.insert.is_empty() && self.delete.is_empty()
+    }
+
+    /// The `iptables-restore --noflush` input that carries the plan out atomically per table.
+    pub fn restore_input(&self) -> String {
+        let mut tables: Vec<&str> = Vec::new();
+        for rule in self.delete.iter().chain(&self.insert) {
+            if !tables.contains(&rule.table) {
+                tables.push(rule.table);
+            }
+        }
+        let mut input = String::new();
+        for table in tables {
+            input.push_str(&format!("*{table}\n"));
+            for rule in self.delete.iter().filter(|rule| rule.table == table) {
+                input.push_str(&format!("-D {} {}\n", rule.chain, rule.spec.join(" ")));
+            }
+            for rule in self.insert.iter().filter(|rule| rule.table == table) {
+                input.push_str(&format!("-I {} 1 {}\n", rule.chain, rule.spec.join(" ")));
+            }
+            input.push_str("COMMIT\n");
+        }
+        input
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V4_SAVE: &str = "\
+# Generated by iptables-save v1.8.9 on Sat Nov 28 16:21:25 2026
+*raw
+:PREROUTING ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A PREROUTING -d 10.96.0.2/32 -p tcp -m tcp --dport 443 -j NOTRACK
+-A OUTPUT -d 10.96.0.2/32 -p tcp -m tcp --dport 443 -j NOTRACK
+-A OUTPUT -s 10.96.0.2/32 -p tcp -m tcp --sport 443 -j NOTRACK
+-A OUTPUT -s 10.96.0.2/32 -p tcp -m tcp --sport 443 -j NOTRACK
+COMMIT
+*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:KUBE-FIREWALL - [0:0]
+-A INPUT -d 10.96.0.3/32 -p tcp -m tcp --dport 443 -j ACCEPT
+-A OUTPUT -s 10.96.0.2/32 -p tcp -m tcp --sport 443 -j ACCEPT
+-A OUTPUT -s 10.96.0.2/32 -p tcp -m tcp --sport 443 -m comment --comment \"x y\" -j ACCEPT
+COMMIT
+";
+
+    #[test]
+    fn the_five_rules_of_the_original() {
+        let rules: Vec<String> = wanted_rules(IpAddr::from([10, 96, 0, 2]), 443)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            rules,
+            [
+                "-t raw PREROUTING -d 10.96.0.2/32 -p tcp -m tcp --dport 443 -j NOTRACK",
+                "-t raw OUTPUT -d 10.96.0.2/32 -p tcp -m tcp --dport 443 -j NOTRACK",
+                "-t raw OUTPUT -s 10.96.0.2/32 -p tcp -m tcp --sport 443 -j NOTRACK",
+                "-t filter INPUT -d 10.96.0.2/32 -p tcp -m tcp --dport 443 -j ACCEPT",
+                "-t filter OUTPUT -s 10.96.0.2/32 -p tcp -m tcp --sport 443 -j ACCEPT",
+            ]
+        );
+    }
+
+    #[test]
+    fn ipv6_rules_use_a_full_length_prefix() {
+        let rules = wanted_rules("fd00::10".parse().unwrap(), 6443);
+        assert_eq!(rules.len(), 5);
+        assert!(rules.iter().all(|rule| rule.spec[1] == "fd00::10/128"));
+        assert!(rules.iter().all(|rule| rule.spec[7] == "6443"));
+    }
+
+    #[test]
+    fn counts_copies_in_a_save_dump() {
+        let current = Ruleset::parse(V4_SAVE);
+        let counts: Vec<usize> = wanted_rules(IpAddr::from([10, 96, 0, 2]), 443)
+            .iter()
+            .map(|rule| current.count(rule))
+            .collect();
+        assert_eq!(counts, [1, 1, 2, 0, 1]);
+        assert_eq!(current.rule_count(), 7);
+        assert!(current.has_chain("KUBE-FIREWALL"));
+        assert!(!current.has_chain("KUBE-KUBELET-CANARY"));
+    }
+
+    #[test]
+    fn ensure_inserts_missing_and_deletes_extra_copies() {
+        let wanted = wanted_rules(IpAddr::from([10, 96, 0, 2]), 443);
+        let plan = Plan::ensure(&Ruleset::parse(V4_SAVE), &wanted);
+        assert_eq!(plan.insert, [wanted[3].clone()]);
+        assert_eq!(plan.delete, [wanted[2].clone()]);
+        assert_eq!(
+            plan.restore_input(),
+            "*raw\n-D OUTPUT -s 10.96.0.2/32 -p tcp -m tcp --sport 443 -j NOTRACK\nCOMMIT\n\
+             *filter\n-I INPUT 1 -d 10.96.0.2/32 -p tcp -m tcp --dport 443 -j ACCEPT\nCOMMIT\n"
+        );
+    }
+
+    #[test]
+    fn ensure_on_an_empty_host_inserts_all_five() {
+        let wanted = wanted_rules(IpAddr::from([10, 96, 0, 2]), 443);
+        let plan = Plan::ensure(&Ruleset::parse(""), &wanted);
+        assert_eq!(plan.insert, wanted);
+        assert!(plan.delete.is_empty());
+        let input = plan.restore_input();
+        assert!(input.starts_with("*raw\n-I PREROUTING 1 -d 10.96.0.2/32"));
+        assert_eq!(input.matches("COMMIT").count(), 2);
+    }
+
+    #[test]
+    fn steady_state_plans_nothing() {
+        let wanted = wanted_rules(IpAddr::from([10, 96, 0, 2]), 443);
+        let save: String = wanted
+            .iter()
+            .map(|rule| format!("*{}\n-A {} {}\nCOMMIT\n", rule.table, rule.chain, rule.spec.join(" ")))
+            .collect();
+        let plan = Plan::ensure(&Ruleset::parse(&save), &wanted);
+        assert!(plan.is_empty());
+        assert_eq!(plan.restore_input(), "");
+    }
+
+    #[test]
+    fn remove_deletes_every_copy() {
+        let wanted = wanted_rules(IpAddr::from([10, 96, 0, 2]), 443);
+        let plan = Plan::remove(&Ruleset::parse(V4_SAVE), &wanted);
+        assert!(plan.insert.is_empty());
+        assert_eq!(plan.delete.len(), 5);
+        assert!(Plan::remove(&Ruleset::parse(""), &wanted).is_empty());
+    }
+}
