@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
+# SPDX-License-Identifier: Apache-2.0
+#
+# Proves that scripts/validate_manifests.py catches what it claims to: breaks a copy of deploy/
+# in one way at a time and expects a failure naming the problem. Also: no manifest at all fails.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+bin="$("$root/scripts/ci-venv.sh")"
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+passed=0 failed=0
+
+# expect_failure NAME EXPECTED-MESSAGE-REGEX FILE PYTHON-EXPR-ON-TEXT
+expect_failure() {
+  local name="$1" want="$2" file="$3" edit="$4"
+  rm -rf "$tmp/deploy" && cp -r "$root/deploy" "$tmp/deploy"
+  if [ -n "$file" ]; then
+    "$bin/python" -c 'import sys; p=sys.argv[1]; t=open(p).read(); n=eval(sys.argv[2]); assert n!=t, "edit changed nothing"; open(p,"w").write(n)' \
+      "$tmp/deploy/$file" "$edit"
+  fi
+  if out="$("$bin/python" "$root/scripts/validate_manifests.py" "$tmp/deploy" --kubectl "$bin/kubectl" 2>&1)"; then
+    echo "FAIL: $name: validation passed"; failed=$((failed + 1))
+  elif ! grep -Eq -- "$want" <<<"$out"; then
+    echo "FAIL: $name: no error matching /$want/:"; echo "$out" | tail -5; failed=$((failed + 1))
+  else
+    echo "ok: $name"; passed=$((passed + 1))
+  fi
+}
+
+expect_failure "privileged container" "must not be privileged" sidecar/daemonset.yaml \
+  't.replace("privileged: false", "privileged: true", 1)'
+expect_failure "memory limit on the DaemonSet" "no memory limit" sidecar/daemonset.yaml \
+  't.replace("            requests:\n              cpu: 20m", "            limits:\n              memory: 64Mi\n            requests:\n              cpu: 20m", 1)'
+expect_failure "extra capability" "must add exactly" sidecar/daemonset.yaml \
+  't.replace("                - NET_RAW\n", "                - NET_RAW\n                - SYS_ADMIN\n", 1)'
+expect_failure "schema: wrong type" "hostNetwork" sidecar/daemonset.yaml \
+  't.replace("hostNetwork: true", "hostNetwork: \"yes\"")'
+expect_failure "schema: unknown field (strict)" "Additional properties|additional properties|not allowed" webhook/service.yaml \
+  't.replace("  type: ClusterIP", "  type: ClusterIP\n  typo: 1")'
+expect_failure "IP mismatch with Envoy" "listener must be on" sidecar/envoy.yaml \
+  't.replace("address: 10.96.0.2", "address: 10.96.0.3")'
+expect_failure "init container as daemon" "needs --daemon=false" sidecar/daemonset.yaml \
+  't.replace("            - --daemon=false\n", "")'
+expect_failure "no xtables lock" "xtables" sidecar/daemonset.yaml \
+  't.replace("type: FileOrCreate", "type: File")'
+expect_failure "failurePolicy Fail" "failurePolicy must be Ignore" webhook/mutatingwebhookconfiguration.yaml \
+  't.replace("failurePolicy: Ignore", "failurePolicy: Fail")'
+expect_failure "selects its own namespace" "own namespace" webhook/mutatingwebhookconfiguration.yaml \
+  't.replace("values: [\"apiserver-proxy\"]", "values: [\"kube-system\"]")'
+expect_failure "opt-out value missing" "objectSelector must skip" webhook/mutatingwebhookconfiguration.yaml \
+  '"]".join(t.rsplit(", \"0\"]", 1))'
+expect_failure "UPDATE too" "CREATE only" webhook/mutatingwebhookconfiguration.yaml \
+  't.replace("          - CREATE\n", "          - CREATE\n          - UPDATE\n")'
+expect_failure "webhook as root" "non-root" webhook/deployment.yaml \
+  't.replace("runAsUser: 65532", "runAsUser: 0", 1)'
+expect_failure "probe over HTTP" "readinessProbe must be HTTPS" webhook/deployment.yaml \
+  't.replace("scheme: HTTPS", "scheme: HTTP").replace("scheme: HTTP", "scheme: HTTPS", 1)'
+expect_failure "one replica" "2 replicas" webhook/deployment.yaml \
+  't.replace("replicas: 2", "replicas: 1")'
+expect_failure "missing SPDX header" "SPDX header" webhook/namespace.yaml \
+  't.replace("# SPDX-License-Identifier: Apache-2.0\n", "")'
+expect_failure "file left out of the kustomization" "not used by any kustomization" webhook/kustomization.yaml \
+  't.replace("  - poddisruptionbudget.yaml\n", "")'
+expect_failure "missing resource file" "does not exist" webhook/kustomization.yaml \
+  't.replace("  - service.yaml\n", "  - service.yaml\n  - gone.yaml\n")'
+expect_failure "cert-manager without CA injection" "inject-ca-from" components/cert-manager/kustomization.yaml \
+  't.replace("cert-manager.io/inject-ca-from", "example.com/other")'
+
+# No manifest at all.
+rm -rf "$tmp/empty" && mkdir -p "$tmp/empty"
+if "$bin/python" "$root/scripts/validate_manifests.py" "$tmp/empty" --kubectl "$bin/kubectl" >/dev/null 2>&1; then
+  echo "FAIL: empty deploy/ passed"; failed=$((failed + 1))
+else
+  echo "ok: empty deploy/ fails"; passed=$((passed + 1))
+fi
+
+echo "validate-manifests self-test: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
