@@ -297,7 +297,10 @@ pub fn validate_interface_name(name: &str) -> Result<(), ConfigError> {
     if name == "." || name == ".." {
         return invalid("\".\" and \"..\" are reserved".into());
     }
-    if let Some(c) = name.chars().find(|c| *c == '/' || *c == ':' || c.is_whitespace()) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| *c == '/' || *c == ':' || c.is_whitespace())
+    {
         return invalid(format!("it contains {c:?}"));
     }
     Ok(())
@@ -372,12 +375,18 @@ mod tests {
         assert_eq!(config.sync_interval, Duration::from_secs(90));
         assert_eq!(config.interface, "apiserver-proxy");
         assert_eq!(config.iptables_backend, BackendChoice::Legacy);
-        assert_eq!(config.metrics_bind_address, Some("[::1]:16910".parse().unwrap()));
+        assert_eq!(
+            config.metrics_bind_address,
+            Some("[::1]:16910".parse().unwrap())
+        );
     }
 
     #[test]
     fn ipv4_mapped_address_counts_as_ipv4() {
-        assert_eq!(parse_ip("::ffff:10.96.0.2"), Ok(IpAddr::from([10, 96, 0, 2])));
+        assert_eq!(
+            parse_ip("::ffff:10.96.0.2"),
+            Ok(IpAddr::from([10, 96, 0, 2]))
+        );
     }
 
     #[test]
@@ -419,29 +428,77 @@ mod tests {
     fn every_bad_value_names_the_flag() {
         let cases: &[(&[&str], &str)] = &[
             (&[], "--ip-address is required"),
-            (&["--ip-address=10.96.0"], "--ip-address=\"10.96.0\" is not an IPv4 or IPv6"),
+            (
+                &["--ip-address=10.96.0"],
+                "--ip-address=\"10.96.0\" is not an IPv4 or IPv6",
+            ),
             (&["--ip-address=example.com"], "is not an IPv4 or IPv6"),
             (&["--ip-address=0.0.0.0"], "unspecified"),
             (&["--ip-address=::"], "unspecified"),
             (&["--ip-address=224.0.0.1"], "multicast"),
             (&["--ip-address=255.255.255.255"], "broadcast"),
-            (&["--ip-address=10.96.0.2", "--port=0"], "--port=\"0\" is not a port number"),
-            (&["--ip-address=10.96.0.2", "--port=65536"], "--port=\"65536\""),
-            (&["--ip-address=10.96.0.2", "--port=https"], "--port=\"https\""),
-            (&["--ip-address=10.96.0.2", "--interface=a-very-long-name0"], "at most 15"),
+            (
+                &["--ip-address=10.96.0.2", "--port=0"],
+                "--port=\"0\" is not a port number",
+            ),
+            (
+                &["--ip-address=10.96.0.2", "--port=65536"],
+                "--port=\"65536\"",
+            ),
+            (
+                &["--ip-address=10.96.0.2", "--port=https"],
+                "--port=\"https\"",
+            ),
+            (
+                &["--ip-address=10.96.0.2", "--interface=a-very-long-name0"],
+                "at most 15",
+            ),
             (&["--ip-address=10.96.0.2", "--interface="], "it is empty"),
-            (&["--ip-address=10.96.0.2", "--interface=a/b"], "contains '/'"),
-            (&["--ip-address=10.96.0.2", "--interface=a b"], "contains ' '"),
-            (&["--ip-address=10.96.0.2", "--sync-interval=0s"], "greater than zero"),
-            (&["--ip-address=10.96.0.2", "--sync-interval=-1m"], "greater than zero"),
-            (&["--ip-address=10.96.0.2", "--sync-interval=60"], "missing unit"),
-            (&["--ip-address=10.96.0.2", "--sync-interval=1d"], "unknown unit"),
-            (&["--ip-address=10.96.0.2", "--daemon=maybe"], "invalid boolean"),
-            (&["--ip-address=10.96.0.2", "--iptables-backend=ebpf"], "--iptables-backend"),
-            (&["--ip-address=10.96.0.2", "--metrics-bind-address=:x"], "--metrics-bind-address"),
+            (
+                &["--ip-address=10.96.0.2", "--interface=a/b"],
+                "contains '/'",
+            ),
+            (
+                &["--ip-address=10.96.0.2", "--interface=a b"],
+                "contains ' '",
+            ),
+            (
+                &["--ip-address=10.96.0.2", "--sync-interval=0s"],
+                "greater than zero",
+            ),
+            (
+                &["--ip-address=10.96.0.2", "--sync-interval=-1m"],
+                "greater than zero",
+            ),
+            (
+                &["--ip-address=10.96.0.2", "--sync-interval=60"],
+                "missing unit",
+            ),
+            (
+                &["--ip-address=10.96.0.2", "--sync-interval=1d"],
+                "unknown unit",
+            ),
+            (
+                &["--ip-address=10.96.0.2", "--daemon=maybe"],
+                "invalid boolean",
+            ),
+            (
+                &["--ip-address=10.96.0.2", "--iptables-backend=ebpf"],
+                "--iptables-backend",
+            ),
+            (
+                &["--ip-address=10.96.0.2", "--metrics-bind-address=:x"],
+                "--metrics-bind-address",
+            ),
             (&["--ip-address=10.96.0.2", "--v=loud"], "--v"),
-            (&["--ip-address=10.96.0.2", "--stderrthreshold=LOUD"], "invalid severity"),
-            (&["--ip-address=10.96.0.2", "--no-such-flag"], "--no-such-flag"),
+            (
+                &["--ip-address=10.96.0.2", "--stderrthreshold=LOUD"],
+                "invalid severity",
+            ),
+            (
+                &["--ip-address=10.96.0.2", "--no-such-flag"],
+                "--no-such-flag",
+            ),
         ];
         for (args, needle) in cases {
             let err = parse(args).expect_err(&format!("{args:?} should fail"));

@@ -132,19 +132,27 @@ impl Firewall {
             }
         }
         let score = |ruleset: &Ruleset| {
-            let canary = ruleset.has_chain("KUBE-IPTABLES-HINT") || ruleset.has_chain("KUBE-KUBELET-CANARY");
+            let canary =
+                ruleset.has_chain("KUBE-IPTABLES-HINT") || ruleset.has_chain("KUBE-KUBELET-CANARY");
             (canary, ruleset.rule_count())
         };
-        let chosen = found
-            .iter()
-            .reduce(|best, next| if score(&next.1) > score(&best.1) { next } else { best });
+        let chosen = found.iter().reduce(|best, next| {
+            if score(&next.1) > score(&best.1) {
+                next
+            } else {
+                best
+            }
+        });
         match (chosen, last_error) {
             (Some((backend, _)), _) => {
                 let why = found
                     .iter()
                     .map(|(backend, ruleset)| {
                         let (canary, rules) = score(ruleset);
-                        format!("{backend}: {rules} rules{}", if canary { ", kubelet canary" } else { "" })
+                        format!(
+                            "{backend}: {rules} rules{}",
+                            if canary { ", kubelet canary" } else { "" }
+                        )
                     })
                     .collect::<Vec<_>>()
                     .join("; ");
@@ -190,7 +198,13 @@ impl Firewall {
         }
         let binary = Self::binary(self.family, self.backend, "-restore");
         let child_lock = child_lock_path(&self.lock_path);
-        run(&binary, &["--noflush"], Some(plan.restore_input()), Some(&child_lock)).await?;
+        run(
+            &binary,
+            &["--noflush"],
+            Some(plan.restore_input()),
+            Some(&child_lock),
+        )
+        .await?;
         Ok(())
     }
 
@@ -241,7 +255,11 @@ async fn run(
     let mut command = Command::new(binary);
     command
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
@@ -277,7 +295,8 @@ async fn run(
         return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
     }
     let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
-    let hint = if stderr.contains("Permission denied") || stderr.contains("Operation not permitted") {
+    let hint = if stderr.contains("Permission denied") || stderr.contains("Operation not permitted")
+    {
         " (the sidecar needs CAP_NET_ADMIN)"
     } else if stderr.contains("Table does not exist") || stderr.contains("can't initialize") {
         " (is the kernel's iptables support for this backend loaded?)"

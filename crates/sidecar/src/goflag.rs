@@ -11,7 +11,11 @@ use std::time::Duration;
 /// Returns the signed length in nanoseconds, so callers can reject zero and negative values with
 /// a message of their own.
 pub fn parse_duration_nanos(text: &str) -> Result<i128, String> {
-    let invalid = || format!("invalid duration {text:?}: expected a number with a unit, e.g. 1m, 90s, 1.5m or 300ms");
+    let invalid = || {
+        format!(
+            "invalid duration {text:?}: expected a number with a unit, e.g. 1m, 90s, 1.5m or 300ms"
+        )
+    };
     let (negative, mut rest) = match text.as_bytes().first() {
         Some(b'-') => (true, &text[1..]),
         Some(b'+') => (false, &text[1..]),
@@ -44,8 +48,16 @@ pub fn parse_duration_nanos(text: &str) -> Result<i128, String> {
             "s" => 1e9,
             "m" => 60e9,
             "h" => 3600e9,
-            "" => return Err(format!("missing unit in duration {text:?}: use ns, us, ms, s, m or h")),
-            unit => return Err(format!("unknown unit {unit:?} in duration {text:?}: use ns, us, ms, s, m or h")),
+            "" => {
+                return Err(format!(
+                    "missing unit in duration {text:?}: use ns, us, ms, s, m or h"
+                ));
+            }
+            unit => {
+                return Err(format!(
+                    "unknown unit {unit:?} in duration {text:?}: use ns, us, ms, s, m or h"
+                ));
+            }
         };
         rest = &rest[unit_len..];
         total += value * nanos_per_unit;
@@ -128,9 +140,21 @@ mod tests {
     #[test]
     fn positive_durations_only() {
         assert_eq!(parse_positive_duration("1m"), Ok(Duration::from_secs(60)));
-        assert!(parse_positive_duration("0").unwrap_err().contains("greater than zero"));
-        assert!(parse_positive_duration("0s").unwrap_err().contains("greater than zero"));
-        assert!(parse_positive_duration("-5s").unwrap_err().contains("greater than zero"));
+        assert!(
+            parse_positive_duration("0")
+                .unwrap_err()
+                .contains("greater than zero")
+        );
+        assert!(
+            parse_positive_duration("0s")
+                .unwrap_err()
+                .contains("greater than zero")
+        );
+        assert!(
+            parse_positive_duration("-5s")
+                .unwrap_err()
+                .contains("greater than zero")
+        );
     }
 
     #[test]
@@ -142,7 +166,10 @@ mod tests {
             assert_eq!(parse_bool(text), Ok(false), "{text}");
         }
         for text in ["yes", "", "tRUE", "2"] {
-            assert!(parse_bool(text).unwrap_err().contains("invalid boolean"), "{text}");
+            assert!(
+                parse_bool(text).unwrap_err().contains("invalid boolean"),
+                "{text}"
+            );
         }
     }
 }

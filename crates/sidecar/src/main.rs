@@ -21,7 +21,11 @@ fn main() -> ExitCode {
         Err(error) => {
             // --help and --version print and exit 0; every bad flag exits 1 like the original.
             let _ = error.print();
-            return if error.use_stderr() { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+            return if error.use_stderr() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     if let Err(error) = init_logging(&args.klog) {
@@ -44,7 +48,10 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(error) => return fatal(error.to_string()),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => return fatal(format!("cannot start the runtime: {error}")),
     };
@@ -106,7 +113,7 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         tokio::spawn(server);
         info!(%address, "serving /healthz and /metrics");
     }
-    let (netif, events) = Netif::connect()?;
+    let (netif, events) = Netif::connect(config.daemon && config.watch_kernel_events)?;
     let daemon = config.daemon;
     let cleanup = config.cleanup;
     info!(

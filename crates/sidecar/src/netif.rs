@@ -6,8 +6,8 @@
 use std::io;
 use std::net::IpAddr;
 
-use futures_util::TryStreamExt;
 use futures_channel::mpsc::UnboundedReceiver;
+use futures_util::TryStreamExt;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
@@ -91,26 +91,34 @@ pub struct Netif {
 }
 
 impl Netif {
-    /// Opens a netlink connection on the current runtime, subscribed to address and link events.
-    pub fn connect() -> Result<(Netif, Events), NetifError> {
+    /// Opens a netlink connection on the current runtime, subscribed to address and link events
+    /// when `subscribe` is set (unread notifications would pile up otherwise).
+    pub fn connect(subscribe: bool) -> Result<(Netif, Events), NetifError> {
         let open_failed = |source| NetifError {
             action: "open a netlink socket".into(),
             source,
         };
         let (mut connection, handle, events) = rtnetlink::new_connection().map_err(open_failed)?;
-        let groups = SocketAddr::new(0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR);
-        connection
-            .socket_mut()
-            .socket_mut()
-            .bind(&groups)
-            .map_err(open_failed)?;
+        if subscribe {
+            let groups = SocketAddr::new(0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR);
+            connection
+                .socket_mut()
+                .socket_mut()
+                .bind(&groups)
+                .map_err(open_failed)?;
+        }
         tokio::spawn(connection);
         Ok((Netif { handle }, events))
     }
 
     /// The link called `name`, or `None` when there is none.
     pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>, NetifError> {
-        let mut links = self.handle.link().get().match_name(name.to_string()).execute();
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
         match links.try_next().await {
             Ok(link) => Ok(link.map(|message| link_from(&message))),
             Err(error) => {
@@ -207,7 +215,13 @@ impl Netif {
 
     /// Deletes one copy of the address; one that is already gone counts as deleted.
     pub async fn delete_address(&self, entry: &AddressEntry) -> Result<(), NetifError> {
-        match self.handle.address().del(entry.message.clone()).execute().await {
+        match self
+            .handle
+            .address()
+            .del(entry.message.clone())
+            .execute()
+            .await
+        {
             Err(error) => {
                 let error = to_io(error);
                 if error.raw_os_error() == Some(EADDRNOTAVAIL) {

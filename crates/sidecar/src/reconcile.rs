@@ -93,18 +93,23 @@ pub struct Sidecar {
 
 impl Sidecar {
     /// Prepares a sidecar; with `--setup-iptables` it picks the iptables backend.
-    pub async fn new(config: Config, netif: Netif, metrics: Arc<Metrics>) -> Result<Self, StepError> {
+    pub async fn new(
+        config: Config,
+        netif: Netif,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StepError> {
         let firewall = if config.setup_iptables {
             let backend = match config.iptables_backend {
                 BackendChoice::Nft => Backend::Nft,
                 BackendChoice::Legacy => Backend::Legacy,
                 BackendChoice::Auto => {
-                    let (backend, why) = Firewall::detect_backend(config.ip).await.map_err(|source| {
-                        StepError::Iptables {
-                            backend: Backend::Nft,
-                            source,
-                        }
-                    })?;
+                    let (backend, why) =
+                        Firewall::detect_backend(config.ip)
+                            .await
+                            .map_err(|source| StepError::Iptables {
+                                backend: Backend::Nft,
+                                source,
+                            })?;
                     info!(%backend, found = %why, "picked the iptables backend that holds the host's rules");
                     backend
                 }
@@ -166,14 +171,24 @@ impl Sidecar {
                 link
             }
         };
-        let ours = self.created_link.as_ref().is_some_and(|created| created.index == link.index);
+        let ours = self
+            .created_link
+            .as_ref()
+            .is_some_and(|created| created.index == link.index);
         if !link.up {
-            if ours || (self.config.manage_interface && !link.is_loopback) || link.is_loopback {
-                self.netif.set_up(&link).await.map_err(|e| self.interface_error(e))?;
+            // A down lo breaks every local connection, so it is always brought up.
+            if ours || self.config.manage_interface || link.is_loopback {
+                self.netif
+                    .set_up(&link)
+                    .await
+                    .map_err(|e| self.interface_error(e))?;
                 info!(interface, "brought interface up");
                 self.metrics.repaired("interface");
             } else if !self.reported_down {
-                warn!(interface, "interface is down; the address is kept but unreachable (use --manage-interface to bring it up)");
+                warn!(
+                    interface,
+                    "interface is down; the address is kept but unreachable (use --manage-interface to bring it up)"
+                );
                 self.reported_down = true;
             }
         } else {
@@ -181,7 +196,11 @@ impl Sidecar {
         }
         self.link_index = Some(link.index);
 
-        let copies = self.netif.addresses_of(ip).await.map_err(StepError::Address)?;
+        let copies = self
+            .netif
+            .addresses_of(ip)
+            .await
+            .map_err(StepError::Address)?;
         let mut in_place = false;
         for copy in &copies {
             let right = copy.index == link.index
@@ -191,16 +210,20 @@ impl Sidecar {
                 in_place = true;
                 continue;
             }
-            if copy.index == link.index && copy.prefix_len == netif::full_prefix(ip) {
-                // Same address and prefix with another scope: the replace below fixes it.
-                continue;
-            }
-            self.netif.delete_address(copy).await.map_err(StepError::Address)?;
-            info!(%ip, index = copy.index, prefix = copy.prefix_len, "removed address from another interface or with a wrong prefix");
+            // The kernel does not change the scope of an existing address: delete and re-add.
+            self.netif
+                .delete_address(copy)
+                .await
+                .map_err(StepError::Address)?;
+            info!(%ip, index = copy.index, prefix = copy.prefix_len, scope = ?copy.scope,
+                  "removed address from another interface, or with a wrong prefix or scope");
             self.metrics.repaired("duplicate_address");
         }
         if !in_place {
-            self.netif.add_address(&link, ip).await.map_err(StepError::Address)?;
+            self.netif
+                .add_address(&link, ip)
+                .await
+                .map_err(StepError::Address)?;
             info!(%ip, interface, "{} address", self.verb());
             self.metrics.repaired("address");
         }
@@ -218,7 +241,10 @@ impl Sidecar {
             source,
         };
         let current = firewall.read().await.map_err(as_error)?;
-        let plan = firewall.ensure(&current, &self.wanted).await.map_err(as_error)?;
+        let plan = firewall
+            .ensure(&current, &self.wanted)
+            .await
+            .map_err(as_error)?;
         for rule in &plan.delete {
             info!(%rule, "removed duplicate iptables rule");
             self.metrics.repaired("duplicate_rule");
@@ -280,14 +306,19 @@ impl Sidecar {
                 Ok(copies) => {
                     for copy in copies.iter().filter(|copy| copy.index == link.index) {
                         match self.netif.delete_address(copy).await {
-                            Ok(()) => info!(ip = %self.config.ip, interface = link.name, "removed address"),
+                            Ok(()) => {
+                                info!(ip = %self.config.ip, interface = link.name, "removed address")
+                            }
                             Err(error) => errors.push(StepError::Address(error)),
                         }
                     }
                 }
                 Err(error) => errors.push(StepError::Address(error)),
             }
-            let created = self.created_link.as_ref().is_some_and(|created| created.index == link.index);
+            let created = self
+                .created_link
+                .as_ref()
+                .is_some_and(|created| created.index == link.index);
             let managed = self.config.manage_interface && link.is_dummy;
             if (created || managed) && !link.is_loopback {
                 match self.netif.delete_link(link).await {
@@ -296,14 +327,22 @@ impl Sidecar {
                 }
             }
         }
-        if errors.is_empty() { Ok(()) } else { Err(StepErrors(errors)) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(StepErrors(errors))
+        }
     }
 }
 
 /// Runs the daemon until `shutdown` completes: a sync at start, one every interval, an address
 /// sync on every kernel event that touches the address or its link, and retries with backoff
 /// after a failure.
-pub async fn run_daemon(sidecar: &mut Sidecar, mut events: Events, shutdown: impl Future<Output = ()>) {
+pub async fn run_daemon(
+    sidecar: &mut Sidecar,
+    mut events: Events,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     let interval_length = sidecar.config.sync_interval;
     let mut ticks = tokio::time::interval_at(Instant::now() + interval_length, interval_length);

@@ -21,7 +21,13 @@ pub struct Rule {
 
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "-t {} {} {}", self.table, self.chain, self.spec.join(" "))
+        write!(
+            f,
+            "-t {} {} {}",
+            self.table,
+            self.chain,
+            self.spec.join(" ")
+        )
     }
 }
 
@@ -34,23 +40,64 @@ pub fn wanted_rules(ip: IpAddr, port: u16) -> Vec<Rule> {
     let rule = |table, chain, direction: &str, port_match: &str, target: &str, why| Rule {
         table,
         chain,
-        spec: [direction, &host, "-p", "tcp", "-m", "tcp", port_match, &port.to_string(), "-j", target]
-            .iter()
-            .map(|token| token.to_string())
-            .collect(),
+        spec: [
+            direction,
+            &host,
+            "-p",
+            "tcp",
+            "-m",
+            "tcp",
+            port_match,
+            &port.to_string(),
+            "-j",
+            target,
+        ]
+        .iter()
+        .map(|token| token.to_string())
+        .collect(),
         why,
     };
     vec![
-        rule("raw", "PREROUTING", "-d", "--dport", "NOTRACK",
-             "incoming connections to the local proxy need no conntrack entry"),
-        rule("raw", "OUTPUT", "-d", "--dport", "NOTRACK",
-             "connections from this host to the local proxy need no conntrack entry"),
-        rule("raw", "OUTPUT", "-s", "--sport", "NOTRACK",
-             "the proxy's replies need no conntrack entry"),
-        rule("filter", "INPUT", "-d", "--dport", "ACCEPT",
-             "untracked packets to the proxy must not be dropped by INVALID-state rules"),
-        rule("filter", "OUTPUT", "-s", "--sport", "ACCEPT",
-             "untracked replies from the proxy must not be dropped by INVALID-state rules"),
+        rule(
+            "raw",
+            "PREROUTING",
+            "-d",
+            "--dport",
+            "NOTRACK",
+            "incoming connections to the local proxy need no conntrack entry",
+        ),
+        rule(
+            "raw",
+            "OUTPUT",
+            "-d",
+            "--dport",
+            "NOTRACK",
+            "connections from this host to the local proxy need no conntrack entry",
+        ),
+        rule(
+            "raw",
+            "OUTPUT",
+            "-s",
+            "--sport",
+            "NOTRACK",
+            "the proxy's replies need no conntrack entry",
+        ),
+        rule(
+            "filter",
+            "INPUT",
+            "-d",
+            "--dport",
+            "ACCEPT",
+            "untracked packets to the proxy must not be dropped by INVALID-state rules",
+        ),
+        rule(
+            "filter",
+            "OUTPUT",
+            "-s",
+            "--sport",
+            "ACCEPT",
+            "untracked replies from the proxy must not be dropped by INVALID-state rules",
+        ),
     ]
 }
 
@@ -93,7 +140,9 @@ impl Ruleset {
     pub fn count(&self, rule: &Rule) -> usize {
         self.chains
             .get(&(rule.table.to_string(), rule.chain.to_string()))
-            .map_or(0, |rules| rules.iter().filter(|spec| **spec == rule.spec).count())
+            .map_or(0, |rules| {
+                rules.iter().filter(|spec| **spec == rule.spec).count()
+            })
     }
 
     /// Number of rules in every table.
@@ -259,7 +308,14 @@ COMMIT
         let wanted = wanted_rules(IpAddr::from([10, 96, 0, 2]), 443);
         let save: String = wanted
             .iter()
-            .map(|rule| format!("*{}\n-A {} {}\nCOMMIT\n", rule.table, rule.chain, rule.spec.join(" ")))
+            .map(|rule| {
+                format!(
+                    "*{}\n-A {} {}\nCOMMIT\n",
+                    rule.table,
+                    rule.chain,
+                    rule.spec.join(" ")
+                )
+            })
             .collect();
         let plan = Plan::ensure(&Ruleset::parse(&save), &wanted);
         assert!(plan.is_empty());

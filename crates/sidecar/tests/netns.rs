@@ -1,0 +1,592 @@
+// SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
+// SPDX-License-Identifier: Apache-2.0
+
+//! The sidecar against the real kernel, each test in a network namespace of its own (as root).
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use support::{Netns, SIDECAR, wait_for};
+
+const IP: &str = "10.96.0.2";
+const HOST: &str = "10.96.0.2/32";
+const ONCE: [u8; 5] = [1, 1, 1, 1, 1];
+
+fn ones() -> Vec<usize> {
+    ONCE.iter().map(|n| usize::from(*n)).collect()
+}
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn adds_the_address_with_full_prefix_and_global_scope_and_is_idempotent() {
+    let ns = Netns::new("addr");
+    let first = ns.sidecar_once(&["--ip-address", IP, "--daemon=false"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert_eq!(ns.addresses_of(IP), ["inet 10.96.0.2/32 scope global lo"]);
+    assert!(stderr(&first).contains("added address"));
+
+    let second = ns.sidecar_once(&["--ip-address", IP, "--daemon=false"]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert_eq!(ns.addresses_of(IP), ["inet 10.96.0.2/32 scope global lo"]);
+    assert!(
+        !stderr(&second).contains("added"),
+        "second run changed something: {}",
+        stderr(&second)
+    );
+}
+
+#[test]
+fn replaces_a_host_scoped_copy_with_a_global_one() {
+    let ns = Netns::new("scope");
+    ns.sh(
+        "ip",
+        &["addr", "add", "10.96.0.2/32", "dev", "lo", "scope", "host"],
+    );
+    let output = ns.sidecar_once(&["--ip-address", IP, "--daemon=false"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(ns.addresses_of(IP), ["inet 10.96.0.2/32 scope global lo"]);
+}
+
+#[test]
+fn ipv6_address_and_ip6tables_rules() {
+    let ns = Netns::new("ipv6");
+    let output = ns.sidecar_once(&[
+        "--ip-address=fd00:10::2",
+        "--setup-iptables",
+        "--iptables-backend=nft",
+        "--daemon=false",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        ns.addresses_of("fd00:10::2"),
+        ["inet6 fd00:10::2/128 scope global lo"]
+    );
+    assert_eq!(
+        ns.rule_counts("ip6tables-nft-save", "fd00:10::2/128", 443),
+        ones()
+    );
+    assert!(ns.rules_with("iptables-nft-save", "fd00:10::2").is_empty());
+}
+
+#[test]
+fn rules_exactly_once_after_restarts_on_nft() {
+    let ns = Netns::new("nft");
+    for _ in 0..3 {
+        let output = ns.sidecar_once(&[
+            "--ip-address",
+            IP,
+            "--port=6443",
+            "--setup-iptables",
+            "--iptables-backend=nft",
+            "--daemon=false",
+        ]);
+        assert!(output.status.success(), "{}", stderr(&output));
+    }
+    assert_eq!(ns.rule_counts("iptables-nft-save", HOST, 6443), ones());
+    assert!(ns.rules_with("iptables-legacy-save", IP).is_empty());
+}
+
+#[test]
+fn rules_exactly_once_on_legacy_and_auto_follows_the_host() {
+    let ns = Netns::new("legacy");
+    // A host whose rules live in the legacy backend.
+    ns.sh(
+        "iptables-legacy",
+        &[
+            "-t",
+            "filter",
+            "-A",
+            "INPUT",
+            "-s",
+            "192.0.2.1/32",
+            "-j",
+            "DROP",
+        ],
+    );
+    for _ in 0..2 {
+        let output = ns.sidecar_once(&["--ip-address", IP, "--setup-iptables", "--daemon=false"]);
+        assert!(output.status.success(), "{}", stderr(&output));
+        assert!(
+            stderr(&output).contains("backend=legacy"),
+            "{}",
+            stderr(&output)
+        );
+    }
+    assert_eq!(ns.rule_counts("iptables-legacy-save", HOST, 443), ones());
+    assert!(ns.rules_with("iptables-nft-save", IP).is_empty());
+}
+
+#[test]
+fn extra_copies_of_a_rule_are_removed() {
+    let ns = Netns::new("dups");
+    for _ in 0..3 {
+        ns.sh(
+            "iptables-nft",
+            &[
+                "-t", "raw", "-A", "OUTPUT", "-s", HOST, "-p", "tcp", "-m", "tcp", "--sport",
+                "443", "-j", "NOTRACK",
+            ],
+        );
+    }
+    let output = ns.sidecar_once(&[
+        "--ip-address",
+        IP,
+        "--setup-iptables",
+        "--iptables-backend=nft",
+        "--daemon=false",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(ns.rule_counts("iptables-nft-save", HOST, 443), ones());
+    assert_eq!(
+        stderr(&output)
+            .matches("removed duplicate iptables rule")
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn deleted_address_is_restored_by_the_event_path_within_100ms() {
+    let ns = Netns::new("event");
+    // A long interval: only a kernel event can explain a fast restore.
+    let mut daemon = ns.spawn_sidecar(&["--ip-address", IP, "--sync-interval=1h"]);
+    assert!(
+        wait_for(Duration::from_secs(5), || ns.addresses_of(IP).len() == 1).is_some(),
+        "{}",
+        daemon.log()
+    );
+    for _ in 0..5 {
+        ns.sh("ip", &["addr", "del", HOST, "dev", "lo"]);
+        let took = wait_for(Duration::from_secs(2), || ns.addresses_of(IP).len() == 1);
+        let took = took.unwrap_or_else(|| panic!("address not restored: {}", daemon.log()));
+        assert!(took < Duration::from_millis(100), "restored after {took:?}");
+    }
+    assert_eq!(ns.addresses_of(IP), ["inet 10.96.0.2/32 scope global lo"]);
+    assert_eq!(
+        daemon.log().matches("restored address").count(),
+        5,
+        "{}",
+        daemon.log()
+    );
+    assert!(daemon.is_running());
+}
+
+#[test]
+fn deleted_address_is_restored_by_the_periodic_path() {
+    let ns = Netns::new("periodic");
+    let mut daemon = ns.spawn_sidecar(&[
+        "--ip-address",
+        IP,
+        "--sync-interval=300ms",
+        "--watch-kernel-events=false",
+    ]);
+    assert!(
+        wait_for(Duration::from_secs(5), || ns.addresses_of(IP).len() == 1).is_some(),
+        "{}",
+        daemon.log()
+    );
+    ns.sh("ip", &["addr", "del", HOST, "dev", "lo"]);
+    assert!(
+        wait_for(Duration::from_secs(3), || ns.addresses_of(IP).len() == 1).is_some(),
+        "{}",
+        daemon.log()
+    );
+    assert!(daemon.log().contains("periodic sync"));
+    assert!(daemon.log().contains("restored address"));
+    assert!(daemon.is_running());
+}
+
+#[test]
+fn flushed_rules_are_restored_on_the_next_tick() {
+    let ns = Netns::new("flush");
+    let mut daemon = ns.spawn_sidecar(&[
+        "--ip-address",
+        IP,
+        "--setup-iptables",
+        "--iptables-backend=nft",
+        "--sync-interval=300ms",
+    ]);
+    let all_in_place = || ns.rule_counts("iptables-nft-save", HOST, 443) == ones();
+    assert!(
+        wait_for(Duration::from_secs(5), all_in_place).is_some(),
+        "{}",
+        daemon.log()
+    );
+    ns.sh("iptables-nft", &["-t", "raw", "-F"]);
+    ns.sh("iptables-nft", &["-t", "filter", "-F", "INPUT"]);
+    assert!(
+        wait_for(Duration::from_secs(3), all_in_place).is_some(),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(
+        daemon.log().matches("restored iptables rule").count(),
+        4,
+        "{}",
+        daemon.log()
+    );
+    assert!(daemon.is_running());
+}
+
+#[test]
+fn two_instances_at_once_keep_each_rule_once() {
+    let ns = Netns::new("two");
+    let args = [
+        "--ip-address",
+        IP,
+        "--setup-iptables",
+        "--iptables-backend=legacy",
+        "--sync-interval=100ms",
+    ];
+    let mut first = ns.spawn_sidecar(&args);
+    let mut second = ns.spawn_sidecar(&args);
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(250));
+        ns.sh("iptables-legacy", &["-t", "raw", "-F"]);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        ns.rule_counts("iptables-legacy-save", HOST, 443),
+        ones(),
+        "{}\n{}",
+        first.log(),
+        second.log()
+    );
+    assert_eq!(ns.addresses_of(IP).len(), 1);
+    assert!(first.is_running() && second.is_running());
+}
+
+#[test]
+fn cleanup_on_sigterm_removes_every_rule_and_the_address() {
+    let ns = Netns::new("cleanup");
+    let mut daemon = ns.spawn_sidecar(&[
+        "--ip-address",
+        IP,
+        "--setup-iptables",
+        "--iptables-backend=nft",
+        "--cleanup",
+    ]);
+    let all_in_place = || ns.rule_counts("iptables-nft-save", HOST, 443) == ones();
+    assert!(
+        wait_for(Duration::from_secs(5), all_in_place).is_some(),
+        "{}",
+        daemon.log()
+    );
+    // A copy the sidecar did not make is removed too: every copy goes.
+    ns.sh(
+        "iptables-nft",
+        &[
+            "-t", "filter", "-A", "INPUT", "-d", HOST, "-p", "tcp", "-m", "tcp", "--dport", "443",
+            "-j", "ACCEPT",
+        ],
+    );
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0), "{}", daemon.log());
+    assert!(ns.addresses_of(IP).is_empty());
+    assert!(ns.rules_with("iptables-nft-save", IP).is_empty());
+    assert!(ns.has_link("lo"));
+    assert!(daemon.log().contains("cleaned up"));
+}
+
+#[test]
+fn without_cleanup_everything_stays() {
+    let ns = Netns::new("stay");
+    let mut daemon = ns.spawn_sidecar(&[
+        "--ip-address",
+        IP,
+        "--setup-iptables",
+        "--iptables-backend=nft",
+    ]);
+    let all_in_place = || ns.rule_counts("iptables-nft-save", HOST, 443) == ones();
+    assert!(
+        wait_for(Duration::from_secs(5), all_in_place).is_some(),
+        "{}",
+        daemon.log()
+    );
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0));
+    assert_eq!(ns.addresses_of(IP), ["inet 10.96.0.2/32 scope global lo"]);
+    assert!(all_in_place());
+}
+
+#[test]
+fn duplicate_on_another_interface_is_removed() {
+    let ns = Netns::new("move");
+    ns.sh(
+        "ip",
+        &[
+            "link", "add", "old0", "type", "veth", "peer", "name", "old1",
+        ],
+    );
+    ns.sh("ip", &["addr", "add", HOST, "dev", "old0"]);
+    let output = ns.sidecar_once(&["--ip-address", IP, "--daemon=false"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(ns.addresses_of(IP), ["inet 10.96.0.2/32 scope global lo"]);
+    assert!(stderr(&output).contains("removed address from another interface"));
+    assert!(ns.has_link("old0"), "the other link itself must stay");
+}
+
+#[test]
+fn manage_interface_brings_a_link_up_and_cleanup_never_deletes_a_non_dummy_link() {
+    let ns = Netns::new("manage");
+    ns.sh(
+        "ip",
+        &[
+            "link", "add", "proxy0", "type", "veth", "peer", "name", "proxy1",
+        ],
+    );
+    let mut daemon = ns.spawn_sidecar(&[
+        "--ip-address",
+        IP,
+        "--interface=proxy0",
+        "--manage-interface",
+        "--cleanup",
+    ]);
+    let up = || {
+        ns.sh("ip", &["-o", "link", "show", "dev", "proxy0"])
+            .contains(",UP")
+    };
+    assert!(
+        wait_for(Duration::from_secs(5), || up()
+            && ns.addresses_of(IP).len() == 1)
+        .is_some(),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(
+        ns.addresses_of(IP),
+        ["inet 10.96.0.2/32 scope global proxy0"]
+    );
+    // Taken down behind its back: brought up again at once.
+    ns.sh("ip", &["link", "set", "proxy0", "down"]);
+    assert!(
+        wait_for(Duration::from_secs(2), up).is_some(),
+        "{}",
+        daemon.log()
+    );
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0), "{}", daemon.log());
+    assert!(ns.addresses_of(IP).is_empty());
+    assert!(
+        ns.has_link("proxy0"),
+        "a veth is never deleted: {}",
+        daemon.log()
+    );
+}
+
+#[test]
+fn unmanaged_link_that_is_down_is_left_down() {
+    let ns = Netns::new("down");
+    ns.sh(
+        "ip",
+        &[
+            "link", "add", "proxy0", "type", "veth", "peer", "name", "proxy1",
+        ],
+    );
+    let output = ns.sidecar_once(&["--ip-address", IP, "--interface=proxy0", "--daemon=false"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("interface is down"));
+    assert!(
+        !ns.sh("ip", &["-o", "link", "show", "dev", "proxy0"])
+            .contains(",UP")
+    );
+}
+
+/// A missing interface is created as a dummy link where the kernel has dummy support
+/// (CONFIG_DUMMY). Where it has not, the sidecar must say so clearly and exit 1.
+#[test]
+fn missing_interface_becomes_a_dummy_link_or_a_clear_error() {
+    let ns = Netns::new("dummy");
+    let kernel_has_dummy = ns.try_sh("ip", &["link", "add", "probe0", "type", "dummy"]);
+    if kernel_has_dummy {
+        ns.sh("ip", &["link", "del", "probe0"]);
+        let mut daemon = ns.spawn_sidecar(&[
+            "--ip-address",
+            IP,
+            "--interface=apiserver-proxy",
+            "--cleanup",
+        ]);
+        assert!(
+            wait_for(Duration::from_secs(5), || ns.addresses_of(IP).len() == 1).is_some(),
+            "{}",
+            daemon.log()
+        );
+        let link = ns.sh(
+            "ip",
+            &["-d", "-o", "link", "show", "dev", "apiserver-proxy"],
+        );
+        assert!(link.contains("dummy") && link.contains(",UP"), "{link}");
+        assert_eq!(
+            ns.addresses_of(IP),
+            ["inet 10.96.0.2/32 scope global apiserver-proxy"]
+        );
+        let (code, _) = daemon.terminate();
+        assert_eq!(code, Some(0), "{}", daemon.log());
+        assert!(
+            !ns.has_link("apiserver-proxy"),
+            "created dummy link must be deleted on cleanup"
+        );
+    } else {
+        let output = ns.sidecar_once(&[
+            "--ip-address",
+            IP,
+            "--interface=apiserver-proxy",
+            "--daemon=false",
+        ]);
+        assert_eq!(output.status.code(), Some(1));
+        let err = stderr(&output);
+        assert!(
+            err.contains("create dummy interface apiserver-proxy"),
+            "{err}"
+        );
+        assert!(err.contains("CONFIG_DUMMY"), "{err}");
+        assert!(!ns.has_link("apiserver-proxy"));
+    }
+}
+
+#[test]
+fn one_shot_exit_codes() {
+    let ns = Netns::new("exit");
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--ip-address=10.96.0.300", "--daemon=false"],
+            "--ip-address=\"10.96.0.300\" is not an IPv4 or IPv6 address",
+        ),
+        (&["--daemon=false"], "--ip-address is required"),
+        (
+            &[
+                "--ip-address",
+                IP,
+                "--interface=interface-name-16",
+                "--daemon=false",
+            ],
+            "at most 15",
+        ),
+        (
+            &["--ip-address", IP, "--port=70000", "--daemon=false"],
+            "--port=\"70000\"",
+        ),
+        (
+            &["--ip-address", IP, "--sync-interval=0s"],
+            "must be greater than zero",
+        ),
+        (&["--ip-address", IP, "--daemon=perhaps"], "invalid boolean"),
+        (&["--ip-address", IP, "--bogus"], "--bogus"),
+    ];
+    for (args, needle) in cases {
+        let output = ns.sidecar_once(args);
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains(needle),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+    assert!(
+        ns.addresses_of(IP).is_empty(),
+        "a rejected run must change nothing"
+    );
+}
+
+#[test]
+fn one_shot_without_cap_net_admin_fails_clearly() {
+    let ns = Netns::new("nocap");
+    let output = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "setpriv",
+            "--bounding-set=-net_admin",
+            "--inh-caps=-net_admin",
+            "--",
+            SIDECAR,
+        ])
+        .args([
+            "--ip-address",
+            IP,
+            "--setup-iptables",
+            "--iptables-backend=nft",
+            "--daemon=false",
+        ])
+        .arg(format!("--xtables-lock={}", ns.lock_path().display()))
+        .output()
+        .expect("run setpriv");
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(err.contains("CAP_NET_ADMIN"), "{err}");
+    assert!(err.contains("not everything is in place"), "{err}");
+    assert!(ns.addresses_of(IP).is_empty());
+}
+
+#[test]
+fn busy_xtables_lock_is_a_bounded_wait_and_a_clear_error() {
+    let ns = Netns::new("lock");
+    let lock = ns.lock_path();
+    std::fs::write(&lock, "").expect("lock file");
+    let mut holder = Command::new("flock")
+        .arg(&lock)
+        .args(["sleep", "5"])
+        .spawn()
+        .expect("flock");
+    std::thread::sleep(Duration::from_millis(200));
+    let output = ns.sidecar_once(&[
+        "--ip-address",
+        IP,
+        "--setup-iptables",
+        "--iptables-backend=nft",
+        "--daemon=false",
+        "--xtables-lock-timeout=300ms",
+    ]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(err.contains("is held by another program"), "{err}");
+    // The address does not depend on the lock and is in place all the same.
+    assert_eq!(ns.addresses_of(IP).len(), 1);
+}
+
+#[test]
+fn version_and_help() {
+    let version = Command::new(SIDECAR)
+        .arg("--version")
+        .output()
+        .expect("run");
+    assert!(version.status.success());
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("apiserver-proxy-sidecar "));
+    let help = Command::new(SIDECAR).arg("--help").output().expect("run");
+    assert!(help.status.success());
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--ip-address",
+        "--interface",
+        "--port",
+        "--setup-iptables",
+        "--sync-interval",
+        "--daemon",
+        "--cleanup",
+        "--manage-interface",
+        "--iptables-backend",
+        "--v",
+        "--log_file",
+        "--vmodule",
+    ] {
+        assert!(help.contains(flag), "--help lacks {flag}");
+    }
+    assert!(
+        help.contains("[default: 1m0s]")
+            && help.contains("[default: lo]")
+            && help.contains("[default: 443]")
+    );
+}

@@ -1,0 +1,246 @@
+// SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
+// SPDX-License-Identifier: Apache-2.0
+
+//! Network namespaces for tests: each test gets its own, made with `ip netns add` and deleted on
+//! drop, so nothing ever touches the host's own namespace. Creating one needs root; when that is
+//! impossible the test fails with the reason instead of passing silently.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const SIDECAR: &str = env!("CARGO_BIN_EXE_apiserver-proxy-sidecar");
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace owned by one test.
+pub struct Netns {
+    pub name: String,
+    dir: tempfile::TempDir,
+}
+
+fn run(command: &mut Command) -> Output {
+    let output = command
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run {command:?}: {error}"));
+    output
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+impl Netns {
+    /// Creates a fresh namespace with `lo` down, as the kernel makes it.
+    pub fn new(test: &str) -> Netns {
+        let name = format!(
+            "apxt-{}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed),
+            &test[..test.len().min(20)]
+        );
+        let output = run(Command::new("ip").args(["netns", "add", &name]));
+        assert!(
+            output.status.success(),
+            "cannot create network namespace {name} (the sidecar tests need root and iproute2; \
+             run them as root, e.g. `sudo make test`): {}",
+            text(&output.stderr)
+        );
+        Netns {
+            name,
+            dir: tempfile::tempdir().expect("temporary directory"),
+        }
+    }
+
+    /// A per-test xtables lock, so tests never hold the host's `/run/xtables.lock`.
+    pub fn lock_path(&self) -> PathBuf {
+        self.dir.path().join("xtables.lock")
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A command run inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name, program]);
+        command
+    }
+
+    /// Runs a command in the namespace and returns its stdout; panics when it fails.
+    pub fn sh(&self, program: &str, args: &[&str]) -> String {
+        let output = run(self.command(program).args(args));
+        assert!(
+            output.status.success(),
+            "{program} {args:?} failed in {}: {}",
+            self.name,
+            text(&output.stderr)
+        );
+        text(&output.stdout)
+    }
+
+    /// Runs a command in the namespace and returns whether it succeeded.
+    pub fn try_sh(&self, program: &str, args: &[&str]) -> bool {
+        run(self.command(program).args(args)).status.success()
+    }
+
+    /// The sidecar with the per-test lock; more flags follow.
+    pub fn sidecar(&self, args: &[&str]) -> Command {
+        let mut command = self.command(SIDECAR);
+        command
+            .arg(format!("--xtables-lock={}", self.lock_path().display()))
+            .args(args)
+            .env("RUST_LOG", "debug");
+        command
+    }
+
+    /// Runs the sidecar to completion.
+    pub fn sidecar_once(&self, args: &[&str]) -> Output {
+        run(&mut self.sidecar(args))
+    }
+
+    /// Starts the sidecar as a daemon, logging to a file in the test's directory.
+    pub fn spawn_sidecar(&self, args: &[&str]) -> Daemon {
+        let log = self.dir.path().join(format!(
+            "sidecar-{}.log",
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = self
+            .sidecar(args)
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start the sidecar");
+        Daemon { child, log }
+    }
+
+    /// `ip -o addr show` lines that carry `ip`, e.g. `inet 10.96.0.2/32 scope global lo`.
+    pub fn addresses_of(&self, ip: &str) -> Vec<String> {
+        self.sh("ip", &["-o", "addr", "show"])
+            .lines()
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let position = fields
+                    .iter()
+                    .position(|field| field.split('/').next() == Some(ip))?;
+                let scope = fields
+                    .iter()
+                    .position(|field| *field == "scope")
+                    .and_then(|at| fields.get(at + 1))
+                    .copied()
+                    .unwrap_or("?");
+                Some(format!(
+                    "{} {} scope {} {}",
+                    fields[2], fields[position], scope, fields[1]
+                ))
+            })
+            .collect()
+    }
+
+    /// The rules `tool` (e.g. `iptables-nft-save`) shows that mention `needle`.
+    pub fn rules_with(&self, tool: &str, needle: &str) -> Vec<String> {
+        self.sh(tool, &[])
+            .lines()
+            .filter(|line| line.starts_with("-A ") && line.contains(needle))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Whether a link of that name exists.
+    pub fn has_link(&self, name: &str) -> bool {
+        self.try_sh("ip", &["link", "show", "dev", name])
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.name])
+            .status();
+    }
+}
+
+/// A running sidecar; killed on drop.
+pub struct Daemon {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the exit code and how long it took.
+    pub fn terminate(&mut self) -> (Option<i32>, Duration) {
+        let started = Instant::now();
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let status = self.child.wait().expect("wait for the sidecar");
+        (status.code(), started.elapsed())
+    }
+
+    /// Whether the daemon is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` every 2 ms until it holds or `limit` passes; returns the time it took.
+pub fn wait_for(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if check() {
+            return Some(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    None
+}
+
+/// The five rules' lines in `iptables-save` form for `ip/prefix` and `port`.
+pub fn expected_rules(host: &str, port: u16) -> [(String, String); 5] {
+    let rule = |table: &str, chain: &str, direction: &str, port_match: &str, target: &str| {
+        (
+            table.to_string(),
+            format!("-A {chain} {direction} {host} -p tcp -m tcp {port_match} {port} -j {target}"),
+        )
+    };
+    [
+        rule("raw", "PREROUTING", "-d", "--dport", "NOTRACK"),
+        rule("raw", "OUTPUT", "-d", "--dport", "NOTRACK"),
+        rule("raw", "OUTPUT", "-s", "--sport", "NOTRACK"),
+        rule("filter", "INPUT", "-d", "--dport", "ACCEPT"),
+        rule("filter", "OUTPUT", "-s", "--sport", "ACCEPT"),
+    ]
+}
+
+impl Netns {
+    /// How many times each of the five rules appears, in the order of [`expected_rules`].
+    pub fn rule_counts(&self, save_tool: &str, host: &str, port: u16) -> Vec<usize> {
+        expected_rules(host, port)
+            .iter()
+            .map(|(table, line)| {
+                self.sh(save_tool, &["-t", table])
+                    .lines()
+                    .filter(|saved| saved.trim() == line)
+                    .count()
+            })
+            .collect()
+    }
+}
