@@ -23,10 +23,9 @@ pub struct Netns {
 }
 
 fn run(command: &mut Command) -> Output {
-    let output = command
+    command
         .output()
-        .unwrap_or_else(|error| panic!("cannot run {command:?}: {error}"));
-    output
+        .unwrap_or_else(|error| panic!("cannot run {command:?}: {error}"))
 }
 
 fn text(bytes: &[u8]) -> String {
