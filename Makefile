@@ -22,3 +22,12 @@ fmt:
 
 lint:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+# The pod webhook on https://localhost:9443 with the committed test certificates.
+.PHONY: run testdata
+run:
+	$(CARGO) run --locked -p apiserver-proxy-pod-webhook -- --apiserver-fqdn=foo.bar. --cert-dir testdata
+
+# Regenerate testdata/: CA, server and client certificates (valid until 2126), admission.json.
+testdata:
+	$(CARGO) run --locked -p apiserver-proxy-pod-webhook --example gen-testdata -- testdata

@@ -1,4 +1,32 @@
 // SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
 // SPDX-License-Identifier: Apache-2.0
 
-//! apiserver-proxy pod-webhook.
+//! `apiserver-proxy-pod-webhook`: a mutating admission webhook that adds
+//! `KUBERNETES_SERVICE_HOST=<apiserver FQDN>` to every container of every new pod.
+//!
+//! - [`mutate`] and [`review`] are pure: AdmissionReview bytes in, AdmissionReview bytes out.
+//! - [`tls`] loads and hot-reloads the certificate, [`server`] serves over HTTPS with limits and
+//!   graceful shutdown, [`metrics`] exports controller-runtime compatible metrics.
+
+pub mod cli;
+pub mod config;
+pub mod metrics;
+pub mod mutate;
+pub mod review;
+pub mod server;
+pub mod tls;
+
+pub use config::Config;
+pub use server::{ServerError, WEBHOOK_PATH, Webhook};
+
+/// Formats an error with its chain of causes, `outer: inner: innermost`.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
+}

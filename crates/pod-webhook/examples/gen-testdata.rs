@@ -1,0 +1,77 @@
+// SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
+// SPDX-License-Identifier: Apache-2.0
+
+//! Writes the committed test data: a CA, a server certificate for localhost/127.0.0.1 with its
+//! key, a client certificate and key for mTLS, and `admission.json`, the README's example
+//! AdmissionReview. Run by `make testdata`:
+//!
+//!     cargo run -p apiserver-proxy-pod-webhook --example gen-testdata -- testdata
+
+use std::error::Error;
+use std::fs;
+use std::path::PathBuf;
+
+#[path = "../tests/common/certs.rs"]
+#[allow(dead_code)]
+mod certs;
+
+/// The README's example request: a Pod CREATE with one init container and one container,
+/// neither with any environment.
+const ADMISSION_JSON: &str = r#"{
+  "apiVersion": "admission.k8s.io/v1",
+  "kind": "AdmissionReview",
+  "request": {
+    "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+    "kind": {"group": "", "version": "v1", "kind": "Pod"},
+    "resource": {"group": "", "version": "v1", "resource": "pods"},
+    "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+    "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+    "name": "example",
+    "namespace": "default",
+    "operation": "CREATE",
+    "userInfo": {"username": "admin", "groups": ["system:authenticated"]},
+    "object": {
+      "apiVersion": "v1",
+      "kind": "Pod",
+      "metadata": {"name": "example", "namespace": "default", "labels": {"app": "example"}},
+      "spec": {
+        "initContainers": [
+          {"name": "init", "image": "busybox:1.36", "command": ["sh", "-c", "true"]}
+        ],
+        "containers": [
+          {"name": "app", "image": "nginx:1.27", "ports": [{"containerPort": 80}]}
+        ]
+      }
+    },
+    "oldObject": null,
+    "dryRun": false,
+    "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
+  }
+}
+"#;
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let dir = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .ok_or("usage: gen-testdata DIR (the directory to write the test data to)")?,
+    );
+    fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let ca = certs::Ca::new("apiserver-proxy test CA")?;
+    let server = ca.server("localhost")?;
+    let client = ca.client("kube-apiserver")?;
+    let files = [
+        ("ca.crt", ca.cert_pem()),
+        ("tls.crt", server.cert),
+        ("tls.key", server.key),
+        ("client.crt", client.cert),
+        ("client.key", client.key),
+        ("admission.json", ADMISSION_JSON.to_owned()),
+    ];
+    for (name, content) in files {
+        let path = dir.join(name);
+        fs::write(&path, content).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}

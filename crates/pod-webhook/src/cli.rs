@@ -1,0 +1,265 @@
+// SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
+// SPDX-License-Identifier: Apache-2.0
+
+//! Command-line flags, identical in name and default to the original Go webhook's, and their
+//! translation into a [`Config`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::config::{Config, Limits, Listen, TlsFiles};
+use crate::mutate::MutateOptions;
+
+/// A mutating admission webhook that sets KUBERNETES_SERVICE_HOST to the kube-apiserver's FQDN in
+/// every container of every new pod.
+#[derive(Debug, Parser)]
+#[command(name = "apiserver-proxy-pod-webhook", version)]
+pub struct Cli {
+    /// Fully qualified domain name of the kube-apiserver, e.g. example.com.
+    #[arg(long, value_name = "FQDN", value_parser = parse_fqdn)]
+    pub apiserver_fqdn: String,
+
+    /// Directory that holds the server certificate and key.
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: PathBuf,
+
+    /// File name of the server certificate (PEM, leaf first) in --cert-dir.
+    #[arg(long, value_name = "NAME", default_value = "tls.crt")]
+    pub cert_name: String,
+
+    /// File name of the server private key (PEM) in --cert-dir.
+    #[arg(long, value_name = "NAME", default_value = "tls.key")]
+    pub key_name: String,
+
+    /// File name of a CA certificate in --cert-dir; when set, clients must present a certificate
+    /// signed by it. Empty: client certificates are not asked for.
+    #[arg(long, value_name = "NAME", default_value = "")]
+    pub client_ca_name: String,
+
+    /// Address to listen on; empty: all addresses, IPv4 and IPv6.
+    #[arg(long, value_name = "HOST", default_value = "")]
+    pub host: String,
+
+    /// Port to listen on.
+    #[arg(long, value_name = "PORT", default_value_t = 9443)]
+    pub port: u16,
+
+    /// Lowest TLS version accepted.
+    #[arg(long, value_name = "VERSION", value_enum, default_value = "1.2")]
+    pub tls_min_version: TlsMinVersion,
+
+    /// Leave containers that use envFrom alone: an env entry would override a value they take
+    /// from a ConfigMap or Secret.
+    #[arg(long)]
+    pub skip_env_from: bool,
+
+    /// Offer HTTP/2 by ALPN besides HTTP/1.1.
+    #[arg(long)]
+    pub enable_http2: bool,
+
+    /// Most connections served at once; further clients wait in the listen backlog.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: u32,
+
+    /// After SIGTERM: how long to keep serving, not ready, before closing connections.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+
+    /// After the delay: how long in-flight requests get to finish.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+/// The lowest TLS version the server accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TlsMinVersion {
+    /// TLS 1.2 and 1.3.
+    #[value(name = "1.2")]
+    Tls12,
+    /// TLS 1.3 only.
+    #[value(name = "1.3")]
+    Tls13,
+}
+
+impl Cli {
+    /// The configuration these flags describe.
+    pub fn into_config(self) -> Config {
+        let in_dir = |name: &str| self.cert_dir.join(name);
+        let tls = TlsFiles {
+            cert: in_dir(&self.cert_name),
+            key: in_dir(&self.key_name),
+            client_ca: (!self.client_ca_name.is_empty()).then(|| in_dir(&self.client_ca_name)),
+        };
+        Config {
+            mutate: MutateOptions {
+                apiserver_fqdn: self.apiserver_fqdn,
+                skip_env_from: self.skip_env_from,
+            },
+            listen: Listen {
+                host: self.host,
+                port: self.port,
+            },
+            tls,
+            tls_min_version: self.tls_min_version,
+            enable_http2: self.enable_http2,
+            limits: Limits {
+                max_connections: self.max_connections,
+                ..Limits::default()
+            },
+            shutdown_delay: self.shutdown_delay,
+            shutdown_timeout: self.shutdown_timeout,
+            cert_reload_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Validates a FQDN the way Kubernetes' `IsFullyQualifiedDomainName` does: one optional trailing
+/// dot, then an RFC 1123 subdomain of at most 253 characters with at least two labels.
+pub fn parse_fqdn(value: &str) -> Result<String, String> {
+    if value.is_empty() {
+        return Err("must not be empty".into());
+    }
+    let name = value.strip_suffix('.').unwrap_or(value);
+    if name.len() > 253 {
+        return Err(format!(
+            "must be no more than 253 characters (without the trailing dot), got {}",
+            name.len()
+        ));
+    }
+    let labels: Vec<&str> = name.split('.').collect();
+    if labels.len() < 2 {
+        return Err("should be a domain with at least two segments separated by dots".into());
+    }
+    for label in labels {
+        check_dns1123_label(label).map_err(|why| format!("label {label:?} {why}"))?;
+    }
+    Ok(value.to_owned())
+}
+
+fn check_dns1123_label(label: &str) -> Result<(), &'static str> {
+    let bytes = label.as_bytes();
+    let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    if bytes.is_empty() {
+        return Err("must not be empty");
+    }
+    if bytes.len() > 63 {
+        return Err("must be no more than 63 characters");
+    }
+    let inner_ok = bytes.iter().all(|b| alnum(b) || *b == b'-');
+    let ends_ok = bytes.first().is_some_and(alnum) && bytes.last().is_some_and(alnum);
+    if inner_ok && ends_ok {
+        Ok(())
+    } else {
+        Err(
+            "must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character",
+        )
+    }
+}
+
+/// Parses a duration such as `500ms`, `5s` or `1m` (a whole number and a unit).
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    let split = value
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{value:?} has no unit: use ms, s or m, e.g. 5s"))?;
+    let (number, unit) = value.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{value:?} does not start with a whole number"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(number)),
+        "s" => Ok(Duration::from_secs(number)),
+        "m" => Ok(Duration::from_secs(number.saturating_mul(60))),
+        _ => Err(format!(
+            "{value:?} has unknown unit {unit:?}: use ms, s or m"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fqdn_like_kubernetes() {
+        let long_label = "a".repeat(63);
+        let ok = [
+            "foo.bar.",
+            "foo.bar",
+            "a.b",
+            "api.my-cluster.example.com",
+            "1.2",
+            &format!("{long_label}.{long_label}.{long_label}.{}", "a".repeat(61)),
+        ];
+        for v in ok {
+            assert_eq!(parse_fqdn(v).as_deref(), Ok(v), "{v}");
+        }
+        let too_long = format!("{long_label}.{long_label}.{long_label}.{}", "a".repeat(62));
+        let bad = [
+            "",
+            ".",
+            "localhost",
+            "localhost.",
+            "Foo.bar",
+            "foo.bar..",
+            "foo..bar",
+            ".foo.bar",
+            "-foo.bar",
+            "foo-.bar",
+            "foo_bar.baz",
+            "foo.bar/",
+            &format!("{}a.b", "a".repeat(63)),
+            &too_long,
+        ];
+        for v in bad {
+            assert!(parse_fqdn(v).is_err(), "{v:?} must be rejected");
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        for bad in ["", "5", "s", "5h", "-1s", "1.5s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_original() {
+        let cli = Cli::try_parse_from([
+            "apiserver-proxy-pod-webhook",
+            "--apiserver-fqdn=foo.bar.",
+            "--cert-dir",
+            "/certs",
+        ])
+        .expect("parses");
+        let config = cli.into_config();
+        assert_eq!(config.tls.cert, PathBuf::from("/certs/tls.crt"));
+        assert_eq!(config.tls.key, PathBuf::from("/certs/tls.key"));
+        assert_eq!(config.tls.client_ca, None);
+        assert_eq!(config.listen.host, "");
+        assert_eq!(config.listen.port, 9443);
+        assert_eq!(config.tls_min_version, TlsMinVersion::Tls12);
+        assert!(!config.enable_http2);
+        assert!(!config.mutate.skip_env_from);
+    }
+
+    #[test]
+    fn client_ca_in_cert_dir() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "--apiserver-fqdn=foo.bar.",
+            "--cert-dir=/c",
+            "--client-ca-name=ca.crt",
+            "--tls-min-version=1.3",
+        ])
+        .expect("parses");
+        let config = cli.into_config();
+        assert_eq!(config.tls.client_ca, Some(PathBuf::from("/c/ca.crt")));
+        assert_eq!(config.tls_min_version, TlsMinVersion::Tls13);
+    }
+}

@@ -1,0 +1,93 @@
+// SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
+// SPDX-License-Identifier: Apache-2.0
+
+//! The server's configuration, built from the flags (or directly by tests).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cli::TlsMinVersion;
+use crate::mutate::MutateOptions;
+
+/// Everything the server needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// What to add to pods.
+    pub mutate: MutateOptions,
+    /// Where to listen.
+    pub listen: Listen,
+    /// The certificate files.
+    pub tls: TlsFiles,
+    /// The lowest TLS version accepted.
+    pub tls_min_version: TlsMinVersion,
+    /// Offer HTTP/2 by ALPN.
+    pub enable_http2: bool,
+    /// Limits against slow, idle or abusive clients.
+    pub limits: Limits,
+    /// After the shutdown signal: how long to keep serving (not ready) before draining.
+    pub shutdown_delay: Duration,
+    /// How long in-flight requests get to finish once draining starts.
+    pub shutdown_timeout: Duration,
+    /// How often the certificate files are checked for changes.
+    pub cert_reload_interval: Duration,
+}
+
+/// The listen address.
+#[derive(Debug, Clone)]
+pub struct Listen {
+    /// Host name or address; empty for all addresses.
+    pub host: String,
+    /// TCP port; 0 picks a free one.
+    pub port: u16,
+}
+
+/// Paths of the PEM files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// Server certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// Server private key.
+    pub key: PathBuf,
+    /// CA that client certificates must chain to; `None` asks for no client certificate.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// Limits on what a client may hold or send.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Connections served at once.
+    pub max_connections: u32,
+    /// Time for the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// HTTP/1: time to receive a complete request head, also while a keep-alive connection
+    /// waits for its next request.
+    pub header_read_timeout: Duration,
+    /// A connection with no request in flight for this long is closed (HTTP/1 and HTTP/2).
+    pub idle_timeout: Duration,
+    /// Time to read a request body and answer.
+    pub request_timeout: Duration,
+    /// Largest request head (HTTP/1 read buffer; HTTP/2 header list).
+    pub max_header_bytes: usize,
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// HTTP/2: streams open at once on one connection.
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2: streams reset by the client before being handled (rapid reset, CVE-2023-44487).
+    pub h2_max_pending_reset_streams: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            handshake_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(10),
+            max_header_bytes: 16 * 1024,
+            max_body_bytes: 7 * 1024 * 1024,
+            h2_max_concurrent_streams: 100,
+            h2_max_pending_reset_streams: 20,
+        }
+    }
+}

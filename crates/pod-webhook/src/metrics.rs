@@ -1,0 +1,185 @@
+// SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
+// SPDX-License-Identifier: Apache-2.0
+
+//! Prometheus metrics. The request metrics carry controller-runtime's names and labels, so
+//! dashboards made for the original webhook keep working.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Labels of `controller_runtime_webhook_requests_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    webhook: &'static str,
+    code: u16,
+}
+
+/// Labels of the per-webhook gauge and histogram.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabel {
+    webhook: &'static str,
+}
+
+/// Labels of the skipped-pods counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// Every metric the webhook exports, and the registry that encodes them.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    webhook: &'static str,
+    requests: Family<RequestLabels, Counter>,
+    in_flight: Gauge,
+    latency: Histogram,
+    /// Pods that got a patch.
+    pub pods_mutated: Counter,
+    skipped: Family<ReasonLabel, Counter>,
+    /// Certificate reloads that took effect.
+    pub cert_reloads: Counter,
+    /// Certificate changes that could not be loaded.
+    pub cert_reload_errors: Counter,
+}
+
+impl Metrics {
+    /// Creates the metrics for the webhook served at `webhook` (its path).
+    pub fn new(webhook: &'static str) -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "controller_runtime_webhook_requests",
+            "Total number of admission requests by HTTP status code",
+            requests.clone(),
+        );
+        let in_flight_family = Family::<WebhookLabel, Gauge>::default();
+        registry.register(
+            "controller_runtime_webhook_requests_in_flight",
+            "Current number of admission requests being served",
+            in_flight_family.clone(),
+        );
+        let latency_family = Family::<WebhookLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0, 10.0,
+            ])
+        });
+        registry.register(
+            "controller_runtime_webhook_latency_seconds",
+            "Histogram of the latency of processing admission requests",
+            latency_family.clone(),
+        );
+        let pods_mutated = Counter::default();
+        registry.register(
+            "apiserver_proxy_pod_webhook_pods_mutated",
+            "Pods that got KUBERNETES_SERVICE_HOST added to at least one container",
+            pods_mutated.clone(),
+        );
+        let skipped = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "apiserver_proxy_pod_webhook_pods_skipped",
+            "Pod creations left unchanged, by reason (opted_out, nothing_to_do)",
+            skipped.clone(),
+        );
+        let cert_reloads = Counter::default();
+        registry.register(
+            "apiserver_proxy_pod_webhook_certificate_reloads",
+            "Certificate reloads that took effect",
+            cert_reloads.clone(),
+        );
+        let cert_reload_errors = Counter::default();
+        registry.register(
+            "apiserver_proxy_pod_webhook_certificate_reload_errors",
+            "Certificate changes that could not be loaded (the previous certificate stays)",
+            cert_reload_errors.clone(),
+        );
+        let label = WebhookLabel { webhook };
+        let in_flight = in_flight_family.get_or_create(&label).clone();
+        let latency = latency_family.get_or_create(&label).clone();
+        Metrics {
+            registry,
+            webhook,
+            requests,
+            in_flight,
+            latency,
+            pods_mutated,
+            skipped,
+            cert_reloads,
+            cert_reload_errors,
+        }
+    }
+
+    /// Counts a request as in flight until the guard is dropped.
+    pub fn in_flight(&self) -> InFlight {
+        self.in_flight.inc();
+        InFlight(self.in_flight.clone())
+    }
+
+    /// Records a finished admission request.
+    pub fn observe(&self, code: u16, elapsed: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                webhook: self.webhook,
+                code,
+            })
+            .inc();
+        self.latency.observe(elapsed.as_secs_f64());
+    }
+
+    /// Counts a pod creation left unchanged.
+    pub fn pod_skipped(&self, reason: &'static str) {
+        self.skipped.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// The metrics in the OpenMetrics text format.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+/// Decrements the in-flight gauge when dropped.
+#[derive(Debug)]
+pub struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controller_runtime_names() {
+        let m = Metrics::new("/webhook/pod-apiserver-env");
+        {
+            let _g = m.in_flight();
+            m.observe(200, Duration::from_millis(1));
+        }
+        m.pod_skipped("opted_out");
+        m.pods_mutated.inc();
+        let text = m.encode().expect("encodes");
+        for line in [
+            "controller_runtime_webhook_requests_total{webhook=\"/webhook/pod-apiserver-env\",code=\"200\"} 1",
+            "controller_runtime_webhook_requests_in_flight{webhook=\"/webhook/pod-apiserver-env\"} 0",
+            "controller_runtime_webhook_latency_seconds_count{webhook=\"/webhook/pod-apiserver-env\"} 1",
+            "apiserver_proxy_pod_webhook_pods_mutated_total 1",
+            "apiserver_proxy_pod_webhook_pods_skipped_total{reason=\"opted_out\"} 1",
+            "apiserver_proxy_pod_webhook_certificate_reloads_total 0",
+            "apiserver_proxy_pod_webhook_certificate_reload_errors_total 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+    }
+}

@@ -1,0 +1,472 @@
+// SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
+// SPDX-License-Identifier: Apache-2.0
+
+//! The patch builder: a Pod's JSON in, the minimal JSON Patch out. Pure, no I/O.
+//!
+//! The pod is read through a narrow, borrowing view that looks only at the fields the decision
+//! needs (the opt-out label, and each container's `env` names and `envFrom`); everything else
+//! is skipped while parsing and never re-serialised, so unknown or newer fields survive
+//! untouched: the webhook answers with a patch, never with a rewritten pod.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+/// The environment variable the webhook adds.
+pub const ENV_NAME: &str = "KUBERNETES_SERVICE_HOST";
+
+/// The pod label that opts a pod out of the mutation (`disable` or a false value).
+pub const INJECT_LABEL: &str = "apiserver-proxy.networking.gardener.cloud/inject";
+
+/// What the mutation needs to know besides the pod.
+#[derive(Debug, Clone)]
+pub struct MutateOptions {
+    /// The value of `KUBERNETES_SERVICE_HOST`: the kube-apiserver's FQDN.
+    pub apiserver_fqdn: String,
+    /// Leave containers that use `envFrom` alone.
+    pub skip_env_from: bool,
+}
+
+/// A narrow view of a Pod: only what the mutation looks at.
+#[derive(Debug, Default, Deserialize)]
+pub struct PodView<'a> {
+    #[serde(default, borrow)]
+    metadata: Option<MetadataView<'a>>,
+    #[serde(default, borrow)]
+    spec: Option<SpecView<'a>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct MetadataView<'a> {
+    #[serde(default, borrow)]
+    labels: Option<InjectLabel<'a>>,
+}
+
+/// The value of [`INJECT_LABEL`] among the labels, found without collecting the map.
+#[derive(Debug, Default)]
+struct InjectLabel<'a>(Option<Cow<'a, str>>);
+
+#[derive(Debug, Default, Deserialize)]
+struct SpecView<'a> {
+    #[serde(default, borrow, rename = "initContainers")]
+    init_containers: Option<Vec<ContainerView<'a>>>,
+    #[serde(default, borrow)]
+    containers: Option<Vec<ContainerView<'a>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ContainerView<'a> {
+    #[serde(default, borrow)]
+    env: Option<EnvSummary<'a>>,
+    #[serde(default, rename = "envFrom")]
+    env_from: Option<SeqLen>,
+}
+
+/// What matters about a container's `env`: whether it already names [`ENV_NAME`].
+#[derive(Debug, Default)]
+struct EnvSummary<'a> {
+    has_service_host: bool,
+    _borrow: std::marker::PhantomData<&'a str>,
+}
+
+#[derive(Debug, Deserialize)]
+struct EnvVarName<'a> {
+    #[serde(borrow)]
+    name: Cow<'a, str>,
+}
+
+/// The length of a JSON array whose elements are skipped.
+#[derive(Debug, Default)]
+struct SeqLen(usize);
+
+/// A string that borrows from the input when it holds no escapes.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+struct Str<'a>(#[serde(borrow)] Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for InjectLabel<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct LabelsVisitor;
+        impl<'de> Visitor<'de> for LabelsVisitor {
+            type Value = InjectLabel<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map of label names to string values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut found = None;
+                while let Some(Str(key)) = map.next_key::<Str<'de>>()? {
+                    if key == INJECT_LABEL {
+                        let Str(value) = map.next_value::<Str<'de>>()?;
+                        found = Some(value);
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(InjectLabel(found))
+            }
+        }
+        deserializer.deserialize_map(LabelsVisitor)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for EnvSummary<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EnvVisitor;
+        impl<'de> Visitor<'de> for EnvVisitor {
+            type Value = EnvSummary<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of environment variables")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut has_service_host = false;
+                while let Some(var) = seq.next_element::<EnvVarName<'de>>()? {
+                    has_service_host |= var.name == ENV_NAME;
+                }
+                Ok(EnvSummary {
+                    has_service_host,
+                    _borrow: std::marker::PhantomData,
+                })
+            }
+        }
+        deserializer.deserialize_seq(EnvVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for SeqLen {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct LenVisitor;
+        impl<'de> Visitor<'de> for LenVisitor {
+            type Value = SeqLen;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut len = 0;
+                while seq.next_element::<IgnoredAny>()?.is_some() {
+                    len += 1;
+                }
+                Ok(SeqLen(len))
+            }
+        }
+        deserializer.deserialize_seq(LenVisitor)
+    }
+}
+
+/// Why a pod was left unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SkipReason {
+    /// The pod carries the opt-out label.
+    OptedOut,
+    /// Every container already has the variable (or was skipped for `envFrom`).
+    NothingToDo,
+}
+
+impl SkipReason {
+    /// A short name for logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::OptedOut => "opted_out",
+            SkipReason::NothingToDo => "nothing_to_do",
+        }
+    }
+}
+
+/// One JSON Patch operation; the webhook only ever adds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PatchOp<'a> {
+    op: &'static str,
+    /// The JSON pointer the value goes to.
+    pub path: String,
+    value: AddValue<'a>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+enum AddValue<'a> {
+    /// A whole `env` array holding the one entry.
+    List([EnvVar<'a>; 1]),
+    /// One entry appended to an existing `env`.
+    Entry(EnvVar<'a>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+struct EnvVar<'a> {
+    name: &'static str,
+    value: &'a str,
+}
+
+/// The result of looking at a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mutation<'a> {
+    /// The pod needs these operations, in order.
+    Patch(Vec<PatchOp<'a>>),
+    /// The pod stays as it is.
+    Unchanged(SkipReason),
+}
+
+/// Whether a label value turns the injection off: `disable`, or a value Go's
+/// `strconv.ParseBool` reads as false.
+pub fn is_opt_out(value: &str) -> bool {
+    matches!(
+        value,
+        "disable" | "false" | "False" | "FALSE" | "f" | "F" | "0"
+    )
+}
+
+/// Builds a JSON pointer from its reference tokens, escaping `~` and `/` (RFC 6901).
+pub fn json_pointer<'t>(tokens: impl IntoIterator<Item = &'t str>) -> String {
+    let mut out = String::new();
+    for token in tokens {
+        out.push('/');
+        for c in token.chars() {
+            match c {
+                '~' => out.push_str("~0"),
+                '/' => out.push_str("~1"),
+                c => out.push(c),
+            }
+        }
+    }
+    out
+}
+
+/// Parses the pod JSON into the narrow view. Errors carry the path of the offending field.
+pub fn parse_pod(json: &str) -> Result<PodView<'_>, serde_path_to_error::Error<serde_json::Error>> {
+    // Fast path first; only a failure pays for tracking the path.
+    match serde_json::from_str(json) {
+        Ok(pod) => Ok(pod),
+        Err(_) => {
+            let mut de = serde_json::Deserializer::from_str(json);
+            serde_path_to_error::deserialize(&mut de)
+        }
+    }
+}
+
+/// Decides what to add to the pod: for each init container, then each container, that lacks
+/// [`ENV_NAME`] among its `env` names, one `add` operation.
+pub fn mutate<'o>(pod: &PodView<'_>, opts: &'o MutateOptions) -> Mutation<'o> {
+    let opted_out = pod
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.as_ref())
+        .and_then(|l| l.0.as_deref())
+        .is_some_and(is_opt_out);
+    if opted_out {
+        return Mutation::Unchanged(SkipReason::OptedOut);
+    }
+    let Some(spec) = &pod.spec else {
+        return Mutation::Unchanged(SkipReason::NothingToDo);
+    };
+    let entry = EnvVar {
+        name: ENV_NAME,
+        value: &opts.apiserver_fqdn,
+    };
+    let mut ops = Vec::new();
+    for (field, containers) in [
+        ("initContainers", &spec.init_containers),
+        ("containers", &spec.containers),
+    ] {
+        for (index, container) in containers.iter().flatten().enumerate() {
+            if opts.skip_env_from && container.env_from.as_ref().is_some_and(|s| s.0 > 0) {
+                continue;
+            }
+            let index = index.to_string();
+            match &container.env {
+                Some(env) if env.has_service_host => {}
+                Some(_) => ops.push(PatchOp {
+                    op: "add",
+                    path: json_pointer(["spec", field, &index, "env", "-"]),
+                    value: AddValue::Entry(entry.clone()),
+                }),
+                None => ops.push(PatchOp {
+                    op: "add",
+                    path: json_pointer(["spec", field, &index, "env"]),
+                    value: AddValue::List([entry.clone()]),
+                }),
+            }
+        }
+    }
+    if ops.is_empty() {
+        Mutation::Unchanged(SkipReason::NothingToDo)
+    } else {
+        Mutation::Patch(ops)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn opts(skip_env_from: bool) -> MutateOptions {
+        MutateOptions {
+            apiserver_fqdn: "foo.bar.".into(),
+            skip_env_from,
+        }
+    }
+
+    fn patch_of(pod: &Value, skip_env_from: bool) -> Option<Value> {
+        let text = pod.to_string();
+        let view = parse_pod(&text).expect("pod parses");
+        let opts = opts(skip_env_from);
+        match mutate(&view, &opts) {
+            Mutation::Patch(ops) => Some(serde_json::to_value(ops).expect("serialises")),
+            Mutation::Unchanged(_) => None,
+        }
+    }
+
+    fn host() -> Value {
+        json!({"name": "KUBERNETES_SERVICE_HOST", "value": "foo.bar."})
+    }
+
+    #[test]
+    fn readme_example_patch() {
+        let pod = json!({"spec": {
+            "initContainers": [{"name": "init", "image": "busybox"}],
+            "containers": [{"name": "app", "image": "nginx"}],
+        }});
+        assert_eq!(
+            patch_of(&pod, false),
+            Some(json!([
+                {"op": "add", "path": "/spec/initContainers/0/env", "value": [host()]},
+                {"op": "add", "path": "/spec/containers/0/env", "value": [host()]},
+            ]))
+        );
+    }
+
+    #[test]
+    fn table() {
+        let cases: Vec<(&str, Value, bool, Option<Value>)> = vec![
+            ("no spec", json!({"metadata": {}}), false, None),
+            ("no containers", json!({"spec": {}}), false, None),
+            ("null containers", json!({"spec": {"containers": null}}), false, None),
+            (
+                "null env is replaced by a one-element array",
+                json!({"spec": {"containers": [{"name": "a", "env": null}]}}),
+                false,
+                Some(json!([{"op": "add", "path": "/spec/containers/0/env", "value": [host()]}])),
+            ),
+            (
+                "empty env gets an append",
+                json!({"spec": {"containers": [{"name": "a", "env": []}]}}),
+                false,
+                Some(json!([{"op": "add", "path": "/spec/containers/0/env/-", "value": host()}])),
+            ),
+            (
+                "other env gets an append",
+                json!({"spec": {"containers": [{"name": "a", "env": [{"name": "X", "value": "1"}]}]}}),
+                false,
+                Some(json!([{"op": "add", "path": "/spec/containers/0/env/-", "value": host()}])),
+            ),
+            (
+                "existing plain value is kept",
+                json!({"spec": {"containers": [{"name": "a", "env": [{"name": "KUBERNETES_SERVICE_HOST", "value": "x"}]}]}}),
+                false,
+                None,
+            ),
+            (
+                "existing valueFrom is kept",
+                json!({"spec": {"containers": [{"name": "a", "env": [{"name": "KUBERNETES_SERVICE_HOST", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}}]}]}}),
+                false,
+                None,
+            ),
+            (
+                "only the containers that lack it",
+                json!({"spec": {"containers": [
+                    {"name": "a", "env": [{"name": "KUBERNETES_SERVICE_HOST", "value": "x"}]},
+                    {"name": "b"},
+                ]}}),
+                false,
+                Some(json!([{"op": "add", "path": "/spec/containers/1/env", "value": [host()]}])),
+            ),
+            (
+                "escaped name still matches",
+                json!({"spec": {"containers": [{"name": "a", "env": [{"name": "KUBERNETES_SERVICE_HOST"}]}]}}).to_string().replace("_HOST", "\\u005fHOST").parse::<Value>().expect("valid"),
+                false,
+                None,
+            ),
+            (
+                "envFrom without the flag",
+                json!({"spec": {"containers": [{"name": "a", "envFrom": [{"configMapRef": {"name": "c"}}]}]}}),
+                false,
+                Some(json!([{"op": "add", "path": "/spec/containers/0/env", "value": [host()]}])),
+            ),
+            (
+                "envFrom with the flag",
+                json!({"spec": {"containers": [{"name": "a", "envFrom": [{"configMapRef": {"name": "c"}}]}]}}),
+                true,
+                None,
+            ),
+            (
+                "empty envFrom with the flag",
+                json!({"spec": {"containers": [{"name": "a", "envFrom": []}]}}),
+                true,
+                Some(json!([{"op": "add", "path": "/spec/containers/0/env", "value": [host()]}])),
+            ),
+            (
+                "label with another value",
+                json!({"metadata": {"labels": {INJECT_LABEL: "true"}}, "spec": {"containers": [{"name": "a"}]}}),
+                false,
+                Some(json!([{"op": "add", "path": "/spec/containers/0/env", "value": [host()]}])),
+            ),
+        ];
+        for (name, pod, skip_env_from, want) in cases {
+            assert_eq!(patch_of(&pod, skip_env_from), want, "case {name}");
+        }
+    }
+
+    #[test]
+    fn opt_out_values() {
+        for value in ["disable", "false", "False", "FALSE", "f", "F", "0"] {
+            let pod = json!({"metadata": {"labels": {"a": "b", INJECT_LABEL: value}},
+                             "spec": {"containers": [{"name": "a"}]}});
+            let text = pod.to_string();
+            let view = parse_pod(&text).expect("parses");
+            assert_eq!(
+                mutate(&view, &opts(false)),
+                Mutation::Unchanged(SkipReason::OptedOut),
+                "{value}"
+            );
+        }
+        for value in ["true", "enable", "no", "", "False "] {
+            assert!(!is_opt_out(value), "{value}");
+        }
+    }
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        let cases = [
+            (
+                json!({"spec": {"containers": {"name": "a"}}}),
+                "spec.containers",
+            ),
+            (
+                json!({"spec": {"containers": [{"name": "a", "env": "x"}]}}),
+                "spec.containers[0].env",
+            ),
+            (
+                json!({"spec": {"initContainers": [{"env": [{"value": "x"}]}]}}),
+                "spec.initContainers[0].env[0]",
+            ),
+            (
+                json!({"metadata": {"labels": {INJECT_LABEL: 1}}}),
+                "metadata.labels.apiserver-proxy.networking.gardener.cloud/inject",
+            ),
+        ];
+        for (pod, path) in cases {
+            let text = pod.to_string();
+            let err = parse_pod(&text).expect_err("must fail");
+            assert_eq!(err.path().to_string(), path, "{pod}");
+        }
+    }
+
+    #[test]
+    fn pointer_escapes_tokens() {
+        assert_eq!(json_pointer(["a/b", "c~d", "0"]), "/a~1b/c~0d/0");
+        assert_eq!(
+            json_pointer(["spec", "containers", "-"]),
+            "/spec/containers/-"
+        );
+    }
+}

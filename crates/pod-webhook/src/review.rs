@@ -1,0 +1,356 @@
+// SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
+// SPDX-License-Identifier: Apache-2.0
+
+//! AdmissionReview in, AdmissionReview out (`admission.k8s.io/v1` and `v1beta1`). Pure, no I/O.
+
+use std::borrow::Cow;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::mutate::{self, MutateOptions, Mutation, SkipReason};
+
+/// The AdmissionReview API versions the webhook speaks.
+pub const API_VERSIONS: [&str; 2] = ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"];
+
+/// Why a request body is not a review the webhook can answer; every variant is a 400.
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    /// The body is not JSON, or a field has the wrong type.
+    #[error("body is not a valid AdmissionReview: {0}")]
+    Malformed(String),
+    /// `apiVersion` is missing or not one the webhook speaks.
+    #[error(
+        "{}: expected \"admission.k8s.io/v1\" or \"admission.k8s.io/v1beta1\"",
+        if .0.is_empty() { "apiVersion is missing".to_owned() } else { format!("unsupported apiVersion {:?}", .0) }
+    )]
+    ApiVersion(String),
+    /// `kind` is not `AdmissionReview`.
+    #[error("unsupported kind {0:?}: expected \"AdmissionReview\"")]
+    Kind(String),
+    /// The review has no `request`.
+    #[error("AdmissionReview has no request")]
+    MissingRequest,
+    /// The request has no `uid`, or an empty one.
+    #[error("request.uid is missing or empty")]
+    MissingUid,
+    /// A Pod CREATE without the pod.
+    #[error("request.object is missing for a Pod CREATE")]
+    MissingObject,
+    /// The pod has a field of the wrong type.
+    #[error("request.object is not a valid Pod: {0}")]
+    InvalidPod(String),
+}
+
+#[derive(Debug, Deserialize)]
+struct ReviewIn<'a> {
+    #[serde(default, borrow, rename = "apiVersion")]
+    api_version: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    request: Option<RequestIn<'a>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RequestIn<'a> {
+    #[serde(default, borrow)]
+    uid: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    kind: Option<GroupKind<'a>>,
+    #[serde(default, borrow)]
+    resource: Option<GroupResource<'a>>,
+    #[serde(default, borrow, rename = "subResource")]
+    sub_resource: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    operation: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    object: Option<&'a RawValue>,
+}
+
+#[derive(Debug, Deserialize)]
+struct GroupKind<'a> {
+    #[serde(default, borrow)]
+    group: Cow<'a, str>,
+    #[serde(default, borrow)]
+    kind: Cow<'a, str>,
+}
+
+#[derive(Debug, Deserialize)]
+struct GroupResource<'a> {
+    #[serde(default, borrow)]
+    group: Cow<'a, str>,
+    #[serde(default, borrow)]
+    resource: Cow<'a, str>,
+}
+
+#[derive(Debug, Serialize)]
+struct ReviewOut<'a> {
+    #[serde(rename = "apiVersion")]
+    api_version: &'a str,
+    kind: &'static str,
+    response: ResponseOut<'a>,
+}
+
+#[derive(Debug, Serialize)]
+struct ResponseOut<'a> {
+    uid: &'a str,
+    allowed: bool,
+    #[serde(rename = "patchType", skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+}
+
+/// What the webhook did with a review, for logs and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A Pod CREATE that got a patch of this many operations.
+    Mutated {
+        /// Number of containers (init and regular) that got the variable.
+        containers: usize,
+    },
+    /// A Pod CREATE left unchanged.
+    Skipped(SkipReason),
+    /// Not a Pod CREATE: allowed unchanged.
+    NotApplicable,
+}
+
+/// A review's answer: the response body and what happened.
+#[derive(Debug)]
+pub struct Answer {
+    /// The AdmissionReview response, JSON.
+    pub body: Vec<u8>,
+    /// What the webhook did.
+    pub outcome: Outcome,
+    /// The request's uid, for logs.
+    pub uid: String,
+}
+
+fn malformed(body: &[u8]) -> ReviewError {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    match serde_path_to_error::deserialize::<_, ReviewIn<'_>>(&mut de) {
+        Err(e) if e.path().to_string() == "." => ReviewError::Malformed(e.inner().to_string()),
+        Err(e) => ReviewError::Malformed(e.to_string()),
+        // The fast parse failed, so this does too; keep a sensible message regardless.
+        Ok(_) => ReviewError::Malformed("unparsable body".into()),
+    }
+}
+
+fn is_pod(request: &RequestIn<'_>) -> bool {
+    let by_kind = request
+        .kind
+        .as_ref()
+        .is_some_and(|k| k.group.is_empty() && k.kind == "Pod");
+    let by_resource = request
+        .resource
+        .as_ref()
+        .is_some_and(|r| r.group.is_empty() && r.resource == "pods");
+    let subresource = request
+        .sub_resource
+        .as_deref()
+        .is_some_and(|s| !s.is_empty());
+    (by_kind || by_resource) && !subresource
+}
+
+/// Answers one AdmissionReview body.
+pub fn review(body: &[u8], opts: &MutateOptions) -> Result<Answer, ReviewError> {
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                Err(e) => ReviewError::Malformed(e.to_string()),
+                Ok(_) => ReviewError::Malformed("expected a JSON object".into()),
+            },
+        );
+    }
+    let input: ReviewIn<'_> = serde_json::from_slice(body).map_err(|_| malformed(body))?;
+    let api_version = input.api_version.as_deref().unwrap_or_default();
+    let Some(&api_version) = API_VERSIONS.iter().find(|v| **v == api_version) else {
+        return Err(ReviewError::ApiVersion(api_version.to_owned()));
+    };
+    let kind = input.kind.as_deref().unwrap_or_default();
+    if kind != "AdmissionReview" {
+        return Err(ReviewError::Kind(kind.to_owned()));
+    }
+    let request = input.request.ok_or(ReviewError::MissingRequest)?;
+    let uid = match request.uid.as_deref() {
+        Some(uid) if !uid.is_empty() => uid,
+        _ => return Err(ReviewError::MissingUid),
+    };
+
+    let applicable = is_pod(&request) && request.operation.as_deref() == Some("CREATE");
+    let (outcome, patch) = if applicable {
+        let object = request.object.ok_or(ReviewError::MissingObject)?;
+        if object.get() == "null" {
+            return Err(ReviewError::MissingObject);
+        }
+        let pod =
+            mutate::parse_pod(object.get()).map_err(|e| ReviewError::InvalidPod(e.to_string()))?;
+        match mutate::mutate(&pod, opts) {
+            Mutation::Patch(ops) => {
+                let json = serde_json::to_vec(&ops)
+                    .map_err(|e| ReviewError::Malformed(format!("cannot encode patch: {e}")))?;
+                (
+                    Outcome::Mutated {
+                        containers: ops.len(),
+                    },
+                    Some(BASE64.encode(json)),
+                )
+            }
+            Mutation::Unchanged(reason) => (Outcome::Skipped(reason), None),
+        }
+    } else {
+        (Outcome::NotApplicable, None)
+    };
+
+    let out = ReviewOut {
+        api_version,
+        kind: "AdmissionReview",
+        response: ResponseOut {
+            uid,
+            allowed: true,
+            patch_type: patch.as_ref().map(|_| "JSONPatch"),
+            patch,
+        },
+    };
+    let body = serde_json::to_vec(&out)
+        .map_err(|e| ReviewError::Malformed(format!("cannot encode response: {e}")))?;
+    Ok(Answer {
+        body,
+        outcome,
+        uid: uid.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn opts() -> MutateOptions {
+        MutateOptions {
+            apiserver_fqdn: "foo.bar.".into(),
+            skip_env_from: false,
+        }
+    }
+
+    fn request(api_version: &str, operation: &str, kind: &str, object: Value) -> Vec<u8> {
+        json!({
+            "apiVersion": api_version,
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "u-1",
+                "kind": {"group": "", "version": "v1", "kind": kind},
+                "resource": {"group": "", "version": "v1", "resource": if kind == "Pod" {"pods"} else {"configmaps"}},
+                "operation": operation,
+                "object": object,
+            }
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    fn pod() -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod", "spec": {"containers": [{"name": "a"}]}})
+    }
+
+    fn answer(body: &[u8]) -> (Value, Outcome) {
+        let a = review(body, &opts()).expect("answers");
+        (serde_json::from_slice(&a.body).expect("json"), a.outcome)
+    }
+
+    #[test]
+    fn same_api_version_uid_and_patch() {
+        for version in API_VERSIONS {
+            let (out, outcome) = answer(&request(version, "CREATE", "Pod", pod()));
+            assert_eq!(out["apiVersion"], version);
+            assert_eq!(out["kind"], "AdmissionReview");
+            assert_eq!(out["response"]["uid"], "u-1");
+            assert_eq!(out["response"]["allowed"], true);
+            assert_eq!(out["response"]["patchType"], "JSONPatch");
+            let patch = BASE64
+                .decode(out["response"]["patch"].as_str().expect("patch string"))
+                .expect("base64");
+            let patch: Value = serde_json::from_slice(&patch).expect("patch json");
+            assert_eq!(
+                patch,
+                json!([{"op": "add", "path": "/spec/containers/0/env",
+                        "value": [{"name": "KUBERNETES_SERVICE_HOST", "value": "foo.bar."}]}])
+            );
+            assert_eq!(outcome, Outcome::Mutated { containers: 1 });
+        }
+    }
+
+    #[test]
+    fn not_applicable_has_no_patch() {
+        let cases = [
+            request(API_VERSIONS[0], "UPDATE", "Pod", pod()),
+            request(API_VERSIONS[0], "DELETE", "Pod", Value::Null),
+            request(API_VERSIONS[0], "CREATE", "ConfigMap", json!({"data": {}})),
+        ];
+        for body in cases {
+            let (out, outcome) = answer(&body);
+            assert_eq!(outcome, Outcome::NotApplicable);
+            assert_eq!(
+                out["response"],
+                json!({"uid": "u-1", "allowed": true}),
+                "{}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+    }
+
+    #[test]
+    fn subresource_is_not_applicable() {
+        let mut body: Value =
+            serde_json::from_slice(&request(API_VERSIONS[0], "CREATE", "Pod", pod()))
+                .expect("json");
+        body["request"]["subResource"] = json!("binding");
+        let (_, outcome) = answer(body.to_string().as_bytes());
+        assert_eq!(outcome, Outcome::NotApplicable);
+    }
+
+    #[test]
+    fn bad_reviews_are_named() {
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"{".to_vec(), "body is not a valid AdmissionReview: EOF"),
+            (b"[]".to_vec(), "body is not a valid AdmissionReview: expected a JSON object"),
+            (b"".to_vec(), "body is not a valid AdmissionReview: EOF while parsing"),
+            (b"{}".to_vec(), "apiVersion is missing"),
+            (
+                br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":7}}"#.to_vec(),
+                "request.uid: invalid type: integer",
+            ),
+            (
+                br#"{"apiVersion":"v1","kind":"AdmissionReview","request":{"uid":"x"}}"#.to_vec(),
+                "unsupported apiVersion \"v1\"",
+            ),
+            (
+                br#"{"apiVersion":"admission.k8s.io/v1","kind":"Pod","request":{"uid":"x"}}"#.to_vec(),
+                "unsupported kind \"Pod\"",
+            ),
+            (
+                br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec(),
+                "AdmissionReview has no request",
+            ),
+            (
+                br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":""}}"#.to_vec(),
+                "request.uid is missing or empty",
+            ),
+            (
+                request(API_VERSIONS[0], "CREATE", "Pod", Value::Null),
+                "request.object is missing",
+            ),
+            (
+                request(API_VERSIONS[0], "CREATE", "Pod", json!({"spec": {"containers": [{"env": 5}]}})),
+                "request.object is not a valid Pod: spec.containers[0].env: invalid type: integer",
+            ),
+        ];
+        for (body, want) in cases {
+            let err = review(&body, &opts()).expect_err("must fail").to_string();
+            assert!(err.contains(want), "{err:?} lacks {want:?}");
+        }
+    }
+}

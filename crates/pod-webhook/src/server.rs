@@ -1,0 +1,626 @@
+// SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
+// SPDX-License-Identifier: Apache-2.0
+
+//! The HTTPS server: accept loop, per-connection limits, routing, and graceful shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulConnection;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+use tracing::{Instrument, debug, error, info, warn};
+
+use crate::config::{Config, Listen};
+use crate::metrics::Metrics;
+use crate::review::{self, Outcome};
+use crate::tls::{self, TlsError, TlsStore};
+
+/// The path kube-apiserver calls.
+pub const WEBHOOK_PATH: &str = "/webhook/pod-apiserver-env";
+
+/// Why the server cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The certificate files are unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address as given.
+        addr: String,
+        /// The socket error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Where the server is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    /// Normal operation.
+    Serving,
+    /// Shutdown signalled: not ready, HTTP/1 answers carry `Connection: close`, HTTP/2
+    /// connections get GOAWAY; new connections are still accepted.
+    Terminating,
+    /// No more connections accepted; open ones close after their current request.
+    Draining,
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: Config,
+    metrics: Arc<Metrics>,
+    ready: AtomicBool,
+    terminating: AtomicBool,
+}
+
+/// A bound, not yet serving webhook server.
+#[derive(Debug)]
+pub struct Webhook {
+    listener: TcpListener,
+    tls: Arc<TlsStore>,
+    shared: Arc<Shared>,
+}
+
+async fn bind(listen: &Listen) -> Result<TcpListener, ServerError> {
+    let host = listen.host.trim_start_matches('[').trim_end_matches(']');
+    let bind_err = |addr: String| move |source| ServerError::Bind { addr, source };
+    if host.is_empty() {
+        // All addresses: the IPv6 wildcard takes IPv4 too; without IPv6, fall back to IPv4.
+        match TcpListener::bind(("::", listen.port)).await {
+            Ok(l) => Ok(l),
+            Err(_) => TcpListener::bind(("0.0.0.0", listen.port))
+                .await
+                .map_err(bind_err(format!("all addresses, port {}", listen.port))),
+        }
+    } else {
+        TcpListener::bind((host, listen.port))
+            .await
+            .map_err(bind_err(format!("{}:{}", listen.host, listen.port)))
+    }
+}
+
+impl Webhook {
+    /// Loads the certificate (a missing or broken one is an error) and binds the listener.
+    pub async fn bind(config: Config) -> Result<Self, ServerError> {
+        let tls = TlsStore::load(&config.tls, config.tls_min_version, config.enable_http2)?;
+        let listener = bind(&config.listen).await?;
+        Ok(Webhook {
+            listener,
+            tls: Arc::new(tls),
+            shared: Arc::new(Shared {
+                config,
+                metrics: Arc::new(Metrics::new(WEBHOOK_PATH)),
+                ready: AtomicBool::new(false),
+                terminating: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then shuts down gracefully: not ready at once, serving
+    /// for the shutdown delay, then draining in-flight requests for at most the shutdown timeout.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let Webhook {
+            listener,
+            tls,
+            shared,
+        } = self;
+        let config = &shared.config;
+        let max_connections = config.limits.max_connections;
+        let permits = Arc::new(Semaphore::new(max_connections as usize));
+        let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
+        let reload = tokio::spawn(tls::watch(
+            tls.clone(),
+            config.cert_reload_interval,
+            shared.metrics.clone(),
+        ));
+        let addr = listener
+            .local_addr()
+            .map_or_else(|e| format!("unknown address ({e})"), |a| a.to_string());
+        let mut accept = Box::pin(accept_loop(
+            listener,
+            tls,
+            shared.clone(),
+            permits.clone(),
+            phase_rx,
+        ));
+        shared.ready.store(true, Ordering::SeqCst);
+        info!(%addr, http2 = config.enable_http2, "serving");
+
+        tokio::select! {
+            () = &mut accept => {}
+            () = shutdown => {}
+        }
+        shared.ready.store(false, Ordering::SeqCst);
+        shared.terminating.store(true, Ordering::SeqCst);
+        phase_tx.send_replace(Phase::Terminating);
+        info!(delay = ?config.shutdown_delay, "shutting down: not ready, still serving");
+        tokio::select! {
+            () = &mut accept => {}
+            () = tokio::time::sleep(config.shutdown_delay) => {}
+        }
+        drop(accept);
+        phase_tx.send_replace(Phase::Draining);
+        let open = max_connections as usize - permits.available_permits();
+        info!(connections = open, timeout = ?config.shutdown_timeout, "draining connections");
+        let drained = tokio::time::timeout(
+            config.shutdown_timeout,
+            permits.acquire_many(max_connections),
+        )
+        .await;
+        match drained {
+            Ok(_) => info!("all connections closed"),
+            Err(_) => warn!(
+                connections = max_connections as usize - permits.available_permits(),
+                "shutdown timeout reached with connections still open; closing them"
+            ),
+        }
+        reload.abort();
+        Ok(())
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Arc<TlsStore>,
+    shared: Arc<Shared>,
+    permits: Arc<Semaphore>,
+    phase: watch::Receiver<Phase>,
+) {
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let (tcp, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Typically out of file descriptors: back off instead of spinning.
+                warn!(error = %e, "cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let acceptor = TlsAcceptor::from(tls.current());
+        let shared = shared.clone();
+        let phase = phase.clone();
+        let span = tracing::debug_span!("conn", %peer);
+        tokio::spawn(
+            async move {
+                serve_connection(tcp, acceptor, shared, phase).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Per-connection bookkeeping for the idle timeout.
+#[derive(Debug)]
+struct ConnState {
+    in_flight: AtomicUsize,
+    last_done: Mutex<Instant>,
+}
+
+impl ConnState {
+    fn begin(self: &Arc<Self>) -> RequestGuard {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        RequestGuard(self.clone())
+    }
+
+    /// When the connection counts as idle, if no request starts before then.
+    fn idle_deadline(&self, idle: Duration) -> Instant {
+        let last = *self.last_done.lock().unwrap_or_else(|p| p.into_inner());
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            Instant::now() + idle
+        } else {
+            last + idle
+        }
+    }
+}
+
+struct RequestGuard(Arc<ConnState>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        *self.0.last_done.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn serve_connection(
+    tcp: TcpStream,
+    acceptor: TlsAcceptor,
+    shared: Arc<Shared>,
+    phase: watch::Receiver<Phase>,
+) {
+    let limits = shared.config.limits.clone();
+    let _ = tcp.set_nodelay(true);
+    let stream = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            debug!(error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            debug!("TLS handshake timed out");
+            return;
+        }
+    };
+    let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let conn_state = Arc::new(ConnState {
+        in_flight: AtomicUsize::new(0),
+        last_done: Mutex::new(Instant::now()),
+    });
+    let service = {
+        let conn_state = conn_state.clone();
+        service_fn(move |req| {
+            let guard = conn_state.begin();
+            let shared = shared.clone();
+            async move {
+                let mut resp = handle(&shared, req).await;
+                if !h2 && shared.terminating.load(Ordering::Relaxed) {
+                    resp.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                drop(guard);
+                Ok::<_, Infallible>(resp)
+            }
+        })
+    };
+    let io = TokioIo::new(stream);
+    if h2 {
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.h2_max_concurrent_streams)
+            .max_pending_accept_reset_streams(limits.h2_max_pending_reset_streams)
+            .max_local_error_reset_streams(limits.h2_max_pending_reset_streams)
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10));
+        let conn = builder.serve_connection(io, service);
+        drive(
+            conn,
+            phase,
+            Phase::Terminating,
+            &conn_state,
+            limits.idle_timeout,
+        )
+        .await;
+    } else {
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_header_bytes.max(8192))
+            .keep_alive(true);
+        let conn = builder.serve_connection(io, service);
+        drive(
+            conn,
+            phase,
+            Phase::Draining,
+            &conn_state,
+            limits.idle_timeout,
+        )
+        .await;
+    }
+}
+
+/// Runs a connection to its end, asking it to close gracefully when the server reaches
+/// `close_at` or when it has been idle for `idle`.
+async fn drive<C>(
+    conn: C,
+    mut phase: watch::Receiver<Phase>,
+    close_at: Phase,
+    state: &ConnState,
+    idle: Duration,
+) where
+    C: GracefulConnection,
+    C::Error: std::fmt::Display,
+{
+    let mut conn = std::pin::pin!(conn);
+    let mut closing = false;
+    loop {
+        let deadline = tokio::time::Instant::from_std(state.idle_deadline(idle));
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = phase.wait_for(|p| *p >= close_at), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = tokio::time::sleep_until(deadline), if !closing => {
+                if state.in_flight.load(Ordering::SeqCst) == 0
+                    && state.idle_deadline(idle) <= Instant::now()
+                {
+                    debug!("closing idle connection");
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+/// A request that cannot be answered, and why.
+#[derive(Debug)]
+struct Failure {
+    status: StatusCode,
+    message: String,
+}
+
+impl Failure {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Failure {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+type Body = Full<Bytes>;
+
+fn response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
+    let mut resp = Response::new(Full::new(body.into()));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+fn failure_response(failure: &Failure, allow: &'static str) -> Response<Body> {
+    let mut resp = response(
+        failure.status,
+        "text/plain; charset=utf-8",
+        format!("{}\n", failure.message),
+    );
+    if failure.status == StatusCode::METHOD_NOT_ALLOWED {
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
+    }
+    resp
+}
+
+async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let (result, allow) = match path.as_str() {
+        WEBHOOK_PATH => (webhook(shared, req).await, "POST"),
+        "/healthz" => (
+            get_only(&method).map(|()| text(StatusCode::OK, "ok")),
+            "GET, HEAD",
+        ),
+        "/readyz" => (get_only(&method).and_then(|()| readyz(shared)), "GET, HEAD"),
+        "/metrics" => (
+            get_only(&method).and_then(|()| metrics(shared)),
+            "GET, HEAD",
+        ),
+        _ => (
+            Err(Failure::new(
+                StatusCode::NOT_FOUND,
+                format!("no handler for path {path}; the webhook is at {WEBHOOK_PATH}"),
+            )),
+            "",
+        ),
+    };
+    match result {
+        Ok(resp) => resp,
+        Err(failure) => {
+            warn!(%method, %path, status = failure.status.as_u16(), error = %failure.message, "request failed");
+            failure_response(&failure, allow)
+        }
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    response(status, "text/plain; charset=utf-8", body)
+}
+
+fn get_only(method: &Method) -> Result<(), Failure> {
+    if method == Method::GET || method == Method::HEAD {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method {method} not allowed; use GET"),
+        ))
+    }
+}
+
+fn readyz(shared: &Shared) -> Result<Response<Body>, Failure> {
+    if shared.ready.load(Ordering::SeqCst) {
+        Ok(text(StatusCode::OK, "ok"))
+    } else {
+        Err(Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: shutting down",
+        ))
+    }
+}
+
+fn metrics(shared: &Shared) -> Result<Response<Body>, Failure> {
+    let body = shared.metrics.encode().map_err(|e| {
+        Failure::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode metrics: {e}"),
+        )
+    })?;
+    Ok(response(
+        StatusCode::OK,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        body,
+    ))
+}
+
+/// Whether a Content-Type header value is JSON (`application/json`, any parameters).
+fn is_json(value: &HeaderValue) -> bool {
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+}
+
+async fn webhook(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>, Failure> {
+    let started = Instant::now();
+    let metrics = &shared.metrics;
+    let _in_flight = metrics.in_flight();
+    let timeout = shared.config.limits.request_timeout;
+    let result = match tokio::time::timeout(timeout, answer(shared, req)).await {
+        Ok(result) => result,
+        Err(_) => Err(Failure::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("request not received and answered within {timeout:?}"),
+        )),
+    };
+    let status = match &result {
+        Ok(resp) => resp.status(),
+        Err(f) => f.status,
+    };
+    metrics.observe(status.as_u16(), started.elapsed());
+    result
+}
+
+async fn answer(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>, Failure> {
+    let limits = &shared.config.limits;
+    if req.method() != Method::POST {
+        return Err(Failure::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method {} not allowed; use POST", req.method()),
+        ));
+    }
+    match req.headers().get(header::CONTENT_TYPE) {
+        Some(v) if is_json(v) => {}
+        Some(v) => {
+            return Err(Failure::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "Content-Type {:?} not supported; use application/json",
+                    String::from_utf8_lossy(v.as_bytes())
+                ),
+            ));
+        }
+        None => {
+            return Err(Failure::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Type missing; use application/json",
+            ));
+        }
+    }
+    let too_large = || {
+        Failure::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body larger than {} bytes", limits.max_body_bytes),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limits.max_body_bytes as u64) {
+        return Err(too_large());
+    }
+    let body = Limited::new(req.into_body(), limits.max_body_bytes)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.is::<LengthLimitError>() {
+                too_large()
+            } else {
+                Failure::new(StatusCode::BAD_REQUEST, format!("cannot read body: {e}"))
+            }
+        })?
+        .to_bytes();
+
+    let answer = guarded(|| review::review(&body, &shared.config.mutate))?
+        .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    match &answer.outcome {
+        Outcome::Mutated { containers } => {
+            shared.metrics.pods_mutated.inc();
+            debug!(uid = %answer.uid, containers, "pod mutated");
+        }
+        Outcome::Skipped(reason) => {
+            shared.metrics.pod_skipped(reason.as_str());
+            debug!(uid = %answer.uid, reason = reason.as_str(), "pod left unchanged");
+        }
+        Outcome::NotApplicable => {}
+    }
+    Ok(response(StatusCode::OK, "application/json", answer.body))
+}
+
+/// Runs `f`, turning a panic into a 500 so one bad request never takes the server down.
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, Failure> {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        error!(panic = %what, "panic while reviewing a request");
+        Failure::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error while reviewing the request",
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panic_becomes_500() {
+        let failure = guarded(|| -> u8 { panic!("boom") }).expect_err("must fail");
+        assert_eq!(failure.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(guarded(|| 7).ok().map(|v| v + 1), Some(8));
+    }
+
+    #[test]
+    fn json_content_types() {
+        for ok in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+        ] {
+            assert!(is_json(&HeaderValue::from_static(ok)), "{ok}");
+        }
+        for bad in [
+            "text/plain",
+            "application/jsonx",
+            "application/x-www-form-urlencoded",
+            "",
+        ] {
+            assert!(!is_json(&HeaderValue::from_static(bad)), "{bad}");
+        }
+    }
+}

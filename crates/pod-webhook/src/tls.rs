@@ -1,0 +1,321 @@
+// SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
+// SPDX-License-Identifier: Apache-2.0
+
+//! TLS: loading the certificate, key and client CA, and reloading them when the files change.
+//!
+//! Each accepted connection takes the current [`ServerConfig`], so a reload affects new
+//! connections only and never disturbs one in progress. The files are compared by content, which
+//! also catches Kubernetes' atomic symlink swap of a mounted Secret.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tracing::{info, warn};
+
+use crate::cli::TlsMinVersion;
+use crate::config::TlsFiles;
+use crate::metrics::Metrics;
+
+/// Why the certificate files cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file cannot be read.
+    #[error("cannot read {what} {}", path.display())]
+    Read {
+        /// Which file it is.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// A file is not valid PEM, or holds no item of the kind wanted.
+    #[error("{what} {} {problem}", path.display())]
+    Pem {
+        /// Which file it is.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The client CA file holds a certificate that cannot be a trust anchor.
+    #[error("client CA {} holds an unusable certificate", path.display())]
+    ClientCa {
+        /// Its path.
+        path: PathBuf,
+        /// The parse error.
+        #[source]
+        source: rustls::Error,
+    },
+    /// rustls refuses the combination (for example a key that does not match the certificate).
+    #[error("cannot use certificate {} with key {}", cert.display(), key.display())]
+    Config {
+        /// The certificate path.
+        cert: PathBuf,
+        /// The key path.
+        key: PathBuf,
+        /// What rustls said.
+        #[source]
+        source: rustls::Error,
+    },
+}
+
+/// The bytes of the files, to notice changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Snapshot {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    client_ca: Option<Vec<u8>>,
+}
+
+fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        what,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+impl Snapshot {
+    fn read(files: &TlsFiles) -> Result<Self, TlsError> {
+        Ok(Snapshot {
+            cert: read("certificate", &files.cert)?,
+            key: read("key", &files.key)?,
+            client_ca: files
+                .client_ca
+                .as_deref()
+                .map(|p| read("client CA", p))
+                .transpose()?,
+        })
+    }
+}
+
+fn pem_problem(err: pem::Error, kind: &str) -> String {
+    match err {
+        pem::Error::NoItemsFound => format!("holds no {kind}"),
+        other => format!("is not valid PEM: {other}"),
+    }
+}
+
+fn certificates(
+    what: &'static str,
+    path: &Path,
+    bytes: &[u8],
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem_err = |problem| TlsError::Pem {
+        what,
+        path: path.to_owned(),
+        problem,
+    };
+    let certs = CertificateDer::pem_slice_iter(bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_err(pem_problem(e, "certificate")))?;
+    if certs.is_empty() {
+        return Err(pem_err("holds no certificate".into()));
+    }
+    Ok(certs)
+}
+
+fn build(
+    files: &TlsFiles,
+    snapshot: &Snapshot,
+    min_version: TlsMinVersion,
+    http2: bool,
+) -> Result<ServerConfig, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = certificates("certificate", &files.cert, &snapshot.cert)?;
+    let key = PrivateKeyDer::from_pem_slice(&snapshot.key).map_err(|e| TlsError::Pem {
+        what: "key",
+        path: files.key.clone(),
+        problem: pem_problem(e, "private key"),
+    })?;
+    let config_err = |source| TlsError::Config {
+        cert: files.cert.clone(),
+        key: files.key.clone(),
+        source,
+    };
+    let versions: &[&rustls::SupportedProtocolVersion] = match min_version {
+        TlsMinVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        TlsMinVersion::Tls13 => &[&rustls::version::TLS13],
+    };
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(config_err)?;
+    let builder = match (&files.client_ca, &snapshot.client_ca) {
+        (Some(path), Some(bytes)) => {
+            builder.with_client_cert_verifier(client_verifier(path, bytes, provider.clone())?)
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(chain, key).map_err(config_err)?;
+    config.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    Ok(config)
+}
+
+fn client_verifier(
+    path: &Path,
+    bytes: &[u8],
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in certificates("client CA", path, bytes)? {
+        roots.add(cert).map_err(|source| TlsError::ClientCa {
+            path: path.to_owned(),
+            source,
+        })?;
+    }
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| TlsError::ClientCa {
+            path: path.to_owned(),
+            source: rustls::Error::General(e.to_string()),
+        })
+}
+
+/// What a reload check found.
+#[derive(Debug)]
+pub enum Reload {
+    /// The files are as they were (or as they were when they last failed).
+    Unchanged,
+    /// The files are changing right now; look again later.
+    Settling,
+    /// New files were loaded; new connections use them.
+    Reloaded,
+    /// New files are broken; the old certificate stays in use.
+    Failed(TlsError),
+}
+
+/// The current TLS configuration and the files it came from.
+#[derive(Debug)]
+pub struct TlsStore {
+    files: TlsFiles,
+    min_version: TlsMinVersion,
+    http2: bool,
+    current: RwLock<Arc<ServerConfig>>,
+    /// The bytes last loaded and the bytes that last failed.
+    seen: Mutex<(Snapshot, Option<Snapshot>)>,
+}
+
+impl TlsStore {
+    /// Loads the files; any problem is an error naming the file.
+    pub fn load(
+        files: &TlsFiles,
+        min_version: TlsMinVersion,
+        http2: bool,
+    ) -> Result<Self, TlsError> {
+        let snapshot = Snapshot::read(files)?;
+        let config = build(files, &snapshot, min_version, http2)?;
+        Ok(TlsStore {
+            files: files.clone(),
+            min_version,
+            http2,
+            current: RwLock::new(Arc::new(config)),
+            seen: Mutex::new((snapshot, None)),
+        })
+    }
+
+    /// The configuration for the next connection.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        match self.current.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Reads the files and, when they changed and stay unchanged for `settle`, loads them.
+    /// Blocking: call it from a blocking thread.
+    pub fn check(&self, settle: Duration) -> Reload {
+        let first = match Snapshot::read(&self.files) {
+            Ok(s) => s,
+            Err(_) => {
+                // A file may be missing for a moment while it is replaced.
+                std::thread::sleep(settle);
+                match Snapshot::read(&self.files) {
+                    Ok(_) => return Reload::Settling,
+                    Err(e) => return self.failed_unless_seen(None, e),
+                }
+            }
+        };
+        {
+            let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            if first == seen.0 || seen.1.as_ref() == Some(&first) {
+                return Reload::Unchanged;
+            }
+        }
+        // A Secret update swaps all files at once, but other writers may not: wait for quiet.
+        std::thread::sleep(settle);
+        match Snapshot::read(&self.files) {
+            Ok(second) if second == first => {}
+            _ => return Reload::Settling,
+        }
+        match build(&self.files, &first, self.min_version, self.http2) {
+            Ok(config) => {
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+                *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = (first, None);
+                Reload::Reloaded
+            }
+            Err(e) => self.failed_unless_seen(Some(first), e),
+        }
+    }
+
+    fn failed_unless_seen(&self, snapshot: Option<Snapshot>, err: TlsError) -> Reload {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        // An unreadable file has no bytes; report each distinct broken state once.
+        let key = snapshot.unwrap_or(Snapshot {
+            cert: err.to_string().into_bytes(),
+            key: Vec::new(),
+            client_ca: None,
+        });
+        if seen.1.as_ref() == Some(&key) {
+            return Reload::Unchanged;
+        }
+        seen.1 = Some(key);
+        Reload::Failed(err)
+    }
+}
+
+/// Checks the files every `interval` until the task is dropped, logging and counting reloads.
+pub async fn watch(store: Arc<TlsStore>, interval: Duration, metrics: Arc<Metrics>) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    let settle = (interval / 5).min(Duration::from_millis(200));
+    loop {
+        ticker.tick().await;
+        let store = store.clone();
+        let result = match tokio::task::spawn_blocking(move || store.check(settle)).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(error = %e, "certificate check did not finish");
+                continue;
+            }
+        };
+        match result {
+            Reload::Unchanged | Reload::Settling => {}
+            Reload::Reloaded => {
+                metrics.cert_reloads.inc();
+                info!("reloaded the TLS certificate; new connections use it");
+            }
+            Reload::Failed(e) => {
+                metrics.cert_reload_errors.inc();
+                warn!(
+                    error = %crate::error_chain(&e),
+                    "cannot reload the TLS certificate; keeping the previous one"
+                );
+            }
+        }
+    }
+}
