@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
+# SPDX-License-Identifier: Apache-2.0
+#
+# The build steps of Dockerfile.sidecar and Dockerfile.webhook, runnable without Docker.
+# Each Dockerfile runs this very script in its build stage, so the two cannot drift.
+#
+#   scripts/image-build.sh <sidecar|webhook> [--out DIR]
+#
+# 1. cargo build --release --locked -p <package> --bin <binary>, with the version from $VERSION
+#    (default: git describe, else the Cargo version) in APISERVER_PROXY_VERSION, which the
+#    binaries' --version prints.
+# 2. Lays out the final image's files under DIR (default: $CARGO_TARGET_DIR/image/<component>),
+#    which the Dockerfile copies onto its base image:
+#    - sidecar: the binary, iptables with both backends (xtables-nft-multi, xtables-legacy-multi,
+#      every iptables/ip6tables{,-nft,-legacy}{,-save,-restore} name, the xtables extensions)
+#      and every shared library they load, so it runs on distroless/static (no libc of its own);
+#    - webhook: the binary alone, checked to need nothing beyond what distroless/cc provides
+#      (glibc, libgcc_s).
+# 3. Checks the result: --version prints the version; for the sidecar, as root, both iptables
+#    backends run from DIR in a chroot and, when network namespaces are available, write and
+#    read the sidecar's kind of rule in a throwaway one. IMAGE_BUILD_FULL_CHECK=1 (CI) turns a
+#    check that cannot run here into a failure.
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+component="${1:-}"
+shift || true
+out=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --out) out="$2"; shift 2 ;;
+    --out=*) out="${1#--out=}"; shift ;;
+    *) echo "image-build: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+case "$component" in
+  sidecar) package=apiserver-proxy-sidecar; binary=apiserver-proxy-sidecar ;;
+  webhook) package=apiserver-proxy-pod-webhook; binary=apiserver-proxy-pod-webhook ;;
+  *) echo "usage: $0 <sidecar|webhook> [--out DIR]" >&2; exit 2 ;;
+esac
+
+cd "$root"
+target_dir="${CARGO_TARGET_DIR:-$root/target}"
+out="${out:-$target_dir/image/$component}"
+full_check="${IMAGE_BUILD_FULL_CHECK:-0}"
+
+cargo_version="$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml)"
+if [ -z "${VERSION:-}" ]; then
+  VERSION="$(git describe --tags --always --dirty 2>/dev/null || true)"
+  VERSION="${VERSION:-$cargo_version}"
+fi
+export APISERVER_PROXY_VERSION="$VERSION"
+
+note() { echo "image-build: $*"; }
+fail() { echo "image-build: ERROR: $*" >&2; exit 1; }
+cannot() { # a check that cannot run on this machine
+  if [ "$full_check" = 1 ]; then fail "$* (IMAGE_BUILD_FULL_CHECK=1)"; fi
+  note "NOTE: not checked: $*"
+}
+
+# --- 1. build -------------------------------------------------------------------------------
+note "$component: APISERVER_PROXY_VERSION=$VERSION cargo build --release --locked -p $package --bin $binary"
+cargo build --release --locked -p "$package" --bin "$binary"
+bin="$target_dir/release/$binary"
+[ -x "$bin" ] || fail "$bin was not built"
+
+# --- 2. the image's files -------------------------------------------------------------------
+rm -rf "$out"
+mkdir -p "$out/usr/local/bin"
+install -m 0755 "$bin" "$out/usr/local/bin/$binary"
+
+# libs_of FILE...: the shared libraries (resolved paths) that FILEs load, loader included.
+libs_of() {
+  ldd "$@" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// && $1 !~ /:$/ { print $1 }' | sort -u
+}
+
+if [ "$component" = sidecar ]; then
+  sbin=/usr/sbin
+  for multi in xtables-nft-multi xtables-legacy-multi; do
+    [ -x "$sbin/$multi" ] || fail "$sbin/$multi missing: install Debian's iptables package in the build stage"
+  done
+  libc="$(ldd "$sbin/xtables-nft-multi" | awk '/libc\.so/ { print $3 }')"
+  libdir="$(dirname "$(readlink -f "$libc")")" # e.g. /usr/lib/x86_64-linux-gnu
+  xtlib="$libdir/xtables"
+  [ -d "$xtlib" ] || fail "$xtlib (iptables extensions) missing"
+
+  mkdir -p "$out/usr/sbin" "$out$libdir" "$out/run" "$out/etc" "$out/proc" "$out/dev"
+  cp "$sbin/xtables-nft-multi" "$sbin/xtables-legacy-multi" "$out/usr/sbin/"
+  for fam in iptables ip6tables; do
+    for suffix in "" -save -restore; do
+      ln -s xtables-nft-multi "$out/usr/sbin/$fam-nft$suffix"
+      ln -s xtables-legacy-multi "$out/usr/sbin/$fam-legacy$suffix"
+      # The plain names follow Debian's default, nft; the sidecar picks a backend explicitly.
+      ln -s "$fam-nft$suffix" "$out/usr/sbin/$fam$suffix"
+    done
+  done
+  cp -a "$xtlib" "$out$libdir/"
+  [ -f /etc/protocols ] && cp /etc/protocols "$out/etc/protocols"
+
+  # Every library the binaries and extensions load, under its soname, in the multiarch dir;
+  # the loader where the ELF interpreter path says.
+  mapfile -t libs < <(libs_of "$bin" "$sbin/xtables-nft-multi" "$sbin/xtables-legacy-multi" "$xtlib"/*.so)
+  for lib in "${libs[@]}"; do
+    case "$lib" in
+      */ld-linux*) mkdir -p "$out$(dirname "$lib")"; cp -L "$lib" "$out$lib" ;;
+      *) cp -L "$lib" "$out$libdir/$(basename "$lib")" ;;
+    esac
+  done
+  note "sidecar: $(find "$out" -type f | wc -l) files, $(du -sh "$out" | cut -f1) (binary $(du -h "$bin" | cut -f1)), ${#libs[@]} shared libraries"
+else
+  # distroless/cc provides glibc and libgcc_s, nothing else.
+  allowed='^(linux-vdso\.so\.1|libc\.so\.6|libm\.so\.6|libgcc_s\.so\.1|libdl\.so\.2|libpthread\.so\.0|librt\.so\.1|ld-linux-x86-64\.so\.2|ld-linux-aarch64\.so\.1)$'
+  while read -r lib; do
+    [ -n "$lib" ] || continue
+    grep -Eq "$allowed" <<<"$lib" || fail "$binary links $lib, which distroless/cc does not provide"
+  done < <(ldd "$bin" | awk '{ print $1 }' | xargs -n1 basename)
+  note "webhook: binary $(du -h "$bin" | cut -f1), links only glibc/libgcc_s (distroless/cc)"
+fi
+
+# --- 3. checks ------------------------------------------------------------------------------
+check_version() { # OUTPUT
+  grep -Fq -- "$VERSION" <<<"$1" ||
+    fail "'$binary --version' printed '$1', not the build's version $VERSION (read APISERVER_PROXY_VERSION with option_env! at compile time)"
+  note "$component: --version: $1"
+}
+
+if [ "$component" = webhook ]; then
+  check_version "$("$bin" --version)"
+  exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  check_version "$("$bin" --version)"
+  cannot "running the sidecar image's files in a chroot needs root"
+  exit 0
+fi
+check_version "$(chroot "$out" /usr/local/bin/$binary --version)"
+for tool in iptables-nft iptables-legacy ip6tables-nft ip6tables-legacy iptables-nft-save iptables-legacy-save iptables; do
+  v="$(chroot "$out" "/usr/sbin/$tool" --version 2>&1)" || fail "$tool does not run from the image's files: $v"
+done
+note "sidecar: iptables from the image's files: $(chroot "$out" /usr/sbin/iptables-nft --version), $(chroot "$out" /usr/sbin/iptables-legacy --version)"
+if ! unshare --net true 2>/dev/null; then
+  cannot "writing rules from the image's files needs network namespaces"
+  exit 0
+fi
+for backend in nft legacy; do
+  # The chroot gets /proc and /dev, as a container has them (iptables-legacy-save lists tables
+  # from /proc, the sidecar spawns with /dev/null), in a private mount namespace that takes the
+  # mounts with it.
+  got="$(unshare --net --mount --propagation private -- sh -ec "
+    mount -t proc proc '$out/proc'
+    mount --rbind /dev '$out/dev'
+    chroot '$out' /usr/sbin/iptables-$backend -w 5 -t raw -I PREROUTING -d 10.96.0.2/32 -p tcp -m tcp --dport 443 -j NOTRACK
+    chroot '$out' /usr/sbin/iptables-$backend -w 5 -t filter -I INPUT -d 10.96.0.2/32 -p tcp -m tcp --dport 443 -j ACCEPT
+    chroot '$out' /usr/sbin/ip6tables-$backend -w 5 -t raw -I OUTPUT -s fd00::2/128 -p tcp -m tcp --sport 443 -j NOTRACK
+    chroot '$out' /usr/sbin/iptables-$backend-save
+    chroot '$out' /usr/sbin/ip6tables-$backend-save
+  " 2>&1)" || fail "iptables-$backend from the image's files cannot write rules: $got"
+  n="$(grep -cE -- '-j (NOTRACK|CT --notrack|ACCEPT)' <<<"$got" || true)"
+  [ "$n" = 3 ] || fail "iptables-$backend-save from the image's files shows $n of 3 rules: $got"
+  note "sidecar: iptables-$backend from the image's files wrote and read 3 rules in a throwaway network namespace"
+done
+
+# The sidecar itself from the image's files, once per backend, as the init container runs it:
+# the address and all five rules in place, exit 0.
+for backend in nft legacy; do
+  got="$(unshare --net --mount --propagation private -- sh -ec "
+    mount -t proc proc '$out/proc'
+    mount --rbind /dev '$out/dev'
+    ip link set lo up
+    chroot '$out' /usr/local/bin/$binary --ip-address=10.96.0.2 --interface=lo --setup-iptables \\
+      --port=443 --daemon=false --iptables-backend=$backend
+    ip -o addr show dev lo | grep -q 'inet 10.96.0.2/32 scope global' || { echo 'address missing'; exit 1; }
+    chroot '$out' /usr/sbin/iptables-$backend-save
+  " 2>&1)" || fail "the sidecar from the image's files failed with --iptables-backend=$backend: $got"
+  n="$(grep -cE -- '^-A (PREROUTING|OUTPUT|INPUT) .*10\.96\.0\.2/32 .*(NOTRACK|CT --notrack|ACCEPT)' <<<"$got" || true)"
+  [ "$n" = 5 ] || fail "after the sidecar (--iptables-backend=$backend), iptables-$backend-save shows $n of 5 rules: $got"
+  note "sidecar: the sidecar from the image's files (--daemon=false, --iptables-backend=$backend) put the address and 5 rules in place"
+done
