@@ -1,0 +1,392 @@
+// SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
+// SPDX-License-Identifier: Apache-2.0
+
+//! End-to-end test support: certificates in a private directory, the server on 127.0.0.1 with
+//! a free port, and a real TLS client (rustls + hyper) to talk to it.
+
+#![allow(dead_code)]
+
+pub mod certs;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use base64::Engine as _;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::{http1, http2};
+use hyper::{HeaderMap, Method, Request, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use pod_webhook::cli::TlsMinVersion;
+use pod_webhook::config::{Config, Limits, Listen, TlsFiles};
+use pod_webhook::mutate::MutateOptions;
+use pod_webhook::{ServerError, WEBHOOK_PATH, Webhook};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+pub use certs::{Ca, Pem};
+
+/// The repository's committed test data.
+pub fn testdata() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata")
+}
+
+/// A directory removed when dropped.
+#[derive(Debug)]
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        static COUNT: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "pod-webhook-test-{}-{}",
+            std::process::id(),
+            COUNT.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fresh CA with a server certificate written as `tls.crt`/`tls.key` (and `ca.crt`).
+pub struct Certs {
+    pub ca: Ca,
+    pub server: Pem,
+    pub dir: TempDir,
+}
+
+impl Certs {
+    pub fn new() -> Certs {
+        let ca = Ca::new("test CA").expect("CA");
+        let server = ca.server("localhost").expect("server cert");
+        let dir = TempDir::new();
+        std::fs::write(dir.path().join("tls.crt"), &server.cert).expect("write cert");
+        std::fs::write(dir.path().join("tls.key"), &server.key).expect("write key");
+        std::fs::write(dir.path().join("ca.crt"), ca.cert_pem()).expect("write ca");
+        Certs { ca, server, dir }
+    }
+}
+
+/// The configuration tests start from: 127.0.0.1, a free port, quick reloads and shutdown.
+pub fn config(cert_dir: &Path) -> Config {
+    Config {
+        mutate: MutateOptions {
+            apiserver_fqdn: "foo.bar.".into(),
+            skip_env_from: false,
+        },
+        listen: Listen {
+            host: "127.0.0.1".into(),
+            port: 0,
+        },
+        tls: TlsFiles {
+            cert: cert_dir.join("tls.crt"),
+            key: cert_dir.join("tls.key"),
+            client_ca: None,
+        },
+        tls_min_version: TlsMinVersion::Tls12,
+        enable_http2: false,
+        limits: Limits::default(),
+        shutdown_delay: Duration::from_millis(100),
+        shutdown_timeout: Duration::from_secs(5),
+        cert_reload_interval: Duration::from_millis(100),
+    }
+}
+
+/// A running server.
+pub struct Server {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    pub task: Option<JoinHandle<Result<(), ServerError>>>,
+}
+
+impl Server {
+    pub async fn start(config: Config) -> Server {
+        let webhook = Webhook::bind(config).await.expect("server starts");
+        let addr = webhook.local_addr().expect("bound");
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(webhook.serve(async move {
+            let _ = rx.await;
+        }));
+        Server {
+            addr,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Signals shutdown (like SIGTERM) without waiting.
+    pub fn signal_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Signals shutdown and waits for `serve` to return.
+    pub async fn stop(mut self) -> Result<(), ServerError> {
+        self.signal_shutdown();
+        let task = self.task.take().expect("running");
+        tokio::time::timeout(Duration::from_secs(20), task)
+            .await
+            .expect("server stops")
+            .expect("server task does not panic")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// A TLS client trusting one CA, optionally with a client certificate.
+#[derive(Clone)]
+pub struct Client {
+    config: Arc<rustls::ClientConfig>,
+}
+
+pub fn ring() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl Client {
+    pub fn new(ca_pem: &str, identity: Option<&Pem>, alpn: &[&[u8]]) -> Client {
+        Client::with_versions(ca_pem, identity, alpn, rustls::DEFAULT_VERSIONS)
+    }
+
+    pub fn with_versions(
+        ca_pem: &str,
+        identity: Option<&Pem>,
+        alpn: &[&[u8]],
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Client {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots.add(cert.expect("CA PEM")).expect("CA cert");
+        }
+        let builder = rustls::ClientConfig::builder_with_provider(ring())
+            .with_protocol_versions(versions)
+            .expect("versions")
+            .with_root_certificates(roots);
+        let mut config = match identity {
+            Some(id) => {
+                let chain = CertificateDer::pem_slice_iter(id.cert.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .expect("client cert");
+                let key = PrivateKeyDer::from_pem_slice(id.key.as_bytes()).expect("client key");
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .expect("client auth")
+            }
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Client {
+            config: Arc::new(config),
+        }
+    }
+
+    /// Connects and completes the TLS handshake.
+    pub async fn tls(&self, addr: SocketAddr) -> std::io::Result<TlsStream<TcpStream>> {
+        let tcp = TcpStream::connect(addr).await?;
+        let name = ServerName::try_from("localhost").expect("name");
+        TlsConnector::from(self.config.clone())
+            .connect(name, tcp)
+            .await
+    }
+
+    /// Connects, and speaks HTTP/2 if the server chose it, HTTP/1.1 otherwise.
+    pub async fn connect(&self, addr: SocketAddr) -> anyhow::Result<Conn> {
+        let tls = self.tls(addr).await?;
+        let (_, session) = tls.get_ref();
+        let alpn = session.alpn_protocol().map(|p| p.to_vec());
+        let peer_cert = session
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec())
+            .unwrap_or_default();
+        let io = TokioIo::new(tls);
+        let sender = if alpn.as_deref() == Some(b"h2") {
+            let (sender, conn) = http2::handshake(TokioExecutor::new(), io).await?;
+            tokio::spawn(conn);
+            Sender::H2(sender)
+        } else {
+            let (sender, conn) = http1::handshake(io).await?;
+            tokio::spawn(conn);
+            Sender::H1(sender)
+        };
+        Ok(Conn {
+            sender,
+            alpn,
+            peer_cert,
+        })
+    }
+
+    /// One request on a new connection.
+    pub async fn once(&self, addr: SocketAddr, req: Request<Full<Bytes>>) -> anyhow::Result<Reply> {
+        self.connect(addr).await?.send(req).await
+    }
+}
+
+pub enum Sender {
+    H1(http1::SendRequest<Full<Bytes>>),
+    H2(http2::SendRequest<Full<Bytes>>),
+}
+
+/// An open HTTP connection.
+pub struct Conn {
+    pub sender: Sender,
+    pub alpn: Option<Vec<u8>>,
+    pub peer_cert: Vec<u8>,
+}
+
+/// A whole response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "response is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+impl Conn {
+    pub async fn send(&mut self, req: Request<Full<Bytes>>) -> anyhow::Result<Reply> {
+        let resp = match &mut self.sender {
+            Sender::H1(s) => {
+                s.ready().await?;
+                s.send_request(req).await?
+            }
+            Sender::H2(s) => {
+                s.ready().await?;
+                s.send_request(req).await?
+            }
+        };
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+}
+
+/// A POST of `body` to the webhook path with a JSON content type.
+pub fn review_request(body: impl Into<Bytes>) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(Method::POST)
+        .uri(format!("{WEBHOOK_PATH}?timeout=2s"))
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .header("accept", "application/json")
+        .body(Full::new(body.into()))
+        .expect("request")
+}
+
+/// A GET of `path`.
+pub fn get(path: &str) -> Request<Full<Bytes>> {
+    Request::builder()
+        .uri(path)
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .expect("request")
+}
+
+/// An AdmissionReview for `object` (a Pod CREATE unless changed by the caller).
+pub fn admission(api_version: &str, uid: &str, object: Value) -> Value {
+    serde_json::json!({
+        "apiVersion": api_version,
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "operation": "CREATE",
+            "namespace": "default",
+            "object": object,
+        }
+    })
+}
+
+/// The decoded JSON Patch of a response, if it has one.
+pub fn decoded_patch(review: &Value) -> Option<Value> {
+    let response = &review["response"];
+    let patch = response.get("patch")?.as_str().expect("patch is a string");
+    assert_eq!(response["patchType"], "JSONPatch");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(patch)
+        .expect("patch is base64");
+    Some(serde_json::from_slice(&bytes).expect("patch is JSON"))
+}
+
+/// Applies the response's patch (if any) to `object`.
+pub fn apply(object: &Value, review: &Value) -> Value {
+    let mut out = object.clone();
+    if let Some(patch) = decoded_patch(review) {
+        let patch: json_patch::Patch = serde_json::from_value(patch).expect("valid JSON Patch");
+        json_patch::patch(&mut out, &patch).expect("patch applies");
+    }
+    out
+}
+
+/// Writes raw bytes on a TLS connection and reads until the server closes it or `limit` passes.
+pub async fn raw_exchange(
+    stream: &mut TlsStream<TcpStream>,
+    request: &[u8],
+    limit: Duration,
+) -> String {
+    stream.write_all(request).await.expect("write");
+    stream.flush().await.expect("flush");
+    read_until_close(stream, limit).await
+}
+
+/// Reads until EOF, an error, or `limit`.
+pub async fn read_until_close(stream: &mut TlsStream<TcpStream>, limit: Duration) -> String {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(limit, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&out).into_owned()
+}

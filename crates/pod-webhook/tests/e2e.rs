@@ -1,0 +1,774 @@
+// SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
+// SPDX-License-Identifier: Apache-2.0
+
+//! End to end over real TLS on 127.0.0.1: the server from the library, a rustls + hyper client.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use pod_webhook::WEBHOOK_PATH;
+use serde_json::{Value, json};
+
+const V1: &str = "admission.k8s.io/v1";
+const V1BETA1: &str = "admission.k8s.io/v1beta1";
+
+fn host_env() -> Value {
+    json!({"name": "KUBERNETES_SERVICE_HOST", "value": "foo.bar."})
+}
+
+/// The README flow with the committed test data: the exact patch of the original.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_example_exact_output() {
+    let server = Server::start(config(&testdata())).await;
+    let ca = std::fs::read_to_string(testdata().join("ca.crt")).expect("ca.crt");
+    let body = std::fs::read(testdata().join("admission.json")).expect("admission.json");
+    let request: Value = serde_json::from_slice(&body).expect("admission.json is JSON");
+    let reply = Client::new(&ca, None, &[b"http/1.1"])
+        .once(server.addr, review_request(body))
+        .await
+        .expect("request");
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.headers["content-type"], "application/json");
+    let review = reply.json();
+    assert_eq!(review["apiVersion"], V1);
+    assert_eq!(review["kind"], "AdmissionReview");
+    assert_eq!(review["response"]["uid"], request["request"]["uid"]);
+    assert_eq!(review["response"]["allowed"], true);
+    assert_eq!(
+        decoded_patch(&review),
+        Some(json!([
+            {"op": "add", "path": "/spec/initContainers/0/env", "value": [host_env()]},
+            {"op": "add", "path": "/spec/containers/0/env", "value": [host_env()]},
+        ]))
+    );
+    let mut want = request["request"]["object"].clone();
+    want["spec"]["initContainers"][0]["env"] = json!([host_env()]);
+    want["spec"]["containers"][0]["env"] = json!([host_env()]);
+    assert_eq!(apply(&request["request"]["object"], &review), want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v1_and_v1beta1_answer_in_kind() {
+    let certs = Certs::new();
+    let server = Server::start(config(certs.dir.path())).await;
+    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let mut conn = client.connect(server.addr).await.expect("connect");
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+                     "spec": {"containers": [{"name": "a", "env": [{"name": "X", "value": "1"}]}]}});
+    for (version, uid) in [(V1, "uid-v1"), (V1BETA1, "uid-v1beta1")] {
+        let reply = conn
+            .send(review_request(
+                admission(version, uid, pod.clone()).to_string(),
+            ))
+            .await
+            .expect("request");
+        assert_eq!(reply.status, StatusCode::OK);
+        let review = reply.json();
+        assert_eq!(review["apiVersion"], version);
+        assert_eq!(review["kind"], "AdmissionReview");
+        assert_eq!(review["response"]["uid"], uid);
+        assert_eq!(review["response"]["allowed"], true);
+        let patched = apply(&pod, &review);
+        assert_eq!(
+            patched["spec"]["containers"][0]["env"],
+            json!([{"name": "X", "value": "1"}, host_env()])
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_pods_get_no_patch() {
+    let certs = Certs::new();
+    let server = Server::start(config(certs.dir.path())).await;
+    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let mut conn = client.connect(server.addr).await.expect("connect");
+    let label = "apiserver-proxy.networking.gardener.cloud/inject";
+    let cases = [
+        (
+            "already set",
+            json!({"spec": {"initContainers": [{"name": "i", "env": [{"name": "KUBERNETES_SERVICE_HOST", "value": "x"}]}],
+                            "containers": [{"name": "a", "env": [{"name": "KUBERNETES_SERVICE_HOST",
+                                "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}}]}]}}),
+        ),
+        ("no containers", json!({"spec": {}})),
+        (
+            "opted out (disable)",
+            json!({"metadata": {"labels": {label: "disable"}}, "spec": {"containers": [{"name": "a"}]}}),
+        ),
+        (
+            "opted out (false)",
+            json!({"metadata": {"labels": {label: "false"}}, "spec": {"containers": [{"name": "a"}]}}),
+        ),
+    ];
+    for (name, pod) in cases {
+        let reply = conn
+            .send(review_request(admission(V1, "u", pod).to_string()))
+            .await
+            .expect("request");
+        assert_eq!(reply.status, StatusCode::OK, "{name}");
+        assert_eq!(
+            reply.json(),
+            json!({"apiVersion": V1, "kind": "AdmissionReview", "response": {"uid": "u", "allowed": true}}),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_pod_and_non_create_are_allowed_unchanged() {
+    let certs = Certs::new();
+    let server = Server::start(config(certs.dir.path())).await;
+    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let mut conn = client.connect(server.addr).await.expect("connect");
+    let pod = json!({"spec": {"containers": [{"name": "a"}]}});
+    let mut update = admission(V1, "u1", pod.clone());
+    update["request"]["operation"] = json!("UPDATE");
+    update["request"]["oldObject"] = pod.clone();
+    let mut delete = admission(V1BETA1, "u2", Value::Null);
+    delete["request"]["operation"] = json!("DELETE");
+    let mut deployment = admission(
+        V1,
+        "u3",
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "a"}]}}}}),
+    );
+    deployment["request"]["kind"] = json!({"group": "apps", "version": "v1", "kind": "Deployment"});
+    deployment["request"]["resource"] =
+        json!({"group": "apps", "version": "v1", "resource": "deployments"});
+    let mut binding = admission(V1, "u4", json!({"target": {"name": "node"}}));
+    binding["request"]["kind"]["kind"] = json!("Binding");
+    binding["request"]["subResource"] = json!("binding");
+    for request in [update, delete, deployment, binding] {
+        let reply = conn
+            .send(review_request(request.to_string()))
+            .await
+            .expect("request");
+        assert_eq!(reply.status, StatusCode::OK);
+        let review = reply.json();
+        assert_eq!(review["apiVersion"], request["apiVersion"]);
+        assert_eq!(
+            review["response"],
+            json!({"uid": request["request"]["uid"], "allowed": true})
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skip_env_from_leaves_those_containers() {
+    let certs = Certs::new();
+    let mut cfg = config(certs.dir.path());
+    cfg.mutate.skip_env_from = true;
+    let server = Server::start(cfg).await;
+    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let pod = json!({"spec": {"containers": [
+        {"name": "a", "envFrom": [{"configMapRef": {"name": "cm"}}]},
+        {"name": "b"},
+    ]}});
+    let reply = client
+        .once(
+            server.addr,
+            review_request(admission(V1, "u", pod.clone()).to_string()),
+        )
+        .await
+        .expect("request");
+    let review = reply.json();
+    assert_eq!(
+        decoded_patch(&review),
+        Some(json!([{"op": "add", "path": "/spec/containers/1/env", "value": [host_env()]}]))
+    );
+}
+
+/// Every kind of bad input gets its status and a message naming the problem, and the server
+/// keeps serving afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_clear_answers() {
+    let certs = Certs::new();
+    let server = Server::start(config(certs.dir.path())).await;
+    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let post = |ct: Option<&str>, body: Vec<u8>| {
+        let mut b = Request::builder()
+            .method(Method::POST)
+            .uri(WEBHOOK_PATH)
+            .header("host", "localhost");
+        if let Some(ct) = ct {
+            b = b.header("content-type", ct);
+        }
+        b.body(Full::new(Bytes::from(body))).expect("request")
+    };
+    let json = Some("application/json");
+    let cases: Vec<(&str, Request<Full<Bytes>>, StatusCode, &str)> = vec![
+        ("malformed JSON", post(json, b"{\"apiVersion\":".to_vec()), StatusCode::BAD_REQUEST, "body is not a valid AdmissionReview: apiVersion: EOF while parsing"),
+        ("not an object", post(json, b"\"x\"".to_vec()), StatusCode::BAD_REQUEST, "expected a JSON object"),
+        (
+            "wrong type",
+            post(json, br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","operation":5}}"#.to_vec()),
+            StatusCode::BAD_REQUEST,
+            "request.operation: invalid type: integer `5`",
+        ),
+        (
+            "wrong pod type",
+            post(json, admission(V1, "u", json!({"spec": {"containers": [{"env": {"a": 1}}]}})).to_string().into_bytes()),
+            StatusCode::BAD_REQUEST,
+            "request.object is not a valid Pod: spec.containers[0].env: invalid type: map",
+        ),
+        (
+            "missing request",
+            post(json, br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec()),
+            StatusCode::BAD_REQUEST,
+            "AdmissionReview has no request",
+        ),
+        (
+            "missing uid",
+            post(json, br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"operation":"CREATE"}}"#.to_vec()),
+            StatusCode::BAD_REQUEST,
+            "request.uid is missing or empty",
+        ),
+        (
+            "unsupported apiVersion",
+            post(json, br#"{"apiVersion":"admission.k8s.io/v2","kind":"AdmissionReview","request":{"uid":"u"}}"#.to_vec()),
+            StatusCode::BAD_REQUEST,
+            "unsupported apiVersion \"admission.k8s.io/v2\"",
+        ),
+        ("wrong method", get(WEBHOOK_PATH), StatusCode::METHOD_NOT_ALLOWED, "method GET not allowed; use POST"),
+        ("unknown path", get("/mutate"), StatusCode::NOT_FOUND, "no handler for path /mutate"),
+        ("text body", post(Some("text/plain"), b"{}".to_vec()), StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type \"text/plain\" not supported"),
+        ("no content type", post(None, b"{}".to_vec()), StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type missing"),
+    ];
+    for (name, request, status, message) in cases {
+        let reply = client.once(server.addr, request).await.expect(name);
+        assert_eq!(reply.status, status, "{name}: {}", reply.text());
+        assert!(
+            reply.text().contains(message),
+            "{name}: {:?} lacks {message:?}",
+            reply.text()
+        );
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            assert_eq!(reply.headers["allow"], "POST");
+        }
+    }
+
+    // A declared body over 7 MiB is refused before it is sent.
+    let mut tls = client.tls(server.addr).await.expect("tls");
+    let raw = format!(
+        "POST {WEBHOOK_PATH} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        7 * 1024 * 1024 + 1
+    );
+    let answer = raw_exchange(&mut tls, raw.as_bytes(), Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        answer.contains("body larger than 7340032 bytes"),
+        "{answer}"
+    );
+
+    // A chunked body (no Content-Length) over the limit is cut off too.
+    let mut tls = client.tls(server.addr).await.expect("tls");
+    let mut raw = format!(
+        "POST {WEBHOOK_PATH} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+    )
+    .into_bytes();
+    let chunk = vec![b' '; 1024 * 1024];
+    for _ in 0..8 {
+        raw.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        raw.extend_from_slice(&chunk);
+        raw.extend_from_slice(b"\r\n");
+    }
+    raw.extend_from_slice(b"0\r\n\r\n");
+    let answer = raw_exchange(&mut tls, &raw, Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+
+    // An oversized header block is refused.
+    let mut tls = client.tls(server.addr).await.expect("tls");
+    let raw = format!(
+        "GET /healthz HTTP/1.1\r\nhost: localhost\r\nx-big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let answer = raw_exchange(&mut tls, raw.as_bytes(), Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+
+    // Still serving.
+    let reply = client
+        .once(server.addr, get("/healthz"))
+        .await
+        .expect("healthz");
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_ready_and_metrics() {
+    let certs = Certs::new();
+    let server = Server::start(config(certs.dir.path())).await;
+    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let mut conn = client.connect(server.addr).await.expect("connect");
+    for path in ["/healthz", "/readyz"] {
+        let reply = conn.send(get(path)).await.expect(path);
+        assert_eq!(
+            (reply.status, reply.text().as_str()),
+            (StatusCode::OK, "ok"),
+            "{path}"
+        );
+    }
+    let pod = json!({"spec": {"containers": [{"name": "a"}]}});
+    let opted_out = json!({"metadata": {"labels": {"apiserver-proxy.networking.gardener.cloud/inject": "0"}},
+                           "spec": {"containers": [{"name": "a"}]}});
+    conn.send(review_request(admission(V1, "1", pod.clone()).to_string()))
+        .await
+        .expect("mutate");
+    conn.send(review_request(admission(V1, "2", pod).to_string()))
+        .await
+        .expect("mutate");
+    conn.send(review_request(admission(V1, "3", opted_out).to_string()))
+        .await
+        .expect("skip");
+    conn.send(review_request("{".to_string()))
+        .await
+        .expect("bad");
+    let reply = conn.send(get("/metrics")).await.expect("metrics");
+    assert_eq!(reply.status, StatusCode::OK);
+    let text = reply.text();
+    for line in [
+        "controller_runtime_webhook_requests_total{webhook=\"/webhook/pod-apiserver-env\",code=\"200\"} 3",
+        "controller_runtime_webhook_requests_total{webhook=\"/webhook/pod-apiserver-env\",code=\"400\"} 1",
+        "controller_runtime_webhook_requests_in_flight{webhook=\"/webhook/pod-apiserver-env\"} 0",
+        "controller_runtime_webhook_latency_seconds_count{webhook=\"/webhook/pod-apiserver-env\"} 4",
+        "apiserver_proxy_pod_webhook_pods_mutated_total 2",
+        "apiserver_proxy_pod_webhook_pods_skipped_total{reason=\"opted_out\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+    }
+    let reply = conn
+        .send(
+            Request::builder()
+                .method(Method::POST)
+                .uri("/healthz")
+                .header("host", "localhost")
+                .body(Full::new(Bytes::new()))
+                .expect("req"),
+        )
+        .await
+        .expect("post healthz");
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_accepts_the_ca_and_rejects_others() {
+    let certs = Certs::new();
+    let mut cfg = config(certs.dir.path());
+    cfg.tls.client_ca = Some(certs.dir.path().join("ca.crt"));
+    let server = Server::start(cfg).await;
+    let ca = certs.ca.cert_pem();
+    let pod = json!({"spec": {"containers": [{"name": "a"}]}});
+
+    let good = certs.ca.client("kube-apiserver").expect("client cert");
+    let reply = Client::new(&ca, Some(&good), &[b"http/1.1"])
+        .once(
+            server.addr,
+            review_request(admission(V1, "u", pod.clone()).to_string()),
+        )
+        .await
+        .expect("trusted client is served");
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(decoded_patch(&reply.json()).is_some());
+
+    let stranger = Ca::new("other CA")
+        .expect("CA")
+        .client("intruder")
+        .expect("cert");
+    for (name, identity) in [
+        ("no certificate", None),
+        ("foreign certificate", Some(&stranger)),
+    ] {
+        let result = Client::new(&ca, identity, &[b"http/1.1"])
+            .once(
+                server.addr,
+                review_request(admission(V1, "u", pod.clone()).to_string()),
+            )
+            .await;
+        assert!(result.is_err(), "{name}: must be refused, got {result:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_min_version_13_refuses_12() {
+    let certs = Certs::new();
+    let mut cfg = config(certs.dir.path());
+    cfg.tls_min_version = pod_webhook::cli::TlsMinVersion::Tls13;
+    let server = Server::start(cfg).await;
+    let ca = certs.ca.cert_pem();
+    let tls12 = Client::with_versions(&ca, None, &[b"http/1.1"], &[&rustls::version::TLS12]);
+    assert!(tls12.once(server.addr, get("/healthz")).await.is_err());
+    let tls13 = Client::with_versions(&ca, None, &[b"http/1.1"], &[&rustls::version::TLS13]);
+    let reply = tls13
+        .once(server.addr, get("/healthz"))
+        .await
+        .expect("TLS 1.3");
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_only_when_enabled() {
+    let certs = Certs::new();
+    let ca = certs.ca.cert_pem();
+    let pod = json!({"spec": {"containers": [{"name": "a"}]}});
+
+    let server = Server::start(config(certs.dir.path())).await;
+    let conn = Client::new(&ca, None, &[b"h2", b"http/1.1"])
+        .connect(server.addr)
+        .await
+        .expect("connect");
+    assert_eq!(
+        conn.alpn.as_deref(),
+        Some(&b"http/1.1"[..]),
+        "HTTP/1.1 only by default"
+    );
+    drop(server);
+
+    let mut cfg = config(certs.dir.path());
+    cfg.enable_http2 = true;
+    let server = Server::start(cfg).await;
+    let client = Client::new(&ca, None, &[b"h2", b"http/1.1"]);
+    let conn = client.connect(server.addr).await.expect("connect");
+    assert_eq!(conn.alpn.as_deref(), Some(&b"h2"[..]));
+    let Sender::H2(sender) = &conn.sender else {
+        panic!("expected an HTTP/2 connection");
+    };
+    // Many concurrent streams on the one connection.
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let mut c = Conn {
+            sender: Sender::H2(sender.clone()),
+            alpn: None,
+            peer_cert: Vec::new(),
+        };
+        let body = admission(V1, &format!("u{i}"), pod.clone()).to_string();
+        tasks.push(tokio::spawn(
+            async move { c.send(review_request(body)).await },
+        ));
+    }
+    for (i, task) in tasks.into_iter().enumerate() {
+        let reply = task.await.expect("task").expect("h2 request");
+        assert_eq!(reply.status, StatusCode::OK);
+        let review = reply.json();
+        assert_eq!(review["response"]["uid"], format!("u{i}"));
+        assert!(decoded_patch(&review).is_some());
+    }
+}
+
+/// Replaces the certificate the way the kubelet updates a mounted Secret: files are symlinks
+/// into `..data`, itself a symlink swapped atomically to a new timestamped directory.
+fn k8s_secret_write(dir: &std::path::Path, generation: u32, pem: &Pem) {
+    let data = dir.join(format!("..gen{generation}"));
+    std::fs::create_dir_all(&data).expect("data dir");
+    std::fs::write(data.join("tls.crt"), &pem.cert).expect("cert");
+    std::fs::write(data.join("tls.key"), &pem.key).expect("key");
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(format!("..gen{generation}"), &tmp).expect("symlink");
+    std::fs::rename(&tmp, dir.join("..data")).expect("swap");
+    for name in ["tls.crt", "tls.key"] {
+        let link = dir.join(name);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(format!("..data/{name}"), &link).expect("link");
+        }
+    }
+}
+
+fn cert_der(pem: &Pem) -> Vec<u8> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    CertificateDer::from_pem_slice(pem.cert.as_bytes())
+        .expect("cert")
+        .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_rotation_without_failures() {
+    let ca = Ca::new("rotation CA").expect("CA");
+    let first = ca.server("first").expect("cert");
+    let second = ca.server("second").expect("cert");
+    let dir = TempDir::new();
+    k8s_secret_write(dir.path(), 1, &first);
+    let server = Server::start(config(dir.path())).await;
+    let addr = server.addr;
+    let client = Client::new(&ca.cert_pem(), None, &[b"http/1.1"]);
+
+    // Requests run all along, each on a new connection, until told to stop.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let client = client.clone();
+        let mut stop = stop_rx.clone();
+        workers.push(tokio::spawn(async move {
+            let (mut ok, mut failed, mut seen) = (0u32, Vec::new(), Vec::new());
+            let mut i = 0;
+            while !*stop.borrow_and_update() && i < 5000 {
+                i += 1;
+                let pod = json!({"spec": {"containers": [{"name": "a"}]}});
+                let body = admission(V1, &format!("w{w}-{i}"), pod).to_string();
+                let result = async {
+                    let mut conn = client.connect(addr).await?;
+                    let reply = conn.send(review_request(body)).await?;
+                    anyhow::ensure!(reply.status == StatusCode::OK, "status {}", reply.status);
+                    Ok(conn.peer_cert)
+                }
+                .await;
+                match result {
+                    Ok(cert) => {
+                        ok += 1;
+                        if !seen.contains(&cert) {
+                            seen.push(cert);
+                        }
+                    }
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed, seen)
+        }));
+    }
+
+    let wait_for_cert = |want: Vec<u8>| {
+        let client = client.clone();
+        async move {
+            for _ in 0..200 {
+                if let Ok(conn) = client.connect(addr).await
+                    && conn.peer_cert == want
+                {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            false
+        }
+    };
+    assert!(
+        wait_for_cert(cert_der(&first)).await,
+        "serves the first certificate"
+    );
+    k8s_secret_write(dir.path(), 2, &second);
+    assert!(
+        wait_for_cert(cert_der(&second)).await,
+        "serves the second certificate after the swap"
+    );
+
+    // A broken pair (key of another certificate) is refused; the second certificate stays.
+    let broken = Pem {
+        cert: first.cert.clone(),
+        key: second.key.clone(),
+    };
+    k8s_secret_write(dir.path(), 3, &broken);
+    let mut errors_seen = false;
+    for _ in 0..100 {
+        let mut conn = client.connect(addr).await.expect("still serving");
+        let text = conn.send(get("/metrics")).await.expect("metrics").text();
+        if text
+            .lines()
+            .any(|l| l == "apiserver_proxy_pod_webhook_certificate_reload_errors_total 1")
+        {
+            assert!(
+                text.lines()
+                    .any(|l| l == "apiserver_proxy_pod_webhook_certificate_reloads_total 1"),
+                "{text}"
+            );
+            errors_seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(errors_seen, "the broken pair is counted as a reload error");
+    let conn = client.connect(addr).await.expect("still serving");
+    assert_eq!(
+        conn.peer_cert,
+        cert_der(&second),
+        "keeps the last good certificate"
+    );
+
+    stop_tx.send(true).expect("stop");
+    let mut certs_seen = Vec::new();
+    let mut total = 0;
+    for worker in workers {
+        let (ok, failed, seen) = worker.await.expect("worker");
+        assert!(
+            failed.is_empty(),
+            "failed requests during rotation: {failed:?}"
+        );
+        total += ok;
+        for c in seen {
+            if !certs_seen.contains(&c) {
+                certs_seen.push(c);
+            }
+        }
+    }
+    assert!(total > 0);
+    assert!(
+        certs_seen.contains(&cert_der(&second)),
+        "workers saw the new certificate"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_finishes_requests_in_flight() {
+    let certs = Certs::new();
+    let mut cfg = config(certs.dir.path());
+    cfg.shutdown_delay = Duration::from_millis(500);
+    let mut server = Server::start(cfg).await;
+    let addr = server.addr;
+    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+
+    // A request whose body is only half sent when the signal comes.
+    let body = admission(V1, "slow", json!({"spec": {"containers": [{"name": "a"}]}})).to_string();
+    let (head, tail) = body.split_at(body.len() / 2);
+    let mut slow = client.tls(addr).await.expect("tls");
+    let header = format!(
+        "POST {WEBHOOK_PATH} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    use tokio::io::AsyncWriteExt;
+    slow.write_all(header.as_bytes()).await.expect("write");
+    slow.write_all(head.as_bytes()).await.expect("write");
+    slow.flush().await.expect("flush");
+
+    // A keep-alive connection opened before the signal.
+    let mut kept = client.connect(addr).await.expect("connect");
+    assert_eq!(
+        kept.send(get("/readyz")).await.expect("readyz").status,
+        StatusCode::OK
+    );
+
+    server.signal_shutdown();
+    // Not ready, still serving, and telling HTTP/1 clients to go away.
+    let mut not_ready = false;
+    for _ in 0..50 {
+        let mut conn = client
+            .connect(addr)
+            .await
+            .expect("still accepting during the delay");
+        let reply = conn.send(get("/readyz")).await.expect("readyz");
+        if reply.status == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(reply.headers["connection"], "close");
+            not_ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(not_ready, "readyz turns 503 after the signal");
+    let reply = kept
+        .send(get("/healthz"))
+        .await
+        .expect("kept connection still served");
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.headers["connection"], "close");
+
+    // Past the delay the in-flight request still completes.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let answer = raw_exchange(&mut slow, tail.as_bytes(), Duration::from_secs(10)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"uid\":\"slow\""), "{answer}");
+
+    server.stop().await.expect("serve returns Ok");
+    assert!(client.connect(addr).await.is_err(), "no longer accepting");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_clients_are_cut_off() {
+    let certs = Certs::new();
+    let mut cfg = config(certs.dir.path());
+    cfg.limits.handshake_timeout = Duration::from_millis(300);
+    cfg.limits.header_read_timeout = Duration::from_millis(300);
+    cfg.limits.request_timeout = Duration::from_millis(300);
+    cfg.limits.idle_timeout = Duration::from_millis(300);
+    cfg.enable_http2 = true;
+    let server = Server::start(cfg).await;
+    let addr = server.addr;
+    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let limit = Duration::from_secs(10);
+
+    // No TLS handshake at all.
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("tcp");
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(limit, tokio::io::AsyncReadExt::read(&mut tcp, &mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "handshake timeout closes: {read:?}"
+    );
+
+    // A request head that never completes.
+    let mut tls = client.tls(addr).await.expect("tls");
+    let answer = raw_exchange(&mut tls, b"GET /healthz HTTP/1.1\r\nhost: loc", limit).await;
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+
+    // A body that never completes.
+    let mut tls = client.tls(addr).await.expect("tls");
+    let head = format!(
+        "POST {WEBHOOK_PATH} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{"
+    );
+    let answer = raw_exchange(&mut tls, head.as_bytes(), limit).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+
+    // An idle HTTP/1 keep-alive connection.
+    let mut tls = client.tls(addr).await.expect("tls");
+    let answer = raw_exchange(
+        &mut tls,
+        b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n",
+        limit,
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // An idle HTTP/2 connection is sent away.
+    let h2 = Client::new(&certs.ca.cert_pem(), None, &[b"h2"]);
+    let mut conn = h2.connect(addr).await.expect("h2");
+    assert_eq!(
+        conn.send(get("/healthz")).await.expect("h2 request").status,
+        StatusCode::OK
+    );
+    let Sender::H2(sender) = &mut conn.sender else {
+        panic!("h2")
+    };
+    let mut closed = false;
+    for _ in 0..100 {
+        if sender.is_closed() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(closed, "idle HTTP/2 connection closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limit_holds_further_clients_back() {
+    let certs = Certs::new();
+    let mut cfg = config(certs.dir.path());
+    cfg.limits.max_connections = 1;
+    let server = Server::start(cfg).await;
+    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let mut first = client.connect(server.addr).await.expect("first");
+    assert_eq!(
+        first.send(get("/healthz")).await.expect("first").status,
+        StatusCode::OK
+    );
+    // The second connection waits in the backlog: its handshake cannot complete...
+    let second = tokio::spawn({
+        let client = client.clone();
+        let addr = server.addr;
+        async move { client.once(addr, get("/healthz")).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !second.is_finished(),
+        "second client must wait while the first holds the slot"
+    );
+    // ...until the first goes away.
+    drop(first);
+    let reply = tokio::time::timeout(Duration::from_secs(10), second)
+        .await
+        .expect("second served after the first left")
+        .expect("task")
+        .expect("request");
+    assert_eq!(reply.status, StatusCode::OK);
+}
