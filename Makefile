@@ -31,3 +31,38 @@ run:
 # Regenerate testdata/: CA, server and client certificates (valid until 2126), admission.json.
 testdata:
 	$(CARGO) run --locked -p apiserver-proxy-pod-webhook --example gen-testdata -- testdata
+
+# --- Packaging: images, manifests, licensing ------------------------------------------------
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+IMAGE_REGISTRY ?= localhost
+DOCKER ?= docker
+
+.PHONY: docker-images image-builds validate-manifests revendor reuse
+
+# Container images, on a machine with a Docker engine (BuildKit).
+docker-images:
+	$(DOCKER) build -f Dockerfile.sidecar --build-arg VERSION=$(VERSION) -t $(IMAGE_REGISTRY)/apiserver-proxy-sidecar:$(VERSION) .
+	$(DOCKER) build -f Dockerfile.webhook --build-arg VERSION=$(VERSION) -t $(IMAGE_REGISTRY)/apiserver-proxy-pod-webhook:$(VERSION) .
+
+# The Dockerfiles' build steps without Docker (scripts/image-build.sh, which they run too), the
+# checks of the result, and that the Dockerfiles still match it.
+image-builds:
+	VERSION=$(VERSION) ./scripts/image-build.sh sidecar
+	VERSION=$(VERSION) ./scripts/image-build.sh webhook
+	"$$(./scripts/ci-venv.sh)/python" scripts/check_dockerfiles.py
+
+# Every manifest in deploy/ rendered and validated offline against the Kubernetes schemas,
+# plus a self-test that the validator catches broken manifests.
+validate-manifests:
+	./scripts/validate-manifests.sh
+	./scripts/test-validate-manifests.sh
+
+# Update dependencies within Cargo.toml's ranges and vendor them into vendor/ (not committed);
+# Cargo.lock keeps the result. Build from vendor/ with the source replacement cargo prints.
+revendor:
+	$(CARGO) update
+	$(CARGO) vendor --locked vendor
+
+# REUSE compliance (licence texts in LICENSES/, SPDX headers or REUSE.toml for every file).
+reuse:
+	"$$(./scripts/ci-venv.sh)/reuse" lint

@@ -58,8 +58,10 @@ expect_failure "probe over HTTP" "readinessProbe must be HTTPS" webhook/deployme
   't.replace("scheme: HTTPS", "scheme: HTTP").replace("scheme: HTTP", "scheme: HTTPS", 1)'
 expect_failure "one replica" "2 replicas" webhook/deployment.yaml \
   't.replace("replicas: 2", "replicas: 1")'
+# REUSE-IgnoreStart
 expect_failure "missing SPDX header" "SPDX header" webhook/namespace.yaml \
   't.replace("# SPDX-License-Identifier: Apache-2.0\n", "")'
+# REUSE-IgnoreEnd
 expect_failure "file left out of the kustomization" "not used by any kustomization" webhook/kustomization.yaml \
   't.replace("  - poddisruptionbudget.yaml\n", "")'
 expect_failure "missing resource file" "does not exist" webhook/kustomization.yaml \

@@ -27,10 +27,12 @@ import kubernetes_validate
 import yaml
 from kubernetes_validate.utils import SchemaNotFoundError
 
+# REUSE-IgnoreStart
 SPDX_LINES = (
     "# SPDX-FileCopyrightText: 2026 apiserver-proxy contributors",
     "# SPDX-License-Identifier: Apache-2.0",
 )
+# REUSE-IgnoreEnd
 OPT_OUT_LABEL = "apiserver-proxy.networking.gardener.cloud/inject"
 OPT_OUT_VALUES = {"disable", "false", "False", "FALSE", "f", "F", "0"}
 SIDECAR_CAPS = {"NET_ADMIN", "NET_RAW"}
