@@ -77,6 +77,9 @@ libs_of() {
 
 if [ "$component" = sidecar ]; then
   sbin=/usr/sbin
+  if [ ! -x "$sbin/xtables-nft-multi" ] || [ ! -x "$sbin/xtables-legacy-multi" ]; then
+    "$root/scripts/install-test-deps.sh" # installs Debian's iptables when missing (as root)
+  fi
   for multi in xtables-nft-multi xtables-legacy-multi; do
     [ -x "$sbin/$multi" ] || fail "$sbin/$multi missing: install Debian's iptables package in the build stage"
   done
