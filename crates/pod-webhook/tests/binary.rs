@@ -1,0 +1,311 @@
+// SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
+// SPDX-License-Identifier: Apache-2.0
+
+//! The binary itself: flag errors and exit codes, start-up errors naming the file, logs,
+//! SIGTERM with a graceful exit 0, and the README's flag table matching `--help`.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+use hyper::StatusCode;
+use serde_json::json;
+
+const BIN: &str = env!("CARGO_BIN_EXE_apiserver-proxy-pod-webhook");
+
+fn run(args: &[&str]) -> (i32, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run the binary");
+    let code = out.status.code().expect("exited normally");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (code, text)
+}
+
+#[test]
+fn bad_flags_exit_1_naming_the_problem() {
+    let dir = testdata();
+    let dir = dir.to_str().expect("utf-8 path");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--cert-dir", dir], "--apiserver-fqdn <FQDN>"),
+        (vec!["--apiserver-fqdn=foo.bar."], "--cert-dir <DIR>"),
+        (
+            vec!["--apiserver-fqdn=localhost", "--cert-dir", dir],
+            "at least two segments",
+        ),
+        (
+            vec!["--apiserver-fqdn=Foo.bar", "--cert-dir", dir],
+            "label \"Foo\" must consist of lower case",
+        ),
+        (
+            vec!["--apiserver-fqdn=foo.bar..", "--cert-dir", dir],
+            "label \"\" must not be empty",
+        ),
+        (
+            vec![
+                "--apiserver-fqdn=foo.bar.",
+                "--cert-dir",
+                dir,
+                "--port=70000",
+            ],
+            "invalid value '70000' for '--port <PORT>'",
+        ),
+        (
+            vec![
+                "--apiserver-fqdn=foo.bar.",
+                "--cert-dir",
+                dir,
+                "--tls-min-version=1.1",
+            ],
+            "invalid value '1.1' for '--tls-min-version <VERSION>'",
+        ),
+        (
+            vec![
+                "--apiserver-fqdn=foo.bar.",
+                "--cert-dir",
+                dir,
+                "--shutdown-delay=5h",
+            ],
+            "unknown unit \"h\"",
+        ),
+        (
+            vec![
+                "--apiserver-fqdn=foo.bar.",
+                "--cert-dir",
+                dir,
+                "--max-connections=0",
+            ],
+            "--max-connections",
+        ),
+        (
+            vec![
+                "--apiserver-fqdn=foo.bar.",
+                "--cert-dir",
+                dir,
+                "--no-such-flag",
+            ],
+            "unexpected argument '--no-such-flag'",
+        ),
+        (
+            vec![
+                "--apiserver-fqdn=foo.bar.",
+                "--cert-dir",
+                dir,
+                "--host=256.0.0.1",
+                "--port=0",
+            ],
+            "cannot listen on 256.0.0.1:0",
+        ),
+    ];
+    for (args, want) in cases {
+        let (code, text) = run(&args);
+        assert_eq!(code, 1, "{args:?}: {text}");
+        assert!(text.contains(want), "{args:?}: {text:?} lacks {want:?}");
+    }
+}
+
+#[test]
+fn bad_certificate_files_exit_1_naming_the_file() {
+    let certs = Certs::new();
+    let dir = certs.dir.path();
+    let other = certs.ca.server("other").expect("cert");
+    std::fs::write(dir.join("other.key"), &other.key).expect("write");
+    std::fs::write(dir.join("garbage.crt"), "not a certificate\n").expect("write");
+    std::fs::write(dir.join("cut.crt"), "-----BEGIN CERTIFICATE-----\nMIIB\n").expect("write");
+    let d = dir.to_str().expect("utf-8");
+    let base = [
+        "--apiserver-fqdn=foo.bar.",
+        "--cert-dir",
+        d,
+        "--host=127.0.0.1",
+        "--port=0",
+    ];
+    let cases: Vec<(Vec<&str>, String)> = vec![
+        (
+            vec!["--cert-name=missing.crt"],
+            format!("cannot read certificate {d}/missing.crt: No such file"),
+        ),
+        (
+            vec!["--key-name=missing.key"],
+            format!("cannot read key {d}/missing.key"),
+        ),
+        (
+            vec!["--cert-name=garbage.crt"],
+            format!("certificate {d}/garbage.crt holds no certificate"),
+        ),
+        (
+            vec!["--cert-name=cut.crt"],
+            format!("certificate {d}/cut.crt is not valid PEM"),
+        ),
+        (
+            vec!["--key-name=tls.crt"],
+            format!("key {d}/tls.crt holds no private key"),
+        ),
+        (
+            vec!["--key-name=other.key"],
+            format!("cannot use certificate {d}/tls.crt with key {d}/other.key"),
+        ),
+        (
+            vec!["--client-ca-name=nope.crt"],
+            format!("cannot read client CA {d}/nope.crt"),
+        ),
+        (
+            vec!["--client-ca-name=garbage.crt"],
+            format!("client CA {d}/garbage.crt holds no certificate"),
+        ),
+    ];
+    for (extra, want) in cases {
+        let args: Vec<&str> = base.iter().copied().chain(extra.iter().copied()).collect();
+        let (code, text) = run(&args);
+        assert_eq!(code, 1, "{extra:?}: {text}");
+        assert!(text.contains(&want), "{extra:?}: {text:?} lacks {want:?}");
+    }
+}
+
+#[test]
+fn help_exits_0_and_matches_the_readme() {
+    let (code, help) = run(&["--help"]);
+    assert_eq!(code, 0);
+    let readme = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"),
+    )
+    .expect("README.md");
+    assert!(
+        readme.contains(help.trim_end()),
+        "README.md's flag table differs from --help; put this in it:\n{help}"
+    );
+}
+
+/// A running binary whose stderr is collected line by line.
+struct Process {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Process {
+    fn start(args: &[&str]) -> Process {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the binary");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Process {
+            child,
+            lines,
+            log: Vec::new(),
+        }
+    }
+
+    /// Waits for a log line containing `needle` and returns it.
+    fn wait_for(&mut self, needle: &str) -> String {
+        loop {
+            match self.lines.recv_timeout(Duration::from_secs(20)) {
+                Ok(line) => {
+                    self.log.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(e) => panic!(
+                    "no log line with {needle:?} ({e}); log so far:\n{}",
+                    self.log.join("\n")
+                ),
+            }
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_exits_0() {
+    let certs = Certs::new();
+    let dir = certs.dir.path().to_str().expect("utf-8").to_owned();
+    let mut process = Process::start(&[
+        "--apiserver-fqdn=foo.bar.",
+        "--cert-dir",
+        &dir,
+        "--host=127.0.0.1",
+        "--port=0",
+        "--shutdown-delay=300ms",
+        "--shutdown-timeout=5s",
+    ]);
+    let line = process.wait_for("serving");
+    let addr: SocketAddr = line
+        .split("addr=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("address in the log")
+        .parse()
+        .expect("socket address");
+
+    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let mut conn = client.connect(addr).await.expect("connect");
+    let pod = json!({"spec": {"containers": [{"name": "a"}]}});
+    let reply = conn
+        .send(review_request(
+            admission("admission.k8s.io/v1", "u", pod).to_string(),
+        ))
+        .await
+        .expect("request");
+    assert_eq!(reply.status, StatusCode::OK);
+    process.wait_for("pod mutated");
+    let reply = conn.send(get("/nope")).await.expect("request");
+    assert_eq!(reply.status, StatusCode::NOT_FOUND);
+    let warn = process.wait_for("request failed");
+    assert!(
+        warn.contains("WARN") && warn.contains("status=404"),
+        "{warn}"
+    );
+
+    process.signal("TERM");
+    process.wait_for("SIGTERM received");
+    process.wait_for("shutting down: not ready");
+    let reply = conn
+        .send(get("/readyz"))
+        .await
+        .expect("served while terminating");
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.headers["connection"], "close");
+    process.wait_for("all connections closed");
+    let status = process.child.wait().expect("exits");
+    assert_eq!(status.code(), Some(0));
+}
