@@ -45,11 +45,13 @@ docker-images:
 	$(DOCKER) build -f Dockerfile.webhook --build-arg VERSION=$(VERSION) -t $(IMAGE_REGISTRY)/apiserver-proxy-pod-webhook:$(VERSION) .
 
 # The Dockerfiles' build steps without Docker (scripts/image-build.sh, which they run too), the
-# checks of the result, and that the Dockerfiles still match it.
+# checks of the result, that the Dockerfiles still match it, and the built webhook run the way
+# deploy/ runs it (probes, mutation, certificate renewal).
 image-builds:
 	VERSION=$(VERSION) ./scripts/image-build.sh sidecar
 	VERSION=$(VERSION) ./scripts/image-build.sh webhook
 	"$$(./scripts/ci-venv.sh)/python" scripts/check_dockerfiles.py
+	./scripts/test-webhook-deploy.sh
 
 # Every manifest in deploy/ rendered and validated offline against the Kubernetes schemas,
 # plus a self-test that the validator catches broken manifests.
