@@ -154,6 +154,7 @@ for backend in nft legacy; do
   got="$(unshare --net --mount --propagation private -- sh -ec "
     mount -t proc proc '$out/proc'
     mount --rbind /dev '$out/dev'
+    mount -t tmpfs -o size=1m tmpfs '$out/run'
     chroot '$out' /usr/sbin/iptables-$backend -w 5 -t raw -I PREROUTING -d 10.96.0.2/32 -p tcp -m tcp --dport 443 -j NOTRACK
     chroot '$out' /usr/sbin/iptables-$backend -w 5 -t filter -I INPUT -d 10.96.0.2/32 -p tcp -m tcp --dport 443 -j ACCEPT
     chroot '$out' /usr/sbin/ip6tables-$backend -w 5 -t raw -I OUTPUT -s fd00::2/128 -p tcp -m tcp --sport 443 -j NOTRACK
@@ -165,12 +166,19 @@ for backend in nft legacy; do
   note "sidecar: iptables-$backend from the image's files wrote and read 3 rules in a throwaway network namespace"
 done
 
-# The sidecar itself from the image's files, once per backend, as the init container runs it:
-# the address and all five rules in place, exit 0.
+# The sidecar itself from the image's files, once per backend, as the DaemonSet's init container
+# runs it: read-only root filesystem, an emptyDir on /run, the host's /run/xtables.lock mounted
+# in. The address and all five rules must be in place, exit 0.
+touch /run/xtables.lock # the host's file (hostPath FileOrCreate)
 for backend in nft legacy; do
   got="$(unshare --net --mount --propagation private -- sh -ec "
+    mount --bind '$out' '$out'
+    mount -o remount,bind,ro '$out'
     mount -t proc proc '$out/proc'
     mount --rbind /dev '$out/dev'
+    mount -t tmpfs -o size=1m tmpfs '$out/run'
+    touch '$out/run/xtables.lock'
+    mount --bind /run/xtables.lock '$out/run/xtables.lock'
     ip link set lo up
     chroot '$out' /usr/local/bin/$binary --ip-address=10.96.0.2 --interface=lo --setup-iptables \\
       --port=443 --daemon=false --iptables-backend=$backend
@@ -179,5 +187,5 @@ for backend in nft legacy; do
   " 2>&1)" || fail "the sidecar from the image's files failed with --iptables-backend=$backend: $got"
   n="$(grep -cE -- '^-A (PREROUTING|OUTPUT|INPUT) .*10\.96\.0\.2/32 .*(NOTRACK|CT --notrack|ACCEPT)' <<<"$got" || true)"
   [ "$n" = 5 ] || fail "after the sidecar (--iptables-backend=$backend), iptables-$backend-save shows $n of 5 rules: $got"
-  note "sidecar: the sidecar from the image's files (--daemon=false, --iptables-backend=$backend) put the address and 5 rules in place"
+  note "sidecar: the sidecar from the image's files (read-only, --daemon=false, --iptables-backend=$backend) put the address and 5 rules in place"
 done

@@ -44,6 +44,8 @@ expect_failure "init container as daemon" "needs --daemon=false" sidecar/daemons
   't.replace("            - --daemon=false\n", "")'
 expect_failure "no xtables lock" "xtables" sidecar/daemonset.yaml \
   't.replace("type: FileOrCreate", "type: File")'
+expect_failure "read-only sidecar without a writable /run" "/run must be an emptyDir" sidecar/daemonset.yaml \
+  't.replace("            - name: run\n              mountPath: /run\n", "", 1)'
 expect_failure "failurePolicy Fail" "failurePolicy must be Ignore" webhook/mutatingwebhookconfiguration.yaml \
   't.replace("failurePolicy: Ignore", "failurePolicy: Fail")'
 expect_failure "selects its own namespace" "own namespace" webhook/mutatingwebhookconfiguration.yaml \

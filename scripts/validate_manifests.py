@@ -220,6 +220,12 @@ def check_daemonset(ds: dict, docs: list[dict], rep: Report, where: str) -> None
                 bool(lock_vols) and mounts.get(lock_vols[0]) == "/run/xtables.lock",
                 f"{cw}: must mount the host's xtables lock at /run/xtables.lock",
             )
+            if sc.get("readOnlyRootFilesystem"):
+                run = [n for n, p in mounts.items() if p == "/run"]
+                rep.check(
+                    len(run) == 1 and "emptyDir" in volumes.get(run[0], {}),
+                    f"{cw}: with a read-only root filesystem, /run must be an emptyDir (iptables' private lock file)",
+                )
     rep.check(len(ips) == 1, f"{w}: the init container and the container must use the same --ip-address ({ips})")
     ip = next(iter(ips), None)
 
