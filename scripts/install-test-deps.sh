@@ -3,7 +3,8 @@
 # SPDX-License-Identifier: Apache-2.0
 #
 # Installs the system tools the tests drive for real, when they are missing.
-# The namespace tests need root, ip (iproute2), iptables-nft/-legacy and their -save tools.
+# The namespace tests need root, ip (iproute2), iptables-nft/-legacy and their -save tools,
+# setpriv and flock (util-linux), strace (to count what a steady-state tick runs) and curl.
 set -euo pipefail
 
 need=()
@@ -11,8 +12,11 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 for tool in iptables-nft iptables-legacy iptables-nft-save iptables-legacy-save ip6tables-nft ip6tables-legacy; do
   command -v "$tool" >/dev/null 2>&1 || { need+=(iptables); break; }
 done
-command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
-command -v unshare >/dev/null 2>&1 || need+=(util-linux)
+for tool in setpriv unshare flock; do
+  command -v "$tool" >/dev/null 2>&1 || { need+=(util-linux); break; }
+done
+command -v strace >/dev/null 2>&1 || need+=(strace)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -245,6 +245,12 @@ impl Firewall {
     }
 }
 
+/// Whether an executable of that name is on the PATH.
+fn in_path(binary: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(binary).is_file()))
+}
+
 /// Runs an iptables binary, feeding `stdin`, and returns its standard output.
 async fn run(
     binary: &str,
@@ -267,7 +273,9 @@ async fn run(
         command.env("XTABLES_LOCKFILE", path);
     }
     let mut child = command.spawn().map_err(|source| match source.kind() {
-        io::ErrorKind::NotFound => FirewallError::BinaryMissing {
+        // NotFound can also mean a missing /dev/null or interpreter: only blame the binary
+        // when no PATH entry has it.
+        io::ErrorKind::NotFound if !in_path(binary) => FirewallError::BinaryMissing {
             binary: binary.to_string(),
         },
         _ => FirewallError::Spawn {

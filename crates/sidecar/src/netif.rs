@@ -286,6 +286,8 @@ fn address_of(message: &AddressMessage) -> Option<IpAddr> {
 pub enum Event {
     /// The proxy's address was removed from some interface.
     AddressRemoved,
+    /// The proxy's address was put on the interface with this index.
+    AddressAdded { index: u32 },
     /// A link changed state or was removed.
     LinkChanged { index: u32, removed: bool, up: bool },
     /// Anything else.
@@ -299,6 +301,13 @@ pub fn classify(message: &NetlinkMessage<RouteNetlinkMessage>, ip: IpAddr) -> Ev
             if address_of(address) == Some(ip) =>
         {
             Event::AddressRemoved
+        }
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(address))
+            if address_of(address) == Some(ip) =>
+        {
+            Event::AddressAdded {
+                index: address.header.index,
+            }
         }
         NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) => Event::LinkChanged {
             index: link.header.index,

@@ -379,6 +379,8 @@ pub async fn run_daemon(
             Some((message, _)) = events.next(), if watch_events => {
                 let relevant = match netif::classify(&message, ip) {
                     Event::AddressRemoved => true,
+                    // A copy on another interface (or anywhere before the first sync).
+                    Event::AddressAdded { index } => Some(index) != sidecar.link_index,
                     Event::LinkChanged { index, removed, up } => {
                         Some(index) == sidecar.link_index && (removed || !up)
                     }

@@ -315,6 +315,30 @@ fn without_cleanup_everything_stays() {
 }
 
 #[test]
+fn a_copy_put_on_another_interface_is_removed_at_once() {
+    let ns = Netns::new("moveevent");
+    ns.sh(
+        "ip",
+        &[
+            "link", "add", "old0", "type", "veth", "peer", "name", "old1",
+        ],
+    );
+    let daemon = ns.spawn_sidecar(&["--ip-address", IP, "--sync-interval=1h"]);
+    assert!(
+        wait_for(Duration::from_secs(5), || ns.addresses_of(IP).len() == 1).is_some(),
+        "{}",
+        daemon.log()
+    );
+    ns.sh("ip", &["addr", "add", HOST, "dev", "old0"]);
+    let only_on_lo = || ns.addresses_of(IP) == ["inet 10.96.0.2/32 scope global lo"];
+    assert!(
+        wait_for(Duration::from_secs(2), only_on_lo).is_some(),
+        "{}",
+        daemon.log()
+    );
+}
+
+#[test]
 fn duplicate_on_another_interface_is_removed() {
     let ns = Netns::new("move");
     ns.sh(
@@ -530,6 +554,39 @@ fn one_shot_without_cap_net_admin_fails_clearly() {
 }
 
 #[test]
+fn missing_iptables_binaries_are_named() {
+    let ns = Netns::new("nobin");
+    let output = ns
+        .sidecar(&[
+            "--ip-address",
+            IP,
+            "--setup-iptables",
+            "--iptables-backend=legacy",
+            "--daemon=false",
+        ])
+        .env("PATH", ns.dir())
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("iptables-legacy-save not found: install iptables"),
+        "{}",
+        stderr(&output)
+    );
+    let auto = ns
+        .sidecar(&["--ip-address", IP, "--setup-iptables", "--daemon=false"])
+        .env("PATH", ns.dir())
+        .output()
+        .expect("run");
+    assert_eq!(auto.status.code(), Some(1), "{}", stderr(&auto));
+    assert!(
+        stderr(&auto).contains("-save not found: install iptables"),
+        "{}",
+        stderr(&auto)
+    );
+}
+
+#[test]
 fn busy_xtables_lock_is_a_bounded_wait_and_a_clear_error() {
     let ns = Netns::new("lock");
     let lock = ns.lock_path();
@@ -555,6 +612,166 @@ fn busy_xtables_lock_is_a_bounded_wait_and_a_clear_error() {
     assert!(err.contains("is held by another program"), "{err}");
     // The address does not depend on the lock and is in place all the same.
     assert_eq!(ns.addresses_of(IP).len(), 1);
+}
+
+/// In steady state a tick reads: one `iptables-save` and no change to any address or link.
+#[test]
+fn steady_state_ticks_only_read() {
+    let ns = Netns::new("steady");
+    let mut daemon = ns.spawn_sidecar(&[
+        "--ip-address",
+        IP,
+        "--setup-iptables",
+        "--iptables-backend=nft",
+        "--sync-interval=100ms",
+    ]);
+    let all_in_place = || ns.rule_counts("iptables-nft-save", HOST, 443) == ones();
+    assert!(
+        wait_for(Duration::from_secs(5), all_in_place).is_some(),
+        "{}",
+        daemon.log()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+
+    // Watch one second of steady state: every program it runs, every kernel change it makes.
+    let trace = ns.dir().join("exec.trace");
+    let mut tracer = Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=execve", "-o"])
+        .arg(&trace)
+        .args(["-p", &daemon.child.id().to_string()])
+        .spawn()
+        .expect("strace (install the strace package)");
+    let mut monitor = ns
+        .command("ip")
+        .args(["monitor", "address", "link"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("ip monitor");
+    let ticks_before = daemon.log().matches("periodic sync").count();
+    std::thread::sleep(Duration::from_millis(1000));
+    let ticks = daemon.log().matches("periodic sync").count() - ticks_before;
+    let _ = monitor.kill();
+    let monitored = monitor.wait_with_output().expect("ip monitor output");
+    // SIGINT makes strace detach and leave the sidecar running.
+    let _ = Command::new("kill")
+        .args(["-INT", &tracer.id().to_string()])
+        .status();
+    let _ = tracer.wait();
+    assert!(daemon.is_running(), "the sidecar must survive being traced");
+
+    let traced = std::fs::read_to_string(&trace).unwrap_or_default();
+    let execs = |tool: &str| {
+        traced
+            .lines()
+            .filter(|line| line.contains(&format!("/{tool}\"")) && line.trim_end().ends_with("= 0"))
+            .count()
+    };
+    assert!(ticks >= 5, "expected about 10 ticks, saw {ticks}");
+    let saves = execs("iptables-nft-save");
+    assert!(
+        saves <= ticks + 1 && saves + 1 >= ticks,
+        "one iptables-save per tick: {saves} for {ticks} ticks\n{traced}"
+    );
+    assert_eq!(execs("iptables-nft-restore"), 0, "{traced}");
+    assert!(
+        monitored.stdout.is_empty(),
+        "steady state changed the kernel: {}",
+        String::from_utf8_lossy(&monitored.stdout)
+    );
+}
+
+#[test]
+fn metrics_and_health_endpoint() {
+    let ns = Netns::new("metrics");
+    let mut daemon = ns.spawn_sidecar(&[
+        "--ip-address",
+        IP,
+        "--setup-iptables",
+        "--iptables-backend=nft",
+        "--sync-interval=200ms",
+        "--metrics-bind-address=127.0.0.1:16910",
+    ]);
+    let get = |path: &str| {
+        let output = ns
+            .command("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "2",
+                &format!("http://127.0.0.1:16910{path}"),
+            ])
+            .output();
+        output
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    assert!(
+        wait_for(Duration::from_secs(5), || get("/healthz")
+            .is_some_and(|body| body == "ok\n"))
+        .is_some(),
+        "{}",
+        daemon.log()
+    );
+    ns.sh("iptables-nft", &["-t", "raw", "-F"]);
+    ns.sh("ip", &["addr", "del", HOST, "dev", "lo"]);
+    let repaired = || {
+        get("/metrics").is_some_and(|body| {
+            body.contains("apiserver_proxy_sidecar_repairs_total{kind=\"iptables_rule\"} 8")
+                && body.contains("apiserver_proxy_sidecar_repairs_total{kind=\"address\"} 2")
+        })
+    };
+    assert!(
+        wait_for(Duration::from_secs(3), repaired).is_some(),
+        "{:?}\n{}",
+        get("/metrics"),
+        daemon.log()
+    );
+    let body = get("/metrics").unwrap_or_default();
+    assert!(
+        body.contains(
+            "# TYPE apiserver_proxy_sidecar_last_successful_sync_timestamp_seconds gauge"
+        ),
+        "{body}"
+    );
+    assert!(
+        !body.contains("apiserver_proxy_sidecar_last_successful_sync_timestamp_seconds 0.0"),
+        "{body}"
+    );
+    assert!(get("/nothing").is_some_and(|body| body.contains("not found")));
+    assert!(daemon.is_running());
+}
+
+#[test]
+fn log_file_receives_the_logs() {
+    let ns = Netns::new("logfile");
+    let log = ns.dir().join("sidecar.log");
+    let output = ns.sidecar_once(&[
+        "--ip-address",
+        IP,
+        "--daemon=false",
+        &format!("--log_file={}", log.display()),
+        "--v=2",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let written = std::fs::read_to_string(&log).expect("log file");
+    assert!(written.contains("added address"), "{written}");
+    assert!(
+        !stderr(&output).contains("added address"),
+        "logs went to stderr too"
+    );
+    let bad = ns.sidecar_once(&[
+        "--ip-address",
+        IP,
+        "--daemon=false",
+        "--log_file=/nonexistent/dir/x.log",
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(
+        stderr(&bad).contains("cannot open --log_file=/nonexistent/dir/x.log"),
+        "{}",
+        stderr(&bad)
+    );
 }
 
 #[test]

@@ -16,6 +16,18 @@ pub const SIDECAR: &str = env!("CARGO_BIN_EXE_apiserver-proxy-sidecar");
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
+/// Where `ip` lives on this machine.
+fn ip_binary() -> &'static Path {
+    static IP: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    IP.get_or_init(|| {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .map(|dir| dir.join("ip"))
+            .find(|candidate| candidate.is_file())
+            .expect("the ip command (iproute2) is needed by the sidecar tests")
+    })
+}
+
 /// A network namespace owned by one test.
 pub struct Netns {
     pub name: String,
@@ -65,7 +77,8 @@ impl Netns {
 
     /// A command run inside the namespace.
     pub fn command(&self, program: &str) -> Command {
-        let mut command = Command::new("ip");
+        // `ip` by its full path, so a test may give the command a PATH of its own.
+        let mut command = Command::new(ip_binary());
         command.args(["netns", "exec", &self.name, program]);
         command
     }
