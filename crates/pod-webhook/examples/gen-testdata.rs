@@ -50,6 +50,59 @@ const ADMISSION_JSON: &str = r#"{
 }
 "#;
 
+/// A Pod CREATE of about 80 KB for benchmarks: 20 containers with 45 environment variables,
+/// mounts, probes and resources each; none has KUBERNETES_SERVICE_HOST. Deterministic.
+fn large_admission() -> Result<String, Box<dyn Error>> {
+    let containers: Vec<serde_json::Value> = (0..20)
+        .map(|c| {
+            let env: Vec<serde_json::Value> = (0..45)
+                .map(|e| {
+                    serde_json::json!({
+                        "name": format!("APP_SETTING_{c:02}_{e:02}"),
+                        "value": format!("value-of-setting-{e:02}-for-container-{c:02}-x"),
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "name": format!("container-{c:02}"),
+                "image": format!("registry.example.com/team/service-{c:02}:1.2.3"),
+                "args": ["--config=/etc/app/config.yaml", "--log-level=info"],
+                "ports": [{"name": "http", "containerPort": 8080 + c, "protocol": "TCP"}],
+                "env": env,
+                "envFrom": [{"configMapRef": {"name": format!("config-{c:02}")}}],
+                "resources": {"requests": {"cpu": "100m", "memory": "128Mi"},
+                              "limits": {"memory": "256Mi"}},
+                "volumeMounts": [{"name": "config", "mountPath": "/etc/app", "readOnly": true}],
+                "readinessProbe": {"httpGet": {"path": "/healthz", "port": 8080 + c},
+                                   "periodSeconds": 10},
+            })
+        })
+        .collect();
+    let review = serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "0d4c3a43-5f62-4a8f-9d1e-6b7c2f0a9e11",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "default",
+            "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+            "object": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"generateName": "big-", "namespace": "default",
+                             "labels": {"app": "big"}},
+                "spec": {"containers": containers,
+                         "volumes": [{"name": "config", "configMap": {"name": "config"}}]},
+            },
+            "oldObject": null,
+            "dryRun": false,
+        }
+    });
+    Ok(serde_json::to_string(&review)? + "\n")
+}
+
 fn main() -> Result<(), Box<dyn Error>> {
     let dir = PathBuf::from(
         std::env::args()
@@ -67,6 +120,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         ("client.crt", client.cert),
         ("client.key", client.key),
         ("admission.json", ADMISSION_JSON.to_owned()),
+        ("admission-large.json", large_admission()?),
     ];
     for (name, content) in files {
         let path = dir.join(name);

@@ -38,6 +38,8 @@ pub struct Metrics {
     registry: Registry,
     webhook: &'static str,
     requests: Family<RequestLabels, Counter>,
+    /// The `code="200"` counter, looked up once.
+    ok: Counter,
     in_flight: Gauge,
     latency: Histogram,
     /// Pods that got a patch.
@@ -100,6 +102,9 @@ impl Metrics {
             "Certificate changes that could not be loaded (the previous certificate stays)",
             cert_reload_errors.clone(),
         );
+        let ok = requests
+            .get_or_create(&RequestLabels { webhook, code: 200 })
+            .clone();
         let label = WebhookLabel { webhook };
         let in_flight = in_flight_family.get_or_create(&label).clone();
         let latency = latency_family.get_or_create(&label).clone();
@@ -107,6 +112,7 @@ impl Metrics {
             registry,
             webhook,
             requests,
+            ok,
             in_flight,
             latency,
             pods_mutated,
@@ -124,12 +130,16 @@ impl Metrics {
 
     /// Records a finished admission request.
     pub fn observe(&self, code: u16, elapsed: Duration) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                webhook: self.webhook,
-                code,
-            })
-            .inc();
+        if code == 200 {
+            self.ok.inc();
+        } else {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    webhook: self.webhook,
+                    code,
+                })
+                .inc();
+        }
         self.latency.observe(elapsed.as_secs_f64());
     }
 

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::mutate::{self, MutateOptions, Mutation, SkipReason};
+use crate::mutate::{self, MutateOptions, Mutation, PodView, SkipReason};
 
 /// The AdmissionReview API versions the webhook speaks.
 pub const API_VERSIONS: [&str; 2] = ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"];
@@ -44,18 +44,22 @@ pub enum ReviewError {
     InvalidPod(String),
 }
 
+/// The incoming review; `O` is how `request.object` is read: as a pod view (one pass) or as
+/// raw JSON (the slower path that tells a non-pod object from a broken pod).
 #[derive(Debug, Deserialize)]
-struct ReviewIn<'a> {
+#[serde(bound(deserialize = "O: Deserialize<'de>"))]
+struct ReviewIn<'a, O> {
     #[serde(default, borrow, rename = "apiVersion")]
     api_version: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     kind: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
-    request: Option<RequestIn<'a>>,
+    request: Option<RequestIn<'a, O>>,
 }
 
 #[derive(Debug, Deserialize)]
-struct RequestIn<'a> {
+#[serde(bound(deserialize = "O: Deserialize<'de>"))]
+struct RequestIn<'a, O> {
     #[serde(default, borrow)]
     uid: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
@@ -66,8 +70,8 @@ struct RequestIn<'a> {
     sub_resource: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     operation: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
-    object: Option<&'a RawValue>,
+    #[serde(default)]
+    object: Option<O>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -131,7 +135,7 @@ pub struct Answer {
 
 fn malformed(body: &[u8]) -> ReviewError {
     let mut de = serde_json::Deserializer::from_slice(body);
-    match serde_path_to_error::deserialize::<_, ReviewIn<'_>>(&mut de) {
+    match serde_path_to_error::deserialize::<_, ReviewIn<'_, &RawValue>>(&mut de) {
         Err(e) if e.path().to_string() == "." => ReviewError::Malformed(e.inner().to_string()),
         Err(e) => ReviewError::Malformed(e.to_string()),
         // The fast parse failed, so this does too; keep a sensible message regardless.
@@ -139,7 +143,7 @@ fn malformed(body: &[u8]) -> ReviewError {
     }
 }
 
-fn is_pod(request: &RequestIn<'_>) -> bool {
+fn is_pod<O>(request: &RequestIn<'_, O>) -> bool {
     let by_kind = request
         .kind
         .as_ref()
@@ -165,7 +169,26 @@ pub fn review(body: &[u8], opts: &MutateOptions) -> Result<Answer, ReviewError> 
             },
         );
     }
-    let input: ReviewIn<'_> = serde_json::from_slice(body).map_err(|_| malformed(body))?;
+    // One pass: the pod is read along with the review. Should that fail (a malformed body, or
+    // an object that is not a pod), a second pass finds out which, and names the field.
+    // Checking UTF-8 once up front (fast) spares the parser checking every string.
+    let Ok(text) = std::str::from_utf8(body) else {
+        return Err(malformed(body));
+    };
+    if let Ok(input) = serde_json::from_str::<ReviewIn<'_, PodView<'_>>>(text) {
+        return answer(input, opts, Ok);
+    }
+    let input: ReviewIn<'_, &RawValue> = serde_json::from_str(text).map_err(|_| malformed(body))?;
+    answer(input, opts, |raw| {
+        mutate::parse_pod(raw.get()).map_err(|e| ReviewError::InvalidPod(e.to_string()))
+    })
+}
+
+fn answer<'a, O>(
+    input: ReviewIn<'a, O>,
+    opts: &MutateOptions,
+    pod_of: impl FnOnce(O) -> Result<PodView<'a>, ReviewError>,
+) -> Result<Answer, ReviewError> {
     let api_version = input.api_version.as_deref().unwrap_or_default();
     let Some(&api_version) = API_VERSIONS.iter().find(|v| **v == api_version) else {
         return Err(ReviewError::ApiVersion(api_version.to_owned()));
@@ -182,12 +205,7 @@ pub fn review(body: &[u8], opts: &MutateOptions) -> Result<Answer, ReviewError> 
 
     let applicable = is_pod(&request) && request.operation.as_deref() == Some("CREATE");
     let (outcome, patch) = if applicable {
-        let object = request.object.ok_or(ReviewError::MissingObject)?;
-        if object.get() == "null" {
-            return Err(ReviewError::MissingObject);
-        }
-        let pod =
-            mutate::parse_pod(object.get()).map_err(|e| ReviewError::InvalidPod(e.to_string()))?;
+        let pod = pod_of(request.object.ok_or(ReviewError::MissingObject)?)?;
         match mutate::mutate(&pod, opts) {
             Mutation::Patch(ops) => {
                 let json = serde_json::to_vec(&ops)
