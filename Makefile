@@ -68,3 +68,11 @@ revendor:
 # REUSE compliance (licence texts in LICENSES/, SPDX headers or REUSE.toml for every file).
 reuse:
 	"$$(./scripts/ci-venv.sh)/reuse" lint
+
+# Pod webhook benchmarks: criterion (review of a small and a ~80 KB pod), then the load test
+# against a fixed-body rustls+hyper server (bench/webhook-load.sh; installs wrk when missing).
+.PHONY: bench bench-webhook
+bench: bench-webhook
+bench-webhook:
+	$(CARGO) bench --locked -p apiserver-proxy-pod-webhook --bench review
+	./bench/webhook-load.sh

@@ -23,7 +23,15 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 PORT=${PORT:-19443}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
-command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
+if ! command -v wrk >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "installing wrk" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >&2 ||
+            { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >&2; }
+    else
+        echo "wrk is missing: apt-get install -y wrk" >&2; exit 1
+    fi
+fi
 command -v taskset >/dev/null || { echo "taskset is missing: apt-get install -y util-linux" >&2; exit 1; }
 
 cargo build --release --locked -p apiserver-proxy-pod-webhook \
