@@ -8,8 +8,10 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
@@ -278,7 +280,21 @@ async fn serve_connection(
             let guard = conn_state.begin();
             let shared = shared.clone();
             async move {
-                let mut resp = handle(&shared, req).await;
+                // Beyond the review's own guard: whatever panics while handling a request
+                // becomes a 500 instead of a dropped connection.
+                let mut resp = match CatchPanic(Box::pin(handle(&shared, req))).await {
+                    Ok(resp) => resp,
+                    Err(what) => {
+                        error!(panic = %what, "panic while handling a request");
+                        failure_response(
+                            &Failure::new(
+                                StatusCode::INTERNAL_SERVER_ERROR,
+                                "internal error while handling the request",
+                            ),
+                            "",
+                        )
+                    }
+                };
                 if !h2 && shared.terminating.load(Ordering::Relaxed) {
                     resp.headers_mut()
                         .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -584,14 +600,34 @@ async fn answer(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body
     Ok(response(StatusCode::OK, "application/json", answer.body))
 }
 
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// A future whose panic is caught and returned as its message.
+struct CatchPanic<F>(Pin<Box<F>>);
+
+impl<F: Future> Future for CatchPanic<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.get_mut().0.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
+            Err(panic) => Poll::Ready(Err(panic_message(panic))),
+        }
+    }
+}
+
 /// Runs `f`, turning a panic into a 500 so one bad request never takes the server down.
 fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, Failure> {
     std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
-        let what = panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "unknown panic".into());
+        let what = panic_message(panic);
         error!(panic = %what, "panic while reviewing a request");
         Failure::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -609,6 +645,18 @@ mod tests {
         let failure = guarded(|| -> u8 { panic!("boom") }).expect_err("must fail");
         assert_eq!(failure.status, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(guarded(|| 7).ok().map(|v| v + 1), Some(8));
+    }
+
+    #[tokio::test]
+    async fn panic_in_a_handler_future_is_caught() {
+        let caught: Result<(), String> = CatchPanic(Box::pin(async {
+            tokio::task::yield_now().await;
+            panic!("handler bug");
+        }))
+        .await;
+        assert_eq!(caught, Err("handler bug".to_owned()));
+        let fine = CatchPanic(Box::pin(async { 5 })).await;
+        assert_eq!(fine, Ok(5));
     }
 
     #[test]
