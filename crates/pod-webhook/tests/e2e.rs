@@ -772,3 +772,44 @@ async fn connection_limit_holds_further_clients_back() {
         .expect("request");
     assert_eq!(reply.status, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_is_bounded_when_a_request_hangs() {
+    let certs = Certs::new();
+    let mut cfg = config(certs.dir.path());
+    cfg.shutdown_delay = Duration::from_millis(100);
+    cfg.shutdown_timeout = Duration::from_millis(500);
+    cfg.limits.request_timeout = Duration::from_secs(600);
+    let mut server = Server::start(cfg).await;
+    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    // A request whose body never arrives.
+    let mut stuck = client.tls(server.addr).await.expect("tls");
+    let head = format!(
+        "POST {WEBHOOK_PATH} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{"
+    );
+    use tokio::io::AsyncWriteExt;
+    stuck.write_all(head.as_bytes()).await.expect("write");
+    stuck.flush().await.expect("flush");
+    // Make sure the server has the request before the signal.
+    let mut probe = client.connect(server.addr).await.expect("connect");
+    let mut in_flight = false;
+    for _ in 0..100 {
+        let metrics = probe.send(get("/metrics")).await.expect("metrics").text();
+        if metrics.contains(
+            "controller_runtime_webhook_requests_in_flight{webhook=\"/webhook/pod-apiserver-env\"} 1",
+        ) {
+            in_flight = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(in_flight, "the stuck request is in flight");
+    drop(probe);
+    server.signal_shutdown();
+    let task = server.task.take().expect("running");
+    let result = tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .expect("serve returns once the shutdown timeout has passed")
+        .expect("no panic");
+    assert!(result.is_ok(), "{result:?}");
+}
