@@ -7,8 +7,10 @@ CARGO ?= cargo
 
 all: build
 
+# The release binaries exactly as the images build them.
 build:
-	$(CARGO) build --release --locked
+	@scripts/build-release.sh apiserver-proxy-sidecar
+	@scripts/build-release.sh apiserver-proxy-pod-webhook
 
 # System packages the tests drive for real (iptables nft and legacy, ip from iproute2).
 test-deps:

@@ -7,7 +7,7 @@
 #
 #   scripts/image-build.sh <sidecar|webhook> [--out DIR]
 #
-# 1. cargo build --release --locked -p <package> --bin <binary>, with the version from $VERSION
+# 1. scripts/build-release.sh <package> (the one release build), with the version from $VERSION
 #    (default: git describe, else the Cargo version) in APISERVER_PROXY_VERSION, which the
 #    binaries' --version prints.
 # 2. Lays out the final image's files under DIR (default: $CARGO_TARGET_DIR/image/<component>),
@@ -60,9 +60,8 @@ cannot() { # a check that cannot run on this machine
 }
 
 # --- 1. build -------------------------------------------------------------------------------
-note "$component: APISERVER_PROXY_VERSION=$VERSION cargo build --release --locked -p $package --bin $binary"
-cargo build --release --locked -p "$package" --bin "$binary"
-bin="$target_dir/release/$binary"
+note "$component: APISERVER_PROXY_VERSION=$VERSION scripts/build-release.sh $package"
+bin="$("$root/scripts/build-release.sh" "$package")"
 [ -x "$bin" ] || fail "$bin was not built"
 
 # --- 2. the image's files -------------------------------------------------------------------

@@ -184,6 +184,15 @@ impl Firewall {
         Ok(plan)
     }
 
+    /// Like [`Firewall::ensure`] when changes are likely (at start-up): takes the lock first and
+    /// reads once under it, which saves the read outside it.
+    pub async fn ensure_locked(&self, wanted: &[Rule]) -> Result<Plan, FirewallError> {
+        let _lock = self.lock().await?;
+        let plan = Plan::ensure(&self.read().await?, wanted);
+        self.apply(&plan).await?;
+        Ok(plan)
+    }
+
     /// Removes every copy of the wanted rules. Returns what was removed.
     pub async fn remove(&self, wanted: &[Rule]) -> Result<Plan, FirewallError> {
         let _lock = self.lock().await?;

@@ -12,8 +12,10 @@ use sidecar::netif::Netif;
 use sidecar::reconcile::{self, Sidecar};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{debug, error, info};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
@@ -67,7 +69,11 @@ fn init_logging(klog: &KlogArgs) -> anyhow::Result<()> {
         1..=4 => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // RUST_LOG takes `level` or `target=level,...` directives, as env_logger's simple form.
+    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_string());
+    let filter: Targets = directives
+        .parse()
+        .with_context(|| format!("invalid RUST_LOG={directives:?}"))?;
     let writer = if klog.log_file.is_empty() {
         BoxMakeWriter::new(std::io::stderr)
     } else {
@@ -83,10 +89,13 @@ fn init_logging(klog: &KlogArgs) -> anyhow::Result<()> {
             BoxMakeWriter::new(file)
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(false)
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(writer)
+                .with_ansi(false),
+        )
+        .with(filter)
         .init();
     Ok(())
 }

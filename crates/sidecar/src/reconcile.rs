@@ -240,11 +240,20 @@ impl Sidecar {
             backend: firewall.backend(),
             source,
         };
-        let current = firewall.read().await.map_err(as_error)?;
-        let plan = firewall
-            .ensure(&current, &self.wanted)
-            .await
-            .map_err(as_error)?;
+        let plan = if self.started {
+            // Steady state: one read, and the lock only when something is missing.
+            let current = firewall.read().await.map_err(as_error)?;
+            firewall
+                .ensure(&current, &self.wanted)
+                .await
+                .map_err(as_error)?
+        } else {
+            // At start-up changes are likely: lock first and read once under the lock.
+            firewall
+                .ensure_locked(&self.wanted)
+                .await
+                .map_err(as_error)?
+        };
         for rule in &plan.delete {
             info!(%rule, "removed duplicate iptables rule");
             self.metrics.repaired("duplicate_rule");

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
+# SPDX-License-Identifier: Apache-2.0
+#
+# Measures the sidecar's footprint and reaction times against the real kernel, in throwaway
+# network namespaces (as root). Prints one line per figure; README.md quotes them.
+#
+#   bench/sidecar.sh            # builds the release binary first, as the image does
+#   RUNS=50 bench/sidecar.sh    # more samples for the one-shot and shutdown timings
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-20}
+IP=10.96.0.2
+BIN=$(scripts/build-release.sh apiserver-proxy-sidecar 2>/dev/null)
+command -v strace >/dev/null || { echo "bench needs strace" >&2; exit 1; }
+
+work=$(mktemp -d)
+namespaces=()
+cleanup() {
+  jobs -p | xargs -r kill 2>/dev/null || true
+  for ns in "${namespaces[@]}"; do ip netns delete "$ns" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Sets $ns to a new namespace (no subshell, so the list for the exit trap stays whole).
+new_ns() {
+  ns="apxb-$$-${#namespaces[@]}"
+  ip netns add "$ns"
+  namespaces+=("$ns")
+}
+now_ns() { date +%s%N; }
+median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+rules_in_place() { [ "$(ip netns exec "$1" iptables-nft-save | grep -c -- "$IP")" -ge 5 ]; }
+
+# --- steady state: RSS, spawns and CPU per tick (100 ms interval to get many ticks) ---------
+new_ns
+ip netns exec "$ns" "$BIN" --ip-address=$IP --setup-iptables --iptables-backend=nft \
+  --sync-interval=100ms --xtables-lock="$work/lock" 2>"$work/steady.log" &
+pid=$!
+for _ in $(seq 100); do rules_in_place "$ns" && break; sleep 0.05; done
+sleep 1
+ticks=50
+clk=$(getconf CLK_TCK)
+stat() { awk '{ print $14 + $15, $16 + $17 }' /proc/$pid/stat; }
+read -r own0 children0 < <(stat)
+sleep $((ticks / 10))
+read -r own1 children1 < <(stat)
+rss_kib=$(awk '/^VmRSS/ { print $2 }' /proc/$pid/status)
+# Then the same number of ticks under strace, to count what they run.
+strace -f -qq -e trace=execve -o "$work/exec.trace" -p $pid &
+tracer=$!
+sleep $((ticks / 10))
+kill -INT $tracer; wait $tracer 2>/dev/null || true
+spawns=$(grep -c 'execve(.*= 0$' "$work/exec.trace" || true)
+kill -TERM $pid; wait $pid || true
+echo "steady-state RSS: $rss_kib KiB"
+echo "process spawns per steady-state tick: $(awk -v s="$spawns" -v t="$ticks" 'BEGIN { printf "%.2f", s / t }') ($spawns over ~$ticks ticks, strace)"
+awk -v a=$((own1 - own0)) -v c=$((children1 - children0)) -v t=$ticks -v k="$clk" 'BEGIN {
+  printf "CPU per steady-state tick: sidecar %.2f ms, its iptables-save %.2f ms (over %d ticks)\n", a * 1000 / k / t, c * 1000 / k / t, t }'
+
+# --- self-heal latency at the default 1m interval, from the kernel's own timestamps ----------
+new_ns
+ip netns exec "$ns" "$BIN" --ip-address=$IP --xtables-lock="$work/lock" 2>"$work/heal.log" &
+pid=$!
+for _ in $(seq 100); do ip netns exec "$ns" ip -o addr show dev lo | grep -q "$IP" && break; sleep 0.05; done
+ip netns exec "$ns" ip -ts monitor address >"$work/monitor" &
+monitor=$!
+sleep 0.3
+for _ in $(seq "$RUNS"); do
+  ip netns exec "$ns" ip addr del $IP/32 dev lo
+  sleep 0.05
+done
+sleep 0.3
+kill $monitor; wait $monitor 2>/dev/null || true
+kill -TERM $pid; wait $pid || true
+# Pairs of "Deleted ... 10.96.0.2" then the re-add; ip -ts prints [YYYY-MM-DDTHH:MM:SS.micro].
+awk -v ip="$IP" '
+  function t(line) { match(line, /T[0-9:.]+/); split(substr(line, RSTART + 1, RLENGTH - 1), p, ":"); return p[1] * 3600 + p[2] * 60 + p[3] }
+  index($0, ip) && /Deleted/ { del = t($0); next }
+  index($0, ip) && del { print (t($0) - del) * 1e6; del = 0 }
+' "$work/monitor" | median | awk -v n="$RUNS" '{ printf "self-heal latency after ip addr del (1m interval): median %.0f us over %d deletions\n", $1, n }'
+
+# --- one-shot --daemon=false, nothing in place yet --------------------------------------------
+# Timed inside the namespace (bash's EPOCHREALTIME), so ip netns exec's own set-up is not counted;
+# between runs the address and rules are removed again, outside the timing.
+new_ns
+for mode in address iptables; do
+  extra=""
+  [ $mode = iptables ] && extra="--setup-iptables --iptables-backend=nft"
+  ip netns exec "$ns" bash -c '
+    for _ in $(seq '"$RUNS"'); do
+      ip addr flush dev lo scope global
+      iptables-nft -t raw -F; iptables-nft -t filter -F
+      start=$EPOCHREALTIME
+      '"$BIN"' --ip-address='"$IP"' --daemon=false --xtables-lock='"$work"'/lock '"$extra"' 2>/dev/null
+      end=$EPOCHREALTIME
+      echo $(( (${end/./} - ${start/./}) ))
+    done' | median | awk -v m=$mode -v n="$RUNS" '{
+      l = (m == "iptables") ? "address + 5 rules" : "address only"
+      printf "one-shot --daemon=false wall time (%s): median %.1f ms over %d runs\n", l, $1 / 1000, n }'
+done
+
+# --- SIGTERM to exit with --cleanup -----------------------------------------------------------
+samples=()
+for _ in $(seq "$RUNS"); do
+  new_ns
+  ip netns exec "$ns" "$BIN" --ip-address=$IP --setup-iptables --iptables-backend=nft --cleanup \
+    --xtables-lock="$work/lock" 2>/dev/null &
+  pid=$!
+  for _ in $(seq 100); do rules_in_place "$ns" && break; sleep 0.02; done
+  start=$(now_ns)
+  kill -TERM $pid; wait $pid || true
+  samples+=($(( ($(now_ns) - start) / 1000 )))
+  left=$(ip netns exec "$ns" iptables-nft-save | grep -c -- "$IP" || true)
+  [ "$left" -eq 0 ] || { echo "cleanup left $left rules" >&2; exit 1; }
+  ip netns delete "$ns"
+done
+printf '%s\n' "${samples[@]}" | median | awk -v n="$RUNS" '{ printf "SIGTERM to exit with --cleanup (5 rules + address): median %.1f ms over %d runs\n", $1 / 1000, n }'
