@@ -611,7 +611,7 @@ async fn certificate_rotation_without_failures() {
 async fn graceful_shutdown_finishes_requests_in_flight() {
     let certs = Certs::new();
     let mut cfg = config(certs.dir.path());
-    cfg.shutdown_delay = Duration::from_millis(500);
+    cfg.shutdown_delay = Duration::from_secs(2);
     let mut server = Server::start(cfg).await;
     let addr = server.addr;
     let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
@@ -661,7 +661,7 @@ async fn graceful_shutdown_finishes_requests_in_flight() {
     assert_eq!(reply.headers["connection"], "close");
 
     // Past the delay the in-flight request still completes.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
     let answer = raw_exchange(&mut slow, tail.as_bytes(), Duration::from_secs(10)).await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("\"uid\":\"slow\""), "{answer}");

@@ -364,15 +364,36 @@ pub fn apply(object: &Value, review: &Value) -> Value {
     out
 }
 
-/// Writes raw bytes on a TLS connection and reads until the server closes it or `limit` passes.
+/// Writes raw bytes on a TLS connection while reading, until the server closes it or `limit`
+/// passes. The server may answer and close before all is written (413): write errors are
+/// ignored, the answer is what counts.
 pub async fn raw_exchange(
     stream: &mut TlsStream<TcpStream>,
     request: &[u8],
     limit: Duration,
 ) -> String {
-    stream.write_all(request).await.expect("write");
-    stream.flush().await.expect("flush");
-    read_until_close(stream, limit).await
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let write = async {
+        if writer.write_all(request).await.is_ok() {
+            let _ = writer.flush().await;
+        }
+    };
+    let read = async {
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(limit, async {
+            let mut buf = [0u8; 4096];
+            loop {
+                match reader.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => out.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await;
+        out
+    };
+    let ((), out) = tokio::join!(write, read);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Reads until EOF, an error, or `limit`.
