@@ -73,8 +73,11 @@ reuse:
 
 # Pod webhook benchmarks: criterion (review of a small and a ~80 KB pod), then the load test
 # against a fixed-body rustls+hyper server (bench/webhook-load.sh; installs wrk when missing).
-.PHONY: bench bench-webhook
-bench: bench-webhook
+.PHONY: bench bench-webhook bench-sidecar
+bench: bench-sidecar bench-webhook
+# Sidecar footprint and reaction times in throwaway network namespaces (as root).
+bench-sidecar:
+	./bench/sidecar.sh
 bench-webhook:
 	$(CARGO) bench --locked -p apiserver-proxy-pod-webhook --bench review
 	./bench/webhook-load.sh

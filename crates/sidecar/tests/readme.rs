@@ -1,0 +1,79 @@
+// SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
+// SPDX-License-Identifier: Apache-2.0
+
+//! README.md's sidecar flag table names exactly the flags of `--help`, with the same defaults.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+const SIDECAR: &str = env!("CARGO_BIN_EXE_apiserver-proxy-sidecar");
+
+/// Flag name → default (`None` when `--help` shows none), from the short help.
+fn flags_in_help() -> BTreeMap<String, Option<String>> {
+    let output = Command::new(SIDECAR)
+        .arg("-h")
+        .output()
+        .expect("run --help");
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).expect("utf-8 help");
+    let mut flags = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in help.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('-') && line.starts_with("  ") {
+            let long = trimmed
+                .split([' ', ',', '['])
+                .find(|word| word.starts_with("--"))
+                .expect("a long flag");
+            flags.insert(long.to_string(), None);
+            current = Some(long.to_string());
+        }
+        if let (Some(flag), Some(at)) = (&current, line.find("[default: ")) {
+            let rest = &line[at + "[default: ".len()..];
+            let default = rest.split(']').next().unwrap_or_default().to_string();
+            flags.insert(flag.clone(), Some(default));
+        }
+    }
+    flags
+}
+
+/// Flag name → default, from the README table between the flags markers.
+fn flags_in_readme() -> BTreeMap<String, Option<String>> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+        .expect("README.md");
+    let start = readme
+        .find("<!-- flags: apiserver-proxy-sidecar -->")
+        .expect("flags marker in README.md");
+    let table = &readme[start..];
+    let table = &table[..table.find("<!-- /flags -->").expect("end marker")];
+    let mut flags = BTreeMap::new();
+    for row in table.lines().filter(|row| row.starts_with("| `-")) {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let long = cells[1]
+            .split(", ")
+            .map(|name| name.trim_matches('`'))
+            .find(|name| name.starts_with("--"))
+            .expect("a long flag in the row");
+        // `lo` → lo; `""` (off) → ""; (required) or empty → no default.
+        let default = cells[2]
+            .strip_prefix('`')
+            .and_then(|cell| cell.split('`').next())
+            .map(str::to_string);
+        flags.insert(long.to_string(), default);
+    }
+    flags
+}
+
+#[test]
+fn readme_flag_table_matches_help() {
+    let help = flags_in_help();
+    let readme = flags_in_readme();
+    assert!(
+        help.len() > 20,
+        "parsed too few flags from --help: {help:?}"
+    );
+    assert_eq!(
+        readme, help,
+        "README.md's sidecar flag table differs from --help"
+    );
+}
