@@ -344,6 +344,17 @@ impl Sidecar {
     }
 }
 
+/// What the daemon does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Work {
+    /// Nothing: the last event did not concern the sidecar.
+    Idle,
+    /// Restore the address after a kernel event.
+    Address,
+    /// A whole sync, and why.
+    Sync(&'static str),
+}
+
 /// Runs the daemon until `shutdown` completes: a sync at start, one every interval, an address
 /// sync on every kernel event that touches the address or its link, and retries with backoff
 /// after a failure.
@@ -371,10 +382,33 @@ pub async fn run_daemon(
             backoff = (backoff * 2).min(interval_length);
         }
     };
-    report(sidecar.sync().await, &mut retry_at);
     let ip = sidecar.config.ip;
     let watch_events = sidecar.config.watch_kernel_events;
+    let mut next = Work::Sync("initial sync");
     loop {
+        // The work itself is raced against shutdown too: a sync waiting for the xtables lock
+        // must not delay the exit. Dropping it kills its iptables child and frees the lock;
+        // each iptables-restore commit is atomic, so nothing is left half-written.
+        let result = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            result = async {
+                match next {
+                    Work::Idle => Ok(()),
+                    Work::Address => sidecar.sync_address().await.map_err(|error| {
+                        sidecar.metrics.failed(error.kind(), &error_chain(&error));
+                        StepErrors(vec![error])
+                    }),
+                    Work::Sync(why) => {
+                        debug!(why, "sync");
+                        sidecar.sync().await
+                    }
+                }
+            } => result,
+        };
+        if next != Work::Idle {
+            report(result, &mut retry_at);
+        }
         let retry_deadline = retry_at;
         let retry = async move {
             match retry_deadline {
@@ -382,7 +416,7 @@ pub async fn run_daemon(
                 None => std::future::pending().await,
             }
         };
-        tokio::select! {
+        next = tokio::select! {
             biased;
             () = &mut shutdown => break,
             Some((message, _)) = events.next(), if watch_events => {
@@ -397,20 +431,13 @@ pub async fn run_daemon(
                 };
                 if relevant {
                     debug!("kernel event touches the address or its interface");
-                    if let Err(error) = sidecar.sync_address().await {
-                        sidecar.metrics.failed(error.kind(), &error_chain(&error));
-                        report(Err(StepErrors(vec![error])), &mut retry_at);
-                    }
+                    Work::Address
+                } else {
+                    Work::Idle
                 }
             }
-            _ = ticks.tick() => {
-                debug!("periodic sync");
-                report(sidecar.sync().await, &mut retry_at);
-            }
-            () = retry => {
-                debug!("retrying the failed sync");
-                report(sidecar.sync().await, &mut retry_at);
-            }
-        }
+            _ = ticks.tick() => Work::Sync("periodic sync"),
+            () = retry => Work::Sync("retrying the failed sync"),
+        };
     }
 }

@@ -294,6 +294,83 @@ fn cleanup_on_sigterm_removes_every_rule_and_the_address() {
 }
 
 #[test]
+fn sigterm_during_a_sync_stuck_on_the_lock_still_cleans_up_everything() {
+    let ns = Netns::new("underfire");
+    let mut daemon = ns.spawn_sidecar(&[
+        "--ip-address",
+        IP,
+        "--setup-iptables",
+        "--iptables-backend=nft",
+        "--cleanup",
+        "--sync-interval=100ms",
+        "--xtables-lock-timeout=20s",
+    ]);
+    let all_in_place = || ns.rule_counts("iptables-nft-save", HOST, 443) == ones();
+    assert!(
+        wait_for(Duration::from_secs(5), all_in_place).is_some(),
+        "{}",
+        daemon.log()
+    );
+    // Another program holds the lock for 1.5 s while a rule goes missing: the next sync waits.
+    let mut holder = Command::new("flock")
+        .arg(ns.lock_path())
+        .args(["sleep", "1.5"])
+        .spawn()
+        .expect("flock");
+    std::thread::sleep(Duration::from_millis(100));
+    ns.sh("iptables-nft", &["-t", "raw", "-F"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, took) = daemon.terminate();
+    let _ = holder.wait();
+    assert_eq!(code, Some(0), "{}", daemon.log());
+    assert!(
+        took < Duration::from_secs(5),
+        "exit took {took:?}: the stuck sync was not abandoned"
+    );
+    assert!(ns.addresses_of(IP).is_empty());
+    assert!(
+        ns.rules_with("iptables-nft-save", IP).is_empty(),
+        "{}",
+        daemon.log()
+    );
+}
+
+#[test]
+fn sigterm_abandons_a_sync_stuck_on_the_lock() {
+    let ns = Netns::new("stuckexit");
+    let mut daemon = ns.spawn_sidecar(&[
+        "--ip-address",
+        IP,
+        "--setup-iptables",
+        "--iptables-backend=nft",
+        "--sync-interval=100ms",
+        "--xtables-lock-timeout=30s",
+    ]);
+    let all_in_place = || ns.rule_counts("iptables-nft-save", HOST, 443) == ones();
+    assert!(
+        wait_for(Duration::from_secs(5), all_in_place).is_some(),
+        "{}",
+        daemon.log()
+    );
+    let mut holder = Command::new("flock")
+        .arg(ns.lock_path())
+        .args(["sleep", "10"])
+        .spawn()
+        .expect("flock");
+    std::thread::sleep(Duration::from_millis(100));
+    ns.sh("iptables-nft", &["-t", "filter", "-F"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, took) = daemon.terminate();
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(code, Some(0), "{}", daemon.log());
+    assert!(
+        took < Duration::from_secs(1),
+        "exit took {took:?} while a sync waited for the lock"
+    );
+}
+
+#[test]
 fn without_cleanup_everything_stays() {
     let ns = Netns::new("stay");
     let mut daemon = ns.spawn_sidecar(&[
