@@ -130,7 +130,7 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         setup_iptables = config.setup_iptables, daemon, cleanup,
         version = sidecar::VERSION, "starting"
     );
-    let mut sidecar = Sidecar::new(config, netif, metrics).await?;
+    let mut sidecar = Sidecar::new(config, netif, metrics);
 
     if !daemon {
         return match sidecar.sync().await {

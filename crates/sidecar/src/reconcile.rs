@@ -33,6 +33,8 @@ pub enum StepError {
     },
     #[error("address: {0}")]
     Address(#[source] NetifError),
+    #[error("iptables: cannot pick a backend: {0}")]
+    IptablesBackend(#[source] FirewallError),
     #[error("iptables ({backend}): {source}")]
     Iptables {
         backend: Backend,
@@ -48,7 +50,7 @@ impl StepError {
             StepError::Interface { .. } => "interface",
             StepError::Address(_) => "address",
             StepError::Iptables { source, .. } if source.is_lock_busy() => "iptables_lock",
-            StepError::Iptables { .. } => "iptables",
+            StepError::Iptables { .. } | StepError::IptablesBackend(_) => "iptables",
         }
     }
 }
@@ -92,48 +94,49 @@ pub struct Sidecar {
 }
 
 impl Sidecar {
-    /// Prepares a sidecar; with `--setup-iptables` it picks the iptables backend.
-    pub async fn new(
-        config: Config,
-        netif: Netif,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, StepError> {
-        let firewall = if config.setup_iptables {
-            let backend = match config.iptables_backend {
-                BackendChoice::Nft => Backend::Nft,
-                BackendChoice::Legacy => Backend::Legacy,
-                BackendChoice::Auto => {
-                    let (backend, why) =
-                        Firewall::detect_backend(config.ip)
-                            .await
-                            .map_err(|source| StepError::Iptables {
-                                backend: Backend::Nft,
-                                source,
-                            })?;
-                    info!(%backend, found = %why, "picked the iptables backend that holds the host's rules");
-                    backend
-                }
-            };
-            Some(Firewall::new(
-                config.ip,
-                backend,
-                config.xtables_lock.clone(),
-                config.xtables_lock_timeout,
-            ))
-        } else {
-            None
-        };
-        Ok(Sidecar {
+    /// Prepares a sidecar. Nothing touches the kernel before the first sync.
+    pub fn new(config: Config, netif: Netif, metrics: Arc<Metrics>) -> Self {
+        Sidecar {
             wanted: wanted_rules(config.ip, config.port),
             config,
             netif,
-            firewall,
+            firewall: None,
             metrics,
             created_link: None,
             link_index: None,
             reported_down: false,
             started: false,
-        })
+        }
+    }
+
+    /// The iptables backend, picked on first use (and again after a failed pick, so a host
+    /// that gets its iptables binaries later is served without a restart).
+    async fn firewall(&mut self) -> Result<Option<Firewall>, StepError> {
+        if !self.config.setup_iptables {
+            return Ok(None);
+        }
+        if let Some(firewall) = &self.firewall {
+            return Ok(Some(firewall.clone()));
+        }
+        let backend = match self.config.iptables_backend {
+            BackendChoice::Nft => Backend::Nft,
+            BackendChoice::Legacy => Backend::Legacy,
+            BackendChoice::Auto => {
+                let (backend, why) = Firewall::detect_backend(self.config.ip)
+                    .await
+                    .map_err(StepError::IptablesBackend)?;
+                info!(%backend, found = %why, "picked the iptables backend that holds the host's rules");
+                backend
+            }
+        };
+        let firewall = Firewall::new(
+            self.config.ip,
+            backend,
+            self.config.xtables_lock.clone(),
+            self.config.xtables_lock_timeout,
+        );
+        self.firewall = Some(firewall.clone());
+        Ok(Some(firewall))
     }
 
     fn interface_error(&self, source: NetifError) -> StepError {
@@ -233,7 +236,7 @@ impl Sidecar {
     /// Makes each of the five rules present exactly once. In steady state this is one
     /// `iptables-save`.
     pub async fn sync_rules(&mut self) -> Result<(), StepError> {
-        let Some(firewall) = &self.firewall else {
+        let Some(firewall) = self.firewall().await? else {
             return Ok(());
         };
         let as_error = |source| StepError::Iptables {
@@ -290,8 +293,10 @@ impl Sidecar {
     /// when it is a dummy link this sidecar owns. Tries every step; what is gone counts as done.
     pub async fn teardown(&mut self) -> Result<(), StepErrors> {
         let mut errors = Vec::new();
-        if let Some(firewall) = &self.firewall {
-            match firewall.remove(&self.wanted).await {
+        match self.firewall().await {
+            Ok(None) => {}
+            Err(error) => errors.push(error),
+            Ok(Some(firewall)) => match firewall.remove(&self.wanted).await {
                 Ok(plan) => {
                     for rule in &plan.delete {
                         info!(%rule, "removed iptables rule");
@@ -301,7 +306,7 @@ impl Sidecar {
                     backend: firewall.backend(),
                     source,
                 }),
-            }
+            },
         }
         let link = match self.netif.link_by_name(&self.config.interface).await {
             Ok(link) => link,

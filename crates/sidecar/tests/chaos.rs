@@ -134,9 +134,8 @@ fn sidecar_survives_chaos_and_converges_to_the_exact_state() {
     );
 
     // One interval (plus the longest retry backoff) later, the state is exact.
-    let exact = || {
-        rule_lines() == expected && ns.addresses_of(IP) == ["inet 10.96.0.2/32 scope global lo"]
-    };
+    let exact =
+        || rule_lines() == expected && ns.addresses_of(IP) == ["inet 10.96.0.2/32 scope global lo"];
     assert!(
         wait_for(interval * 3, exact).is_some(),
         "not converged: rules {:?}, addresses {:?}\n{}",

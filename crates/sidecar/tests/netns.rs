@@ -664,6 +664,120 @@ fn missing_iptables_binaries_are_named() {
 }
 
 #[test]
+fn daemon_keeps_retrying_until_iptables_appears() {
+    let ns = Netns::new("retrybin");
+    let bin = ns.dir().join("bin");
+    std::fs::create_dir(&bin).expect("bin dir");
+    let mut daemon = ns
+        .sidecar(&[
+            "--ip-address",
+            IP,
+            "--setup-iptables",
+            "--sync-interval=500ms",
+        ])
+        .env("PATH", &bin)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(ns.dir().join("retry.log")).expect("log"))
+        .spawn()
+        .expect("start");
+    let log = || std::fs::read_to_string(ns.dir().join("retry.log")).unwrap_or_default();
+    let failed_twice = || log().matches("sync failed").count() >= 2;
+    assert!(
+        wait_for(Duration::from_secs(5), failed_twice).is_some(),
+        "{}",
+        log()
+    );
+    assert!(
+        log().contains("-save not found: install iptables"),
+        "{}",
+        log()
+    );
+    assert!(
+        matches!(daemon.try_wait(), Ok(None)),
+        "the daemon died: {}",
+        log()
+    );
+    assert_eq!(
+        ns.addresses_of(IP).len(),
+        1,
+        "the address does not wait for iptables"
+    );
+    // The binaries appear (e.g. a fixed image): the next retry picks a backend and writes.
+    for tool in [
+        "iptables-nft-save",
+        "iptables-nft-restore",
+        "iptables-legacy-save",
+        "iptables-legacy-restore",
+    ] {
+        let real = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .output()
+            .expect("sh");
+        let real = String::from_utf8_lossy(&real.stdout).trim().to_string();
+        std::os::unix::fs::symlink(&real, bin.join(tool)).expect("symlink");
+    }
+    let all_in_place = || ns.rule_counts("iptables-nft-save", HOST, 443) == ones();
+    assert!(
+        wait_for(Duration::from_secs(5), all_in_place).is_some(),
+        "{}",
+        log()
+    );
+    assert!(
+        matches!(daemon.try_wait(), Ok(None)),
+        "the daemon died: {}",
+        log()
+    );
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}
+
+#[test]
+fn daemon_without_cap_net_admin_keeps_retrying() {
+    let ns = Netns::new("retrycap");
+    let log_path = ns.dir().join("nocap.log");
+    let mut daemon = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "setpriv",
+            "--bounding-set=-net_admin",
+            "--inh-caps=-net_admin",
+            "--",
+            SIDECAR,
+        ])
+        .args([
+            "--ip-address",
+            IP,
+            "--setup-iptables",
+            "--iptables-backend=nft",
+            "--sync-interval=300ms",
+        ])
+        .arg(format!("--xtables-lock={}", ns.lock_path().display()))
+        .stderr(std::fs::File::create(&log_path).expect("log"))
+        .spawn()
+        .expect("run setpriv");
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let failed_thrice = || log().matches("sync failed").count() >= 3;
+    assert!(
+        wait_for(Duration::from_secs(5), failed_thrice).is_some(),
+        "{}",
+        log()
+    );
+    assert!(log().contains("CAP_NET_ADMIN"), "{}", log());
+    assert!(
+        matches!(daemon.try_wait(), Ok(None)),
+        "the daemon died: {}",
+        log()
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    let status = daemon.wait().expect("wait");
+    assert_eq!(status.code(), Some(0), "{}", log());
+}
+
+#[test]
 fn busy_xtables_lock_is_a_bounded_wait_and_a_clear_error() {
     let ns = Netns::new("lock");
     let lock = ns.lock_path();
