@@ -309,3 +309,24 @@ async fn sigterm_drains_and_exits_0() {
     let status = process.child.wait().expect("exits");
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn second_signal_exits_at_once() {
+    let certs = Certs::new();
+    let dir = certs.dir.path().to_str().expect("utf-8").to_owned();
+    let mut process = Process::start(&[
+        "--apiserver-fqdn=foo.bar.",
+        "--cert-dir",
+        &dir,
+        "--host=127.0.0.1",
+        "--port=0",
+        "--shutdown-delay=10m",
+    ]);
+    process.wait_for("serving");
+    process.signal("TERM");
+    process.wait_for("shutting down: not ready");
+    process.signal("INT");
+    process.wait_for("second signal");
+    let status = process.child.wait().expect("exits");
+    assert_eq!(status.code(), Some(1));
+}
