@@ -15,7 +15,7 @@ use crate::mutate::MutateOptions;
 /// A mutating admission webhook that sets KUBERNETES_SERVICE_HOST to the kube-apiserver's FQDN in
 /// every container of every new pod.
 #[derive(Debug, Parser)]
-#[command(name = "apiserver-proxy-pod-webhook", version)]
+#[command(name = "apiserver-proxy-pod-webhook", version = crate::VERSION)]
 pub struct Cli {
     /// Fully qualified domain name of the kube-apiserver, e.g. example.com.
     #[arg(long, value_name = "FQDN", value_parser = parse_fqdn)]

@@ -30,3 +30,9 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
     }
     out
 }
+
+/// The version `--version` prints: the build's `APISERVER_PROXY_VERSION`, else the crate's.
+pub const VERSION: &str = match option_env!("APISERVER_PROXY_VERSION") {
+    Some(version) => version,
+    None => env!("CARGO_PKG_VERSION"),
+};
