@@ -33,9 +33,9 @@ pub struct MutateOptions {
 #[derive(Debug, Default, Deserialize)]
 pub struct PodView<'a> {
     #[serde(default, borrow)]
-    metadata: Option<MetadataView<'a>>,
+    metadata: Option<MapOnly<MetadataView<'a>>>,
     #[serde(default, borrow)]
-    spec: Option<SpecView<'a>>,
+    spec: Option<MapOnly<SpecView<'a>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -51,9 +51,9 @@ struct InjectLabel<'a>(Option<Cow<'a, str>>);
 #[derive(Debug, Default, Deserialize)]
 struct SpecView<'a> {
     #[serde(default, borrow, rename = "initContainers")]
-    init_containers: Option<Vec<ContainerView<'a>>>,
+    init_containers: Option<Vec<MapOnly<ContainerView<'a>>>>,
     #[serde(default, borrow)]
-    containers: Option<Vec<ContainerView<'a>>>,
+    containers: Option<Vec<MapOnly<ContainerView<'a>>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -75,6 +75,30 @@ struct EnvSummary<'a> {
 struct EnvVarName<'a> {
     #[serde(borrow)]
     name: Cow<'a, str>,
+}
+
+/// A struct read only from a JSON object. serde's derived structs also accept an array of the
+/// field values in order; kube-apiserver never sends that, and reading `"spec": [[{}]]` as
+/// init containers would produce a patch that cannot apply, so such input is refused.
+#[derive(Debug, Default)]
+pub struct MapOnly<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for MapOnly<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        deserializer
+            .deserialize_map(ObjectVisitor(std::marker::PhantomData))
+            .map(MapOnly)
+    }
 }
 
 /// The length of a JSON array whose elements are skipped.
@@ -121,8 +145,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for EnvSummary<'a> {
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 let mut has_service_host = false;
-                while let Some(var) = seq.next_element::<EnvVarName<'de>>()? {
-                    has_service_host |= var.name == ENV_NAME;
+                while let Some(var) = seq.next_element::<MapOnly<EnvVarName<'de>>>()? {
+                    has_service_host |= var.0.name == ENV_NAME;
                 }
                 Ok(EnvSummary {
                     has_service_host,
@@ -234,11 +258,11 @@ pub fn json_pointer<'t>(tokens: impl IntoIterator<Item = &'t str>) -> String {
 /// Parses the pod JSON into the narrow view. Errors carry the path of the offending field.
 pub fn parse_pod(json: &str) -> Result<PodView<'_>, serde_path_to_error::Error<serde_json::Error>> {
     // Fast path first; only a failure pays for tracking the path.
-    match serde_json::from_str(json) {
-        Ok(pod) => Ok(pod),
+    match serde_json::from_str::<MapOnly<PodView<'_>>>(json) {
+        Ok(pod) => Ok(pod.0),
         Err(_) => {
             let mut de = serde_json::Deserializer::from_str(json);
-            serde_path_to_error::deserialize(&mut de)
+            serde_path_to_error::deserialize::<_, MapOnly<PodView<'_>>>(&mut de).map(|pod| pod.0)
         }
     }
 }
@@ -249,13 +273,13 @@ pub fn mutate<'o>(pod: &PodView<'_>, opts: &'o MutateOptions) -> Mutation<'o> {
     let opted_out = pod
         .metadata
         .as_ref()
-        .and_then(|m| m.labels.as_ref())
+        .and_then(|m| m.0.labels.as_ref())
         .and_then(|l| l.0.as_deref())
         .is_some_and(is_opt_out);
     if opted_out {
         return Mutation::Unchanged(SkipReason::OptedOut);
     }
-    let Some(spec) = &pod.spec else {
+    let Some(MapOnly(spec)) = &pod.spec else {
         return Mutation::Unchanged(SkipReason::NothingToDo);
     };
     let entry = EnvVar {
@@ -267,7 +291,7 @@ pub fn mutate<'o>(pod: &PodView<'_>, opts: &'o MutateOptions) -> Mutation<'o> {
         ("initContainers", &spec.init_containers),
         ("containers", &spec.containers),
     ] {
-        for (index, container) in containers.iter().flatten().enumerate() {
+        for (index, MapOnly(container)) in containers.iter().flatten().enumerate() {
             if opts.skip_env_from && container.env_from.as_ref().is_some_and(|s| s.0 > 0) {
                 continue;
             }

@@ -10,7 +10,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::mutate::{self, MutateOptions, Mutation, PodView, SkipReason};
+use crate::mutate::{self, MapOnly, MutateOptions, Mutation, PodView, SkipReason};
 
 /// The AdmissionReview API versions the webhook speaks.
 pub const API_VERSIONS: [&str; 2] = ["admission.k8s.io/v1", "admission.k8s.io/v1beta1"];
@@ -54,7 +54,7 @@ struct ReviewIn<'a, O> {
     #[serde(default, borrow)]
     kind: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
-    request: Option<RequestIn<'a, O>>,
+    request: Option<MapOnly<RequestIn<'a, O>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -63,9 +63,9 @@ struct RequestIn<'a, O> {
     #[serde(default, borrow)]
     uid: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
-    kind: Option<GroupKind<'a>>,
+    kind: Option<MapOnly<GroupKind<'a>>>,
     #[serde(default, borrow)]
-    resource: Option<GroupResource<'a>>,
+    resource: Option<MapOnly<GroupResource<'a>>>,
     #[serde(default, borrow, rename = "subResource")]
     sub_resource: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
@@ -147,11 +147,11 @@ fn is_pod<O>(request: &RequestIn<'_, O>) -> bool {
     let by_kind = request
         .kind
         .as_ref()
-        .is_some_and(|k| k.group.is_empty() && k.kind == "Pod");
+        .is_some_and(|MapOnly(k)| k.group.is_empty() && k.kind == "Pod");
     let by_resource = request
         .resource
         .as_ref()
-        .is_some_and(|r| r.group.is_empty() && r.resource == "pods");
+        .is_some_and(|MapOnly(r)| r.group.is_empty() && r.resource == "pods");
     let subresource = request
         .sub_resource
         .as_deref()
@@ -175,8 +175,8 @@ pub fn review(body: &[u8], opts: &MutateOptions) -> Result<Answer, ReviewError> 
     let Ok(text) = std::str::from_utf8(body) else {
         return Err(malformed(body));
     };
-    if let Ok(input) = serde_json::from_str::<ReviewIn<'_, PodView<'_>>>(text) {
-        return answer(input, opts, Ok);
+    if let Ok(input) = serde_json::from_str::<ReviewIn<'_, MapOnly<PodView<'_>>>>(text) {
+        return answer(input, opts, |pod| Ok(pod.0));
     }
     let input: ReviewIn<'_, &RawValue> = serde_json::from_str(text).map_err(|_| malformed(body))?;
     answer(input, opts, |raw| {
@@ -197,7 +197,7 @@ fn answer<'a, O>(
     if kind != "AdmissionReview" {
         return Err(ReviewError::Kind(kind.to_owned()));
     }
-    let request = input.request.ok_or(ReviewError::MissingRequest)?;
+    let MapOnly(request) = input.request.ok_or(ReviewError::MissingRequest)?;
     let uid = match request.uid.as_deref() {
         Some(uid) if !uid.is_empty() => uid,
         _ => return Err(ReviewError::MissingUid),
@@ -360,6 +360,27 @@ mod tests {
             (
                 request(API_VERSIONS[0], "CREATE", "Pod", Value::Null),
                 "request.object is missing",
+            ),
+            // serde would read these arrays as structs; kube-apiserver never sends them.
+            (
+                br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":["","Pod"],"operation":"CREATE","object":{}}}"#.to_vec(),
+                "request.kind: invalid type: sequence, expected a JSON object",
+            ),
+            (
+                br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":["u"]}"#.to_vec(),
+                "request: invalid type: sequence, expected a JSON object",
+            ),
+            (
+                request(API_VERSIONS[0], "CREATE", "Pod", json!({"spec": [[{}]]})),
+                "request.object is not a valid Pod: spec: invalid type: sequence, expected a JSON object",
+            ),
+            (
+                request(API_VERSIONS[0], "CREATE", "Pod", json!([{}])),
+                "request.object is not a valid Pod: invalid type: sequence, expected a JSON object",
+            ),
+            (
+                request(API_VERSIONS[0], "CREATE", "Pod", json!({"spec": {"containers": [["KUBERNETES_SERVICE_HOST"]]}})),
+                "spec.containers[0]: invalid type: sequence",
             ),
             (
                 request(API_VERSIONS[0], "CREATE", "Pod", json!({"spec": {"containers": [{"env": 5}]}})),
