@@ -63,6 +63,11 @@ pub struct Cli {
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: u32,
 
+    /// Close connections idle this long; keep it above the client's idle keep-alive (90s for
+    /// kube-apiserver) so the client closes first.
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
     /// After SIGTERM: how long to keep serving, not ready, before closing connections.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
     pub shutdown_delay: Duration,
@@ -105,6 +110,7 @@ impl Cli {
             enable_http2: self.enable_http2,
             limits: Limits {
                 max_connections: self.max_connections,
+                idle_timeout: self.idle_timeout,
                 ..Limits::default()
             },
             shutdown_delay: self.shutdown_delay,
@@ -245,6 +251,7 @@ mod tests {
         assert_eq!(config.tls_min_version, TlsMinVersion::Tls12);
         assert!(!config.enable_http2);
         assert!(!config.mutate.skip_env_from);
+        assert_eq!(config.limits.idle_timeout, Duration::from_secs(120));
     }
 
     #[test]

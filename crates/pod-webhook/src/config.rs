@@ -59,10 +59,12 @@ pub struct Limits {
     pub max_connections: u32,
     /// Time for the TLS handshake.
     pub handshake_timeout: Duration,
-    /// HTTP/1: time to receive a complete request head, also while a keep-alive connection
-    /// waits for its next request.
+    /// HTTP/1: time to receive a complete request head, counted from its first byte.
     pub header_read_timeout: Duration,
-    /// A connection with no request in flight for this long is closed (HTTP/1 and HTTP/2).
+    /// A connection with no request in flight, and no request head begun, for this long is
+    /// closed (HTTP/1 and HTTP/2). Longer than kube-apiserver's 90 s idle keep-alive, so the
+    /// client, not the server, ends idle connections: a server closing one just as the client
+    /// sends a POST on it fails that admission request.
     pub idle_timeout: Duration,
     /// Time to read a request body and answer.
     pub request_timeout: Duration,
@@ -82,7 +84,7 @@ impl Default for Limits {
             max_connections: 1024,
             handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(120),
             request_timeout: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
             max_body_bytes: 7 * 1024 * 1024,

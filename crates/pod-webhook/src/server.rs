@@ -217,27 +217,116 @@ async fn accept_loop(
     }
 }
 
-/// Per-connection bookkeeping for the idle timeout.
+/// Per-connection bookkeeping for the idle and header-read timeouts.
 #[derive(Debug)]
 struct ConnState {
     in_flight: AtomicUsize,
     last_done: Mutex<Instant>,
+    /// When the first byte arrived after the connection went idle: a request head has begun.
+    head_started: Mutex<Option<Instant>>,
+    /// Wakes the connection's driver when a head begins.
+    changed: tokio::sync::Notify,
+}
+
+/// What a connection waits for next, and until when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// A request is in flight (its own timeout applies); look again at this time.
+    Busy(Instant),
+    /// A request head has begun and must be complete by then.
+    Head(Instant),
+    /// Nothing going on; idle from then on.
+    Idle(Instant),
 }
 
 impl ConnState {
+    fn new() -> Self {
+        ConnState {
+            in_flight: AtomicUsize::new(0),
+            last_done: Mutex::new(Instant::now()),
+            head_started: Mutex::new(None),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
     fn begin(self: &Arc<Self>) -> RequestGuard {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
+        *self.head_started.lock().unwrap_or_else(|p| p.into_inner()) = None;
         RequestGuard(self.clone())
     }
 
-    /// When the connection counts as idle, if no request starts before then.
-    fn idle_deadline(&self, idle: Duration) -> Instant {
-        let last = *self.last_done.lock().unwrap_or_else(|p| p.into_inner());
-        if self.in_flight.load(Ordering::SeqCst) > 0 {
-            Instant::now() + idle
-        } else {
-            last + idle
+    /// Bytes arrived: between requests, that starts the header-read clock.
+    fn bytes_read(&self) {
+        if self.in_flight.load(Ordering::SeqCst) == 0 {
+            let mut started = self.head_started.lock().unwrap_or_else(|p| p.into_inner());
+            if started.is_none() {
+                *started = Some(Instant::now());
+                self.changed.notify_one();
+            }
         }
+    }
+
+    /// The next deadline; `header` is `None` where no header-read timeout applies (HTTP/2).
+    fn wait(&self, idle: Duration, header: Option<Duration>) -> Wait {
+        if self.in_flight.load(Ordering::SeqCst) > 0 {
+            return Wait::Busy(Instant::now() + idle);
+        }
+        let started = *self.head_started.lock().unwrap_or_else(|p| p.into_inner());
+        match (started, header) {
+            (Some(started), Some(header)) => Wait::Head(started + header),
+            _ => Wait::Idle(*self.last_done.lock().unwrap_or_else(|p| p.into_inner()) + idle),
+        }
+    }
+}
+
+/// A stream that tells its connection's [`ConnState`] when bytes arrive.
+struct Watched<S> {
+    inner: S,
+    state: Arc<ConnState>,
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let result = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.state.bytes_read();
+        }
+        result
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 }
 
@@ -270,10 +359,7 @@ async fn serve_connection(
         }
     };
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-    let conn_state = Arc::new(ConnState {
-        in_flight: AtomicUsize::new(0),
-        last_done: Mutex::new(Instant::now()),
-    });
+    let conn_state = Arc::new(ConnState::new());
     let service = {
         let conn_state = conn_state.clone();
         service_fn(move |req| {
@@ -304,7 +390,10 @@ async fn serve_connection(
             }
         })
     };
-    let io = TokioIo::new(stream);
+    let io = TokioIo::new(Watched {
+        inner: stream,
+        state: conn_state.clone(),
+    });
     if h2 {
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder
@@ -322,13 +411,16 @@ async fn serve_connection(
             Phase::Terminating,
             &conn_state,
             limits.idle_timeout,
+            None,
         )
         .await;
     } else {
         let mut builder = http1::Builder::new();
         builder
             .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_read_timeout)
+            // hyper's own header-read timeout also runs while a keep-alive connection waits
+            // for its next request; ours (in `drive`) starts at the head's first byte.
+            .header_read_timeout(None)
             .max_header_size(limits.max_header_bytes)
             // Reads of up to two TLS records: cheap on CPU for large pods, small on memory.
             .max_buf_size(32 * 1024)
@@ -340,19 +432,22 @@ async fn serve_connection(
             Phase::Draining,
             &conn_state,
             limits.idle_timeout,
+            Some(limits.header_read_timeout),
         )
         .await;
     }
 }
 
 /// Runs a connection to its end, asking it to close gracefully when the server reaches
-/// `close_at` or when it has been idle for `idle`.
+/// `close_at` or when it has been idle for `idle`; a request head not complete within `header`
+/// of its first byte ends the connection at once.
 async fn drive<C>(
     conn: C,
     mut phase: watch::Receiver<Phase>,
     close_at: Phase,
     state: &ConnState,
     idle: Duration,
+    header: Option<Duration>,
 ) where
     C: GracefulConnection,
     C::Error: std::fmt::Display,
@@ -360,7 +455,11 @@ async fn drive<C>(
     let mut conn = std::pin::pin!(conn);
     let mut closing = false;
     loop {
-        let deadline = tokio::time::Instant::from_std(state.idle_deadline(idle));
+        let wait = state.wait(idle, header);
+        let (Wait::Busy(at) | Wait::Head(at) | Wait::Idle(at)) = wait;
+        let deadline = tokio::time::Instant::from_std(at);
+        // Once closing gracefully only an unfinished head still needs a deadline.
+        let armed = !closing || matches!(wait, Wait::Head(_));
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
@@ -372,13 +471,19 @@ async fn drive<C>(
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
-            () = tokio::time::sleep_until(deadline), if !closing => {
-                if state.in_flight.load(Ordering::SeqCst) == 0
-                    && state.idle_deadline(idle) <= Instant::now()
-                {
-                    debug!("closing idle connection");
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
+            () = state.changed.notified() => {}
+            () = tokio::time::sleep_until(deadline), if armed => {
+                match state.wait(idle, header) {
+                    Wait::Head(at) if at <= Instant::now() => {
+                        debug!("request head not received in time: closing the connection");
+                        return;
+                    }
+                    Wait::Idle(at) if at <= Instant::now() && !closing => {
+                        debug!("closing idle connection");
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    _ => {}
                 }
             }
         }

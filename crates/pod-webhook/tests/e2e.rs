@@ -813,3 +813,60 @@ async fn shutdown_is_bounded_when_a_request_hangs() {
         .expect("no panic");
     assert!(result.is_ok(), "{result:?}");
 }
+
+/// kube-apiserver keeps idle webhook connections for 90 s and POSTs on them again: the
+/// header-read timeout must not close a keep-alive connection that waits for its next request,
+/// only the (longer) idle timeout may.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_outlives_the_header_timeout() {
+    let certs = Certs::new();
+    let mut cfg = config(certs.dir.path());
+    cfg.limits.header_read_timeout = Duration::from_millis(300);
+    cfg.limits.idle_timeout = Duration::from_millis(2000);
+    let server = Server::start(cfg).await;
+    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let mut conn = client.connect(server.addr).await.expect("connect");
+    let pod = json!({"spec": {"containers": [{"name": "a"}]}});
+    for i in 0..3 {
+        // Idle for well over the header-read timeout between requests.
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        let reply = conn
+            .send(review_request(
+                admission(V1, &format!("k{i}"), pod.clone()).to_string(),
+            ))
+            .await
+            .expect("the kept connection is still open");
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.json()["response"]["uid"], format!("k{i}"));
+    }
+    // Past the idle timeout the server closes it.
+    let Sender::H1(sender) = &mut conn.sender else {
+        panic!("HTTP/1.1 expected")
+    };
+    let started = std::time::Instant::now();
+    while !sender.is_closed() && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(sender.is_closed(), "closed after the idle timeout");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500),
+        "closed after {waited:?}, before the idle timeout"
+    );
+
+    // A head begun but never finished is still cut off after the header-read timeout.
+    let mut tls = client.tls(server.addr).await.expect("tls");
+    let started = std::time::Instant::now();
+    let answer = raw_exchange(
+        &mut tls,
+        b"POST /webhook/pod-apiserver-env HTTP/1.1\r\nhost: lo",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(answer.is_empty(), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "head cut off after {:?}",
+        started.elapsed()
+    );
+}
