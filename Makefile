@@ -81,3 +81,10 @@ bench-sidecar:
 bench-webhook:
 	$(CARGO) bench --locked -p apiserver-proxy-pod-webhook --bench review
 	./bench/webhook-load.sh
+
+# Fuzz the pod webhook (fuzz/: the request path and the flag checks) for FUZZ_SECONDS per target
+# from the committed seed corpus; fails on any crash. Needs nightly and cargo-fuzz.
+FUZZ_SECONDS ?= 60
+.PHONY: fuzz
+fuzz:
+	./scripts/fuzz.sh $(FUZZ_SECONDS)
