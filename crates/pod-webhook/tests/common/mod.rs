@@ -306,6 +306,9 @@ impl Conn {
     }
 }
 
+/// A small Pod CREATE review (uid `u`, one container), as JSON text.
+pub const V1_POD: &str = r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","kind":{"group":"","version":"v1","kind":"Pod"},"resource":{"group":"","version":"v1","resource":"pods"},"operation":"CREATE","object":{"spec":{"containers":[{"name":"a"}]}}}}"#;
+
 /// A POST of `body` to the webhook path with a JSON content type.
 pub fn review_request(body: impl Into<Bytes>) -> Request<Full<Bytes>> {
     Request::builder()

@@ -1,0 +1,88 @@
+// SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
+// SPDX-License-Identifier: Apache-2.0
+
+//! HTTP/2 rapid reset (CVE-2023-44487): a client that opens streams and resets them at once is
+//! sent away with GOAWAY once it passes the limit, and the server keeps serving others.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Certs, Client, Server, V1_POD, config, get};
+use hyper::{Method, Request, StatusCode};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rapid_reset_gets_goaway_and_others_are_served() {
+    let certs = Certs::new();
+    let mut cfg = config(certs.dir.path());
+    cfg.enable_http2 = true;
+    let server = Server::start(cfg).await;
+    let client = Client::new(&certs.ca.cert_pem(), None, &[b"h2"]);
+
+    let tls = client.tls(server.addr).await.expect("TLS");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut h2, connection) = h2::client::handshake(tls).await.expect("h2 handshake");
+    let connection = tokio::spawn(connection);
+
+    // Open a stream and reset it right away, many times, without waiting for any answer.
+    let mut opened = 0u32;
+    let mut refused = None;
+    for _ in 0..2000 {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(format!("https://localhost{}", pod_webhook::WEBHOOK_PATH))
+            .header("content-type", "application/json")
+            .body(())
+            .expect("request");
+        let ready = tokio::time::timeout(Duration::from_secs(10), h2.clone().ready()).await;
+        match ready {
+            Ok(Ok(ready)) => h2 = ready,
+            Ok(Err(e)) => {
+                refused = Some(e);
+                break;
+            }
+            Err(_) => panic!("the client hangs after {opened} streams"),
+        }
+        match h2.send_request(request, false) {
+            Ok((_response, mut stream)) => {
+                stream.send_reset(h2::Reason::CANCEL);
+                opened += 1;
+                // Bursts of 50, each far over the limit of 20; the pauses let the client read
+                // the server's GOAWAY instead of writing into a closed socket.
+                if opened % 50 == 0 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    // The connection ends with GOAWAY (ENHANCE_YOUR_CALM) instead of serving on.
+    let ended = tokio::time::timeout(Duration::from_secs(10), connection)
+        .await
+        .expect("the server ends the abusive connection")
+        .expect("task");
+    let error = refused
+        .or(ended.err())
+        .expect("the connection ends with an error");
+    assert!(
+        error.is_go_away() && error.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM),
+        "GOAWAY with ENHANCE_YOUR_CALM expected, got {error:?} after {opened} streams"
+    );
+    assert!(opened < 2000, "cut off before all 2000 resets ({opened})");
+
+    // Others are still served, over HTTP/2 and HTTP/1.1.
+    let mut conn = client.connect(server.addr).await.expect("h2 connect");
+    let reply = conn.send(get("/healthz")).await.expect("h2 request");
+    assert_eq!(reply.status, StatusCode::OK);
+    let reply = conn
+        .send(common::review_request(V1_POD.to_string()))
+        .await
+        .expect("review over h2");
+    assert_eq!(reply.status, StatusCode::OK);
+    let h1 = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let reply = h1.once(server.addr, get("/healthz")).await.expect("h1");
+    assert_eq!(reply.status, StatusCode::OK);
+}
