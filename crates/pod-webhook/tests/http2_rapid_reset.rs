@@ -49,7 +49,7 @@ async fn rapid_reset_gets_goaway_and_others_are_served() {
                 opened += 1;
                 // Bursts of 50, each far over the limit of 20; the pauses let the client read
                 // the server's GOAWAY instead of writing into a closed socket.
-                if opened % 50 == 0 {
+                if opened.is_multiple_of(50) {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
