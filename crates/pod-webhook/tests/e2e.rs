@@ -457,25 +457,6 @@ async fn http2_only_when_enabled() {
     }
 }
 
-/// Replaces the certificate the way the kubelet updates a mounted Secret: files are symlinks
-/// into `..data`, itself a symlink swapped atomically to a new timestamped directory.
-fn k8s_secret_write(dir: &std::path::Path, generation: u32, pem: &Pem) {
-    let data = dir.join(format!("..gen{generation}"));
-    std::fs::create_dir_all(&data).expect("data dir");
-    std::fs::write(data.join("tls.crt"), &pem.cert).expect("cert");
-    std::fs::write(data.join("tls.key"), &pem.key).expect("key");
-    let tmp = dir.join("..data_tmp");
-    let _ = std::fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(format!("..gen{generation}"), &tmp).expect("symlink");
-    std::fs::rename(&tmp, dir.join("..data")).expect("swap");
-    for name in ["tls.crt", "tls.key"] {
-        let link = dir.join(name);
-        if std::fs::symlink_metadata(&link).is_err() {
-            std::os::unix::fs::symlink(format!("..data/{name}"), &link).expect("link");
-        }
-    }
-}
-
 fn cert_der(pem: &Pem) -> Vec<u8> {
     use rustls::pki_types::{CertificateDer, pem::PemObject};
     CertificateDer::from_pem_slice(pem.cert.as_bytes())
