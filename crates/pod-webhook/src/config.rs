@@ -72,6 +72,10 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Largest request body.
     pub max_body_bytes: usize,
+    /// Request bodies being read and reviewed at once, in bytes: a request that would pass it
+    /// waits for others to finish (it never fails for it); one larger than the whole budget
+    /// takes all of it. Bounds memory when many large pods arrive together.
+    pub body_budget_bytes: usize,
     /// HTTP/2: streams open at once on one connection.
     pub h2_max_concurrent_streams: u32,
     /// HTTP/2: streams reset by the client before being handled (rapid reset, CVE-2023-44487).
@@ -88,6 +92,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
             max_body_bytes: 7 * 1024 * 1024,
+            body_budget_bytes: 2 * 1024 * 1024,
             h2_max_concurrent_streams: 100,
             h2_max_pending_reset_streams: 20,
         }

@@ -70,6 +70,9 @@ struct Shared {
     metrics: Arc<Metrics>,
     ready: AtomicBool,
     terminating: AtomicBool,
+    /// Permits for bytes of request bodies in memory ([`crate::config::Limits::body_budget_bytes`]).
+    body_budget: Semaphore,
+    body_budget_permits: u32,
 }
 
 /// A bound, not yet serving webhook server.
@@ -103,6 +106,9 @@ impl Webhook {
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
         let tls = TlsStore::load(&config.tls, config.tls_min_version, config.enable_http2)?;
         let listener = bind(&config.listen).await?;
+        let body_budget_permits = u32::try_from(config.limits.body_budget_bytes)
+            .unwrap_or(u32::MAX)
+            .clamp(1, u32::try_from(Semaphore::MAX_PERMITS).unwrap_or(u32::MAX));
         Ok(Webhook {
             listener,
             tls: Arc::new(tls),
@@ -111,6 +117,8 @@ impl Webhook {
                 metrics: Arc::new(Metrics::new(WEBHOOK_PATH)),
                 ready: AtomicBool::new(false),
                 terminating: AtomicBool::new(false),
+                body_budget: Semaphore::new(body_budget_permits as usize),
+                body_budget_permits,
             }),
         })
     }
@@ -673,6 +681,19 @@ async fn answer(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body
     if declared.is_some_and(|len| len > limits.max_body_bytes as u64) {
         return Err(too_large());
     }
+    // Wait for room in the body budget before reading: the declared length, or the whole
+    // budget for a body of unknown length (kube-apiserver always declares it). Held until the
+    // review is done, since the review borrows from the body.
+    let want = declared.map_or(u64::MAX, |len| len.max(1));
+    let permits = u32::try_from(want)
+        .unwrap_or(u32::MAX)
+        .min(shared.body_budget_permits);
+    let _budget = shared
+        .body_budget
+        .acquire_many(permits)
+        .await
+        // Never closed; should it ever be, refuse rather than read unbounded.
+        .map_err(|_| Failure::new(StatusCode::SERVICE_UNAVAILABLE, "body budget closed"))?;
     // Read into one buffer sized by Content-Length (kube-apiserver sends it): one copy, no
     // list of chunks to join afterwards.
     let capacity = declared.map_or(0, |len| len as usize).min(1 << 20);

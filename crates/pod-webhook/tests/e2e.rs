@@ -851,3 +851,38 @@ async fn idle_keep_alive_outlives_the_header_timeout() {
         started.elapsed()
     );
 }
+
+/// Bodies beyond the in-memory budget wait their turn instead of failing: with a budget of
+/// one small body, many large and small reviews at once all succeed, and so does one larger
+/// than the whole budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_budget_makes_requests_wait_not_fail() {
+    let certs = Certs::new();
+    let mut cfg = config(certs.dir.path());
+    cfg.limits.body_budget_bytes = 4096;
+    let server = Server::start(cfg).await;
+    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let big = json!({"metadata": {"annotations": {"a": "x".repeat(200_000)}},
+                     "spec": {"containers": [{"name": "a"}]}});
+    let small = json!({"spec": {"containers": [{"name": "a"}]}});
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let client = client.clone();
+        let addr = server.addr;
+        let pod = if i % 2 == 0 {
+            big.clone()
+        } else {
+            small.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            let body = admission(V1, &format!("b{i}"), pod).to_string();
+            client.once(addr, review_request(body)).await
+        }));
+    }
+    for (i, task) in tasks.into_iter().enumerate() {
+        let reply = task.await.expect("task").expect("request");
+        assert_eq!(reply.status, StatusCode::OK, "{i}: {}", reply.text());
+        assert_eq!(reply.json()["response"]["uid"], format!("b{i}"));
+        assert!(decoded_patch(&reply.json()).is_some());
+    }
+}
