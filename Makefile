@@ -26,7 +26,13 @@ lint:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 # The pod webhook on https://localhost:9443 with the committed test certificates.
-.PHONY: run testdata
+.PHONY: run testdata demo
+
+# As root: the sidecar with --setup-iptables in a throwaway network namespace and the webhook on
+# localhost; sends the README's AdmissionReview, prints the patch, the address and rules, cleans up.
+demo:
+	./scripts/demo.sh
+
 run:
 	$(CARGO) run --locked -p apiserver-proxy-pod-webhook -- --apiserver-fqdn=foo.bar. --cert-dir testdata
 
