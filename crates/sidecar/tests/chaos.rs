@@ -161,27 +161,27 @@ fn sidecar_survives_chaos_and_converges_to_the_exact_state() {
     let (raw_table, raw_line) = &support::expected_rules(HOST, 443)[0];
     let mut duplicate = vec!["-t", raw_table.as_str()];
     duplicate.extend(raw_line.split_whitespace());
-    let breakages: [(&str, Box<dyn Fn()>); 4] = [
+    let breakages: [(&str, &str, Vec<&str>); 4] = [
         (
             "restored address",
-            Box::new(|| ns.sh("ip", &["addr", "del", HOST, "dev", "lo"]).clear()),
+            "ip",
+            vec!["addr", "del", HOST, "dev", "lo"],
         ),
         (
             "restored iptables rule",
-            Box::new(|| ns.sh("iptables-nft", &["-t", "raw", "-F"]).clear()),
+            "iptables-nft",
+            vec!["-t", "raw", "-F"],
         ),
-        (
-            "removed duplicate iptables rule",
-            Box::new(|| ns.sh("iptables-nft", &duplicate).clear()),
-        ),
+        ("removed duplicate iptables rule", "iptables-nft", duplicate),
         (
             "brought interface up",
-            Box::new(|| ns.sh("ip", &["link", "set", "lo", "down"]).clear()),
+            "ip",
+            vec!["link", "set", "lo", "down"],
         ),
     ];
-    for (repair, break_it) in &breakages {
+    for (repair, program, args) in &breakages {
         let before = repairs(repair);
-        break_it();
+        ns.sh(program, args);
         assert!(
             wait_for(interval * 3, || exact() && repairs(repair) > before).is_some(),
             "no {repair:?} after that breakage: {}",
