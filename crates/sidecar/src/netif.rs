@@ -161,20 +161,8 @@ impl Netif {
 
     /// Deletes a link; one that is already gone counts as deleted.
     pub async fn delete_link(&self, link: &Link) -> Result<(), NetifError> {
-        match self.handle.link().del(link.index).execute().await {
-            Err(error) => {
-                let error = to_io(error);
-                if error.raw_os_error() == Some(ENODEV) {
-                    Ok(())
-                } else {
-                    Err(NetifError {
-                        action: format!("delete interface {}", link.name),
-                        source: error,
-                    })
-                }
-            }
-            Ok(()) => Ok(()),
-        }
+        let result = self.handle.link().del(link.index).execute().await;
+        gone_is_done(result, ENODEV, || format!("delete interface {}", link.name))
     }
 
     /// Every copy of `ip` on any interface.
@@ -215,26 +203,30 @@ impl Netif {
 
     /// Deletes one copy of the address; one that is already gone counts as deleted.
     pub async fn delete_address(&self, entry: &AddressEntry) -> Result<(), NetifError> {
-        match self
+        let result = self
             .handle
             .address()
             .del(entry.message.clone())
             .execute()
-            .await
-        {
-            Err(error) => {
-                let error = to_io(error);
-                if error.raw_os_error() == Some(EADDRNOTAVAIL) {
-                    Ok(())
-                } else {
-                    Err(NetifError {
-                        action: format!("delete address from interface index {}", entry.index),
-                        source: error,
-                    })
-                }
-            }
-            Ok(()) => Ok(()),
-        }
+            .await;
+        gone_is_done(result, EADDRNOTAVAIL, || {
+            format!("delete address from interface index {}", entry.index)
+        })
+    }
+}
+
+/// A delete whose target is already gone (the kernel answers `gone_errno`) has done its job.
+fn gone_is_done(
+    result: Result<(), rtnetlink::Error>,
+    gone_errno: i32,
+    action: impl FnOnce() -> String,
+) -> Result<(), NetifError> {
+    match result.map_err(to_io) {
+        Err(error) if error.raw_os_error() != Some(gone_errno) => Err(NetifError {
+            action: action(),
+            source: error,
+        }),
+        _ => Ok(()),
     }
 }
 

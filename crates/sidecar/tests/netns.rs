@@ -14,6 +14,22 @@ const IP: &str = "10.96.0.2";
 const HOST: &str = "10.96.0.2/32";
 const ONCE: [u8; 5] = [1, 1, 1, 1, 1];
 
+/// Starts the sidecar (nft backend among `args`) and waits until the five rules are in place.
+fn start_with_rules(ns: &Netns, args: &[&str]) -> support::Daemon {
+    let daemon = ns.spawn_sidecar(args);
+    assert!(
+        wait_for(Duration::from_secs(5), || all_rules_in_place(ns)).is_some(),
+        "{}",
+        daemon.log()
+    );
+    daemon
+}
+
+/// Whether the five rules are each in place once (nft backend).
+fn all_rules_in_place(ns: &Netns) -> bool {
+    ns.rule_counts("iptables-nft-save", HOST, 443) == ones()
+}
+
 fn ones() -> Vec<usize> {
     ONCE.iter().map(|n| usize::from(*n)).collect()
 }
@@ -204,23 +220,20 @@ fn deleted_address_is_restored_by_the_periodic_path() {
 #[test]
 fn flushed_rules_are_restored_on_the_next_tick() {
     let ns = Netns::new("flush");
-    let mut daemon = ns.spawn_sidecar(&[
-        "--ip-address",
-        IP,
-        "--setup-iptables",
-        "--iptables-backend=nft",
-        "--sync-interval=300ms",
-    ]);
-    let all_in_place = || ns.rule_counts("iptables-nft-save", HOST, 443) == ones();
-    assert!(
-        wait_for(Duration::from_secs(5), all_in_place).is_some(),
-        "{}",
-        daemon.log()
+    let mut daemon = start_with_rules(
+        &ns,
+        &[
+            "--ip-address",
+            IP,
+            "--setup-iptables",
+            "--iptables-backend=nft",
+            "--sync-interval=300ms",
+        ],
     );
     ns.sh("iptables-nft", &["-t", "raw", "-F"]);
     ns.sh("iptables-nft", &["-t", "filter", "-F", "INPUT"]);
     assert!(
-        wait_for(Duration::from_secs(3), all_in_place).is_some(),
+        wait_for(Duration::from_secs(3), || all_rules_in_place(&ns)).is_some(),
         "{}",
         daemon.log()
     );
@@ -264,18 +277,15 @@ fn two_instances_at_once_keep_each_rule_once() {
 #[test]
 fn cleanup_on_sigterm_removes_every_rule_and_the_address() {
     let ns = Netns::new("cleanup");
-    let mut daemon = ns.spawn_sidecar(&[
-        "--ip-address",
-        IP,
-        "--setup-iptables",
-        "--iptables-backend=nft",
-        "--cleanup",
-    ]);
-    let all_in_place = || ns.rule_counts("iptables-nft-save", HOST, 443) == ones();
-    assert!(
-        wait_for(Duration::from_secs(5), all_in_place).is_some(),
-        "{}",
-        daemon.log()
+    let mut daemon = start_with_rules(
+        &ns,
+        &[
+            "--ip-address",
+            IP,
+            "--setup-iptables",
+            "--iptables-backend=nft",
+            "--cleanup",
+        ],
     );
     // A copy the sidecar did not make is removed too: every copy goes.
     ns.sh(
@@ -296,20 +306,17 @@ fn cleanup_on_sigterm_removes_every_rule_and_the_address() {
 #[test]
 fn sigterm_during_a_sync_stuck_on_the_lock_still_cleans_up_everything() {
     let ns = Netns::new("underfire");
-    let mut daemon = ns.spawn_sidecar(&[
-        "--ip-address",
-        IP,
-        "--setup-iptables",
-        "--iptables-backend=nft",
-        "--cleanup",
-        "--sync-interval=100ms",
-        "--xtables-lock-timeout=20s",
-    ]);
-    let all_in_place = || ns.rule_counts("iptables-nft-save", HOST, 443) == ones();
-    assert!(
-        wait_for(Duration::from_secs(5), all_in_place).is_some(),
-        "{}",
-        daemon.log()
+    let mut daemon = start_with_rules(
+        &ns,
+        &[
+            "--ip-address",
+            IP,
+            "--setup-iptables",
+            "--iptables-backend=nft",
+            "--cleanup",
+            "--sync-interval=100ms",
+            "--xtables-lock-timeout=20s",
+        ],
     );
     // Another program holds the lock for 1.5 s while a rule goes missing: the next sync waits.
     let mut holder = Command::new("flock")
@@ -338,19 +345,16 @@ fn sigterm_during_a_sync_stuck_on_the_lock_still_cleans_up_everything() {
 #[test]
 fn sigterm_abandons_a_sync_stuck_on_the_lock() {
     let ns = Netns::new("stuckexit");
-    let mut daemon = ns.spawn_sidecar(&[
-        "--ip-address",
-        IP,
-        "--setup-iptables",
-        "--iptables-backend=nft",
-        "--sync-interval=100ms",
-        "--xtables-lock-timeout=30s",
-    ]);
-    let all_in_place = || ns.rule_counts("iptables-nft-save", HOST, 443) == ones();
-    assert!(
-        wait_for(Duration::from_secs(5), all_in_place).is_some(),
-        "{}",
-        daemon.log()
+    let mut daemon = start_with_rules(
+        &ns,
+        &[
+            "--ip-address",
+            IP,
+            "--setup-iptables",
+            "--iptables-backend=nft",
+            "--sync-interval=100ms",
+            "--xtables-lock-timeout=30s",
+        ],
     );
     let mut holder = Command::new("flock")
         .arg(ns.lock_path())
@@ -373,22 +377,19 @@ fn sigterm_abandons_a_sync_stuck_on_the_lock() {
 #[test]
 fn without_cleanup_everything_stays() {
     let ns = Netns::new("stay");
-    let mut daemon = ns.spawn_sidecar(&[
-        "--ip-address",
-        IP,
-        "--setup-iptables",
-        "--iptables-backend=nft",
-    ]);
-    let all_in_place = || ns.rule_counts("iptables-nft-save", HOST, 443) == ones();
-    assert!(
-        wait_for(Duration::from_secs(5), all_in_place).is_some(),
-        "{}",
-        daemon.log()
+    let mut daemon = start_with_rules(
+        &ns,
+        &[
+            "--ip-address",
+            IP,
+            "--setup-iptables",
+            "--iptables-backend=nft",
+        ],
     );
     let (code, _) = daemon.terminate();
     assert_eq!(code, Some(0));
     assert_eq!(ns.addresses_of(IP), ["inet 10.96.0.2/32 scope global lo"]);
-    assert!(all_in_place());
+    assert!(all_rules_in_place(&ns));
 }
 
 #[test]
@@ -716,9 +717,8 @@ fn daemon_keeps_retrying_until_iptables_appears() {
         let real = String::from_utf8_lossy(&real.stdout).trim().to_string();
         std::os::unix::fs::symlink(&real, bin.join(tool)).expect("symlink");
     }
-    let all_in_place = || ns.rule_counts("iptables-nft-save", HOST, 443) == ones();
     assert!(
-        wait_for(Duration::from_secs(5), all_in_place).is_some(),
+        wait_for(Duration::from_secs(5), || all_rules_in_place(&ns)).is_some(),
         "{}",
         log()
     );
@@ -809,18 +809,15 @@ fn busy_xtables_lock_is_a_bounded_wait_and_a_clear_error() {
 #[test]
 fn steady_state_ticks_only_read() {
     let ns = Netns::new("steady");
-    let mut daemon = ns.spawn_sidecar(&[
-        "--ip-address",
-        IP,
-        "--setup-iptables",
-        "--iptables-backend=nft",
-        "--sync-interval=100ms",
-    ]);
-    let all_in_place = || ns.rule_counts("iptables-nft-save", HOST, 443) == ones();
-    assert!(
-        wait_for(Duration::from_secs(5), all_in_place).is_some(),
-        "{}",
-        daemon.log()
+    let mut daemon = start_with_rules(
+        &ns,
+        &[
+            "--ip-address",
+            IP,
+            "--setup-iptables",
+            "--iptables-backend=nft",
+            "--sync-interval=100ms",
+        ],
     );
     std::thread::sleep(Duration::from_millis(300));
 
