@@ -9,7 +9,9 @@ use std::net::IpAddr;
 use futures_channel::mpsc::UnboundedReceiver;
 use futures_util::TryStreamExt;
 use netlink_packet_route::RouteNetlinkMessage;
-use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+use netlink_packet_route::address::{
+    AddressAttribute, AddressHeaderFlags, AddressMessage, AddressScope,
+};
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use rtnetlink::constants::{RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK};
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
@@ -195,6 +197,11 @@ impl Netif {
             .add(link.index, ip, full_prefix(ip))
             .replace();
         request.message_mut().header.scope = AddressScope::Universe;
+        if ip.is_ipv6() {
+            // The address is this node's own: no duplicate address detection, which would keep
+            // it tentative (unusable) for a while, or for good on a link without carrier.
+            request.message_mut().header.flags |= AddressHeaderFlags::Nodad;
+        }
         request
             .execute()
             .await

@@ -90,6 +90,33 @@ fn ipv6_address_and_ip6tables_rules() {
 }
 
 #[test]
+fn ipv6_address_is_usable_at_once_without_duplicate_address_detection() {
+    let ns = Netns::new("nodad");
+    // A link without carrier: duplicate address detection would never finish there.
+    ns.sh(
+        "ip",
+        &[
+            "link", "add", "proxy0", "type", "veth", "peer", "name", "proxy1",
+        ],
+    );
+    let output = ns.sidecar_once(&[
+        "--ip-address=fd00:10::2",
+        "--interface=proxy0",
+        "--manage-interface",
+        "--daemon=false",
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let shown = ns.sh("ip", &["-6", "addr", "show", "dev", "proxy0"]);
+    let line = shown
+        .lines()
+        .find(|line| line.contains("fd00:10::2/128"))
+        .unwrap_or_else(|| panic!("address missing: {shown}"));
+    assert!(line.contains("scope global"), "{line}");
+    assert!(!line.contains("tentative"), "{line}");
+    assert!(line.contains("nodad"), "{line}");
+}
+
+#[test]
 fn rules_exactly_once_after_restarts_on_nft() {
     let ns = Netns::new("nft");
     for _ in 0..3 {
