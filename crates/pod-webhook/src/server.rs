@@ -567,7 +567,16 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
         Ok(resp) => resp,
         Err(failure) => {
             warn!(%method, %path, status = failure.status.as_u16(), error = %failure.message, "request failed");
-            failure_response(&failure, allow)
+            let mut resp = failure_response(&failure, allow);
+            // The rest of the body was never read: close rather than drain it and wait on.
+            if matches!(
+                failure.status,
+                StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+            ) {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            resp
         }
     }
 }
