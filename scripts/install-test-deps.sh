@@ -4,7 +4,8 @@
 #
 # Installs the system tools the tests drive for real, when they are missing.
 # The namespace tests need root, ip (iproute2), iptables-nft/-legacy and their -save tools,
-# setpriv and flock (util-linux), strace (to count what a steady-state tick runs) and curl.
+# setpriv and flock (util-linux), strace (to count what a steady-state tick runs), curl, and
+# openssl (an old-TLS client for the webhook's tests).
 set -euo pipefail
 
 need=()
@@ -17,6 +18,7 @@ for tool in setpriv unshare flock; do
 done
 command -v strace >/dev/null 2>&1 || need+=(strace)
 command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v openssl >/dev/null 2>&1 || need+=(openssl) # the webhook's TLS 1.0/1.1 refusal test
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
