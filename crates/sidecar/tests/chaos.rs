@@ -80,6 +80,16 @@ fn sidecar_survives_chaos_and_converges_to_the_exact_state() {
         daemon.log()
     );
 
+    let rss_kib = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|status| {
+                let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+                line.split_whitespace().nth(1)?.parse::<u64>().ok()
+            })
+            .expect("the sidecar's VmRSS")
+    };
+    let rss_before = rss_kib(daemon.child.id());
     let mut counts = [0u32; 6];
     let started = Instant::now();
     let mut lock_holders = Vec::new();
@@ -189,6 +199,12 @@ fn sidecar_survives_chaos_and_converges_to_the_exact_state() {
         );
     }
     assert!(daemon.is_running(), "the sidecar died: {}", daemon.log());
+    let rss_after = rss_kib(daemon.child.id());
+    println!("sidecar RSS (debug build): {rss_before} KiB before, {rss_after} KiB after");
+    assert!(
+        rss_after < rss_before + 1024,
+        "RSS grew from {rss_before} KiB to {rss_after} KiB"
+    );
     let log = daemon.log();
     assert!(!log.contains("panicked"), "{log}");
 }
