@@ -120,6 +120,11 @@ fn missing(pod: &Value, opts: &MutateOptions) -> Vec<(&'static str, usize)> {
             continue;
         };
         for (i, c) in containers.iter().enumerate() {
+            // A container that is not an object is an invalid pod: the webhook either refuses
+            // it or leaves it alone, never patches it.
+            if !c.is_object() {
+                continue;
+            }
             let uses_env_from = c["envFrom"].as_array().is_some_and(|a| !a.is_empty());
             if opts.skip_env_from && uses_env_from {
                 continue;
