@@ -18,6 +18,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SECONDS_PER_TARGET=${1:-60}
+# libFuzzer's -seed: 0 picks a random one (new ground every run); CI passes a fixed seed so its
+# verdict does not depend on luck, while local runs keep exploring.
+FUZZ_SEED=${FUZZ_SEED:-0}
 TARGETS=${FUZZ_TARGETS:-"review flags"}
 case $SECONDS_PER_TARGET in '' | *[!0-9]*) echo "usage: $0 [SECONDS]" >&2; exit 2 ;; esac
 
@@ -37,7 +40,7 @@ for target in $TARGETS; do
     echo "==> fuzzing $target for ${SECONDS_PER_TARGET}s ($(find "$seeds" -type f | wc -l) seeds)"
     status=0
     cargo +nightly fuzz run -s none "$target" "$work/$target" "$seeds" -- \
-        -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
+        -max_total_time="$SECONDS_PER_TARGET" -seed="$FUZZ_SEED" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
         -print_final_stats=1 -artifact_prefix="fuzz/artifacts/$target/" "${dict[@]}" \
         >"$work/$target.log" 2>&1 || status=$?
     grep -E '^#[0-9]+[[:space:]]+(INITED|DONE)|^Done|^stat::' "$work/$target.log" || true
