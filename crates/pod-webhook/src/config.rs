@@ -92,7 +92,7 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
             max_body_bytes: 7 * 1024 * 1024,
-            body_budget_bytes: 2 * 1024 * 1024,
+            body_budget_bytes: 1024 * 1024,
             h2_max_concurrent_streams: 100,
             h2_max_pending_reset_streams: 20,
         }
