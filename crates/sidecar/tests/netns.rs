@@ -330,33 +330,42 @@ fn cleanup_on_sigterm_removes_every_rule_and_the_address() {
     assert!(daemon.log().contains("cleaned up"));
 }
 
-#[test]
-fn sigterm_during_a_sync_stuck_on_the_lock_still_cleans_up_everything() {
-    let ns = Netns::new("underfire");
-    let mut daemon = start_with_rules(
-        &ns,
-        &[
-            "--ip-address",
-            IP,
-            "--setup-iptables",
-            "--iptables-backend=nft",
-            "--cleanup",
-            "--sync-interval=100ms",
-            "--xtables-lock-timeout=20s",
-        ],
-    );
-    // Another program holds the lock for 1.5 s while a rule goes missing: the next sync waits.
-    let mut holder = Command::new("flock")
+/// A daemon with its rules in place, then a sync stuck on the xtables lock: another program
+/// holds the lock for `hold` seconds while a rule goes missing. Returns the daemon and the holder.
+fn stuck_on_the_lock(
+    ns: &Netns,
+    extra: &[&str],
+    hold: &str,
+) -> (support::Daemon, std::process::Child) {
+    let mut args = vec![
+        "--ip-address",
+        IP,
+        "--setup-iptables",
+        "--iptables-backend=nft",
+        "--sync-interval=100ms",
+        "--xtables-lock-timeout=30s",
+    ];
+    args.extend_from_slice(extra);
+    let daemon = start_with_rules(ns, &args);
+    let holder = Command::new("flock")
         .arg(ns.lock_path())
-        .args(["sleep", "1.5"])
+        .args(["sleep", hold])
         .spawn()
         .expect("flock");
     std::thread::sleep(Duration::from_millis(100));
     ns.sh("iptables-nft", &["-t", "raw", "-F"]);
     std::thread::sleep(Duration::from_millis(300));
+    (daemon, holder)
+}
+
+#[test]
+fn sigterm_during_a_sync_stuck_on_the_lock_still_cleans_up_everything() {
+    let ns = Netns::new("underfire");
+    let (mut daemon, mut holder) = stuck_on_the_lock(&ns, &["--cleanup"], "1.5");
     let (code, took) = daemon.terminate();
     let _ = holder.wait();
     assert_eq!(code, Some(0), "{}", daemon.log());
+    // The cleanup itself needs the lock, so it waits for the holder, not for the stuck sync.
     assert!(
         took < Duration::from_secs(5),
         "exit took {took:?}: the stuck sync was not abandoned"
@@ -372,25 +381,7 @@ fn sigterm_during_a_sync_stuck_on_the_lock_still_cleans_up_everything() {
 #[test]
 fn sigterm_abandons_a_sync_stuck_on_the_lock() {
     let ns = Netns::new("stuckexit");
-    let mut daemon = start_with_rules(
-        &ns,
-        &[
-            "--ip-address",
-            IP,
-            "--setup-iptables",
-            "--iptables-backend=nft",
-            "--sync-interval=100ms",
-            "--xtables-lock-timeout=30s",
-        ],
-    );
-    let mut holder = Command::new("flock")
-        .arg(ns.lock_path())
-        .args(["sleep", "10"])
-        .spawn()
-        .expect("flock");
-    std::thread::sleep(Duration::from_millis(100));
-    ns.sh("iptables-nft", &["-t", "filter", "-F"]);
-    std::thread::sleep(Duration::from_millis(300));
+    let (mut daemon, mut holder) = stuck_on_the_lock(&ns, &[], "10");
     let (code, took) = daemon.terminate();
     let _ = holder.kill();
     let _ = holder.wait();
