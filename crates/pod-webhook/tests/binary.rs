@@ -255,19 +255,19 @@ impl Drop for Process {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_drains_and_exits_0() {
-    let certs = Certs::new();
+/// The binary serving on 127.0.0.1 (a free port) with `certs`, plus `extra` flags; returns it
+/// once it logs that it serves, with the address it logged.
+fn serve_on_loopback(certs: &Certs, extra: &[&str]) -> (Process, SocketAddr) {
     let dir = certs.dir.path().to_str().expect("utf-8").to_owned();
-    let mut process = Process::start(&[
+    let mut args = vec![
         "--apiserver-fqdn=foo.bar.",
         "--cert-dir",
         &dir,
         "--host=127.0.0.1",
         "--port=0",
-        "--shutdown-delay=300ms",
-        "--shutdown-timeout=5s",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let mut process = Process::start(&args);
     let line = process.wait_for("serving");
     let addr: SocketAddr = line
         .split("addr=")
@@ -276,6 +276,14 @@ async fn sigterm_drains_and_exits_0() {
         .expect("address in the log")
         .parse()
         .expect("socket address");
+    (process, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_exits_0() {
+    let certs = Certs::new();
+    let (mut process, addr) =
+        serve_on_loopback(&certs, &["--shutdown-delay=300ms", "--shutdown-timeout=5s"]);
 
     let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
     let mut conn = client.connect(addr).await.expect("connect");
@@ -313,16 +321,7 @@ async fn sigterm_drains_and_exits_0() {
 #[test]
 fn second_signal_exits_at_once() {
     let certs = Certs::new();
-    let dir = certs.dir.path().to_str().expect("utf-8").to_owned();
-    let mut process = Process::start(&[
-        "--apiserver-fqdn=foo.bar.",
-        "--cert-dir",
-        &dir,
-        "--host=127.0.0.1",
-        "--port=0",
-        "--shutdown-delay=10m",
-    ]);
-    process.wait_for("serving");
+    let (mut process, _) = serve_on_loopback(&certs, &["--shutdown-delay=10m"]);
     process.signal("TERM");
     process.wait_for("shutting down: not ready");
     process.signal("INT");

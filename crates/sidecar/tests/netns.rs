@@ -618,20 +618,23 @@ fn one_shot_exit_codes() {
     );
 }
 
+/// The sidecar in the namespace with CAP_NET_ADMIN dropped from its bounding set (root keeps
+/// every other capability); callers add the flags.
+fn without_net_admin(ns: &Netns) -> Command {
+    let mut command = ns.command("setpriv");
+    command.args([
+        "--bounding-set=-net_admin",
+        "--inh-caps=-net_admin",
+        "--",
+        SIDECAR,
+    ]);
+    command
+}
+
 #[test]
 fn one_shot_without_cap_net_admin_fails_clearly() {
     let ns = Netns::new("nocap");
-    let output = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.name,
-            "setpriv",
-            "--bounding-set=-net_admin",
-            "--inh-caps=-net_admin",
-            "--",
-            SIDECAR,
-        ])
+    let output = without_net_admin(&ns)
         .args([
             "--ip-address",
             IP,
@@ -753,17 +756,7 @@ fn daemon_keeps_retrying_until_iptables_appears() {
 fn daemon_without_cap_net_admin_keeps_retrying() {
     let ns = Netns::new("retrycap");
     let log_path = ns.dir().join("nocap.log");
-    let mut daemon = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.name,
-            "setpriv",
-            "--bounding-set=-net_admin",
-            "--inh-caps=-net_admin",
-            "--",
-            SIDECAR,
-        ])
+    let mut daemon = without_net_admin(&ns)
         .args([
             "--ip-address",
             IP,
