@@ -11,7 +11,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
 /// The environment variable the webhook adds.
@@ -34,8 +34,8 @@ pub struct MutateOptions {
 pub struct PodView<'a> {
     #[serde(default, borrow)]
     metadata: Option<MapOnly<MetadataView<'a>>>,
-    #[serde(default, borrow)]
-    spec: Option<MapOnly<SpecView<'a>>>,
+    #[serde(default)]
+    spec: Option<MapOnly<SpecView>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -49,33 +49,35 @@ struct MetadataView<'a> {
 struct InjectLabel<'a>(Option<Cow<'a, str>>);
 
 #[derive(Debug, Default, Deserialize)]
-struct SpecView<'a> {
-    #[serde(default, borrow, rename = "initContainers")]
-    init_containers: Option<Vec<MapOnly<ContainerView<'a>>>>,
-    #[serde(default, borrow)]
-    containers: Option<Vec<MapOnly<ContainerView<'a>>>>,
+struct SpecView {
+    #[serde(default, rename = "initContainers")]
+    init_containers: Option<Vec<MapOnly<ContainerView>>>,
+    #[serde(default)]
+    containers: Option<Vec<MapOnly<ContainerView>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
-struct ContainerView<'a> {
-    #[serde(default, borrow)]
-    env: Option<EnvSummary<'a>>,
+struct ContainerView {
+    #[serde(default)]
+    env: Option<EnvSummary>,
     #[serde(default, rename = "envFrom")]
     env_from: Option<SeqLen>,
 }
 
 /// What matters about a container's `env`: whether it already names [`ENV_NAME`].
 #[derive(Debug, Default)]
-struct EnvSummary<'a> {
+struct EnvSummary {
     has_service_host: bool,
-    _borrow: std::marker::PhantomData<&'a str>,
 }
 
-#[derive(Debug, Deserialize)]
-struct EnvVarName<'a> {
-    #[serde(borrow)]
-    name: Cow<'a, str>,
-}
+/// One `env` entry, reduced to whether its (required, single) `name` is [`ENV_NAME`]. Read
+/// by hand rather than derived: the large pods are mostly `env` entries, and this builds no
+/// string per entry.
+struct EnvVarIsServiceHost(bool);
+
+/// Reads a string and tells whether it equals the one given, without building it.
+#[derive(Clone, Copy)]
+struct StrEquals(&'static str);
 
 /// A struct read only from a JSON object. serde's derived structs also accept an array of the
 /// field values in order; kube-apiserver never sends that, and reading `"spec": [[{}]]` as
@@ -120,8 +122,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for InjectLabel<'a> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
                 let mut found = None;
-                while let Some(Str(key)) = map.next_key::<Str<'de>>()? {
-                    if key == INJECT_LABEL {
+                while let Some(is_inject) = map.next_key_seed(StrEquals(INJECT_LABEL))? {
+                    if is_inject {
                         let Str(value) = map.next_value::<Str<'de>>()?;
                         found = Some(value);
                     } else {
@@ -135,26 +137,67 @@ impl<'de: 'a, 'a> Deserialize<'de> for InjectLabel<'a> {
     }
 }
 
-impl<'de: 'a, 'a> Deserialize<'de> for EnvSummary<'a> {
+impl<'de> Deserialize<'de> for EnvSummary {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct EnvVisitor;
         impl<'de> Visitor<'de> for EnvVisitor {
-            type Value = EnvSummary<'de>;
+            type Value = EnvSummary;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("an array of environment variables")
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 let mut has_service_host = false;
-                while let Some(var) = seq.next_element::<MapOnly<EnvVarName<'de>>>()? {
-                    has_service_host |= var.0.name == ENV_NAME;
+                while let Some(EnvVarIsServiceHost(is)) = seq.next_element()? {
+                    has_service_host |= is;
                 }
-                Ok(EnvSummary {
-                    has_service_host,
-                    _borrow: std::marker::PhantomData,
-                })
+                Ok(EnvSummary { has_service_host })
             }
         }
         deserializer.deserialize_seq(EnvVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for EnvVarIsServiceHost {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct VarVisitor;
+        impl<'de> Visitor<'de> for VarVisitor {
+            type Value = EnvVarIsServiceHost;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut name = None;
+                while let Some(is_name) = map.next_key_seed(StrEquals("name"))? {
+                    if !is_name {
+                        map.next_value::<IgnoredAny>()?;
+                    } else if name.is_some() {
+                        return Err(serde::de::Error::duplicate_field("name"));
+                    } else {
+                        name = Some(map.next_value_seed(StrEquals(ENV_NAME))?);
+                    }
+                }
+                name.map(EnvVarIsServiceHost)
+                    .ok_or_else(|| serde::de::Error::missing_field("name"))
+            }
+        }
+        deserializer.deserialize_map(VarVisitor)
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for StrEquals {
+    type Value = bool;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<bool, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for StrEquals {
+    type Value = bool;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<bool, E> {
+        Ok(value == self.0)
     }
 }
 
