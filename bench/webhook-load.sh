@@ -10,14 +10,18 @@
 # pinned to CPU $SERVER_CPU and wrk to CPU $CLIENT_CPU. Reports requests/s, p50/p99 latency, peak
 # RSS, server CPU time per request (utime+stime from /proc, honest even when wrk saturates its
 # core), then the start-to-ready time of the webhook. Everything runs on 127.0.0.1 only.
+# Each of $ROUNDS rounds measures both servers; the ratio of their CPU time per request is
+# reported as the median over the rounds.
 #
-# Usage: bench/webhook-load.sh   (defaults: DURATION=10s CONNECTIONS="16 64" BODIES="small large")
+# Usage: bench/webhook-load.sh
+#   (defaults: DURATION=10s CONNECTIONS="16 64" BODIES="small large" ROUNDS=3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-"16 64"}
 BODIES=${BODIES:-"small large"}
+ROUNDS=${ROUNDS:-3}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 PORT=${PORT:-19443}
@@ -79,43 +83,55 @@ stop_server() { kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; serv
 # wrk latency to milliseconds.
 to_ms() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n += 0; else if (v ~ /s$/) n *= 1000; printf "%.2f", n }'; }
 
-printf '| server | pod | connections | requests/s | p50 ms | p99 ms | peak RSS MiB | server CPU µs/request |\n'
-printf '|---|---|---|---|---|---|---|---|\n'
+printf '| round | server | pod | connections | requests/s | p50 ms | p99 ms | peak RSS MiB | server CPU µs/request |\n'
+printf '|---|---|---|---|---|---|---|---|---|\n'
 declare -A cpu_per_req
-for body in $BODIES; do
-    case $body in small) file=testdata/admission.json ;; large) file=testdata/admission-large.json ;; esac
-    for server in fixed webhook; do
-        start_server "$server"
-        # Warm up: connections, TLS sessions, allocator.
-        BODY_FILE=$file taskset -c "$CLIENT_CPU" wrk -t1 -c16 -d1s -s "$work/post.lua" \
-            "https://127.0.0.1:$PORT/webhook/pod-apiserver-env?timeout=2s" >/dev/null
-        for c in $CONNECTIONS; do
-            before=$(cpu_ticks "$server_pid")
-            BODY_FILE=$file taskset -c "$CLIENT_CPU" wrk -t2 -c"$c" -d"$DURATION" --latency -s "$work/post.lua" \
-                "https://127.0.0.1:$PORT/webhook/pod-apiserver-env?timeout=2s" >"$work/wrk.txt"
-            after=$(cpu_ticks "$server_pid")
-            if grep -q "Non-2xx" "$work/wrk.txt"; then
-                echo "$server answered errors:" >&2; cat "$work/wrk.txt" >&2; exit 1
-            fi
-            requests=$(awk '/requests in/ {print $1}' "$work/wrk.txt")
-            rps=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$work/wrk.txt")
-            p50=$(to_ms "$(awk '$1 == "50%" {print $2}' "$work/wrk.txt")")
-            p99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$work/wrk.txt")")
-            rss=$(awk -v k="$(peak_rss_kib "$server_pid")" 'BEGIN {printf "%.1f", k / 1024}')
-            cpu=$(awk -v t=$((after - before)) -v hz="$clk_tck" -v n="$requests" 'BEGIN {printf "%.1f", t / hz / n * 1e6}')
-            cpu_per_req[$server/$body/$c]=$cpu
-            printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "$server" "$body" "$c" "$rps" "$p50" "$p99" "$rss" "$cpu"
+for round in $(seq "$ROUNDS"); do
+    for body in $BODIES; do
+        case $body in small) file=testdata/admission.json ;; large) file=testdata/admission-large.json ;; esac
+        for server in fixed webhook; do
+            start_server "$server"
+            # Warm up: connections, TLS sessions, allocator.
+            BODY_FILE=$file taskset -c "$CLIENT_CPU" wrk -t1 -c16 -d1s -s "$work/post.lua" \
+                "https://127.0.0.1:$PORT/webhook/pod-apiserver-env?timeout=2s" >/dev/null
+            for c in $CONNECTIONS; do
+                before=$(cpu_ticks "$server_pid")
+                BODY_FILE=$file taskset -c "$CLIENT_CPU" wrk -t2 -c"$c" -d"$DURATION" --latency -s "$work/post.lua" \
+                    "https://127.0.0.1:$PORT/webhook/pod-apiserver-env?timeout=2s" >"$work/wrk.txt"
+                after=$(cpu_ticks "$server_pid")
+                if grep -q "Non-2xx" "$work/wrk.txt"; then
+                    echo "$server answered errors:" >&2; cat "$work/wrk.txt" >&2; exit 1
+                fi
+                requests=$(awk '/requests in/ {print $1}' "$work/wrk.txt")
+                rps=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$work/wrk.txt")
+                p50=$(to_ms "$(awk '$1 == "50%" {print $2}' "$work/wrk.txt")")
+                p99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$work/wrk.txt")")
+                rss=$(awk -v k="$(peak_rss_kib "$server_pid")" 'BEGIN {printf "%.1f", k / 1024}')
+                cpu=$(awk -v t=$((after - before)) -v hz="$clk_tck" -v n="$requests" 'BEGIN {printf "%.1f", t / hz / n * 1e6}')
+                cpu_per_req[$round/$server/$body/$c]=$cpu
+                printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+                    "$round" "$server" "$body" "$c" "$rps" "$p50" "$p99" "$rss" "$cpu"
+            done
+            stop_server
         done
-        stop_server
     done
 done
 
+# The ratio of each round pairs runs minutes apart, so a slow drift of the machine cancels out;
+# the median over rounds discards a round disturbed by other load.
 echo
-printf '| pod | connections | webhook CPU / fixed-body CPU per request |\n|---|---|---|\n'
+printf '| pod | connections | webhook CPU / fixed-body CPU per request: median (min–max) over %s rounds |\n|---|---|---|\n' "$ROUNDS"
 for body in $BODIES; do
     for c in $CONNECTIONS; do
-        awk -v w="${cpu_per_req[webhook/$body/$c]}" -v f="${cpu_per_req[fixed/$body/$c]}" -v b="$body" -v c="$c" \
-            'BEGIN {printf "| %s | %s | %.2f× |\n", b, c, w / f}'
+        for round in $(seq "$ROUNDS"); do
+            awk -v w="${cpu_per_req[$round/webhook/$body/$c]}" -v f="${cpu_per_req[$round/fixed/$body/$c]}" \
+                'BEGIN {printf "%.2f\n", w / f}'
+        done | sort -n | awk -v b="$body" -v c="$c" '
+            { r[NR] = $1 }
+            END {
+                m = NR % 2 ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2
+                printf "| %s | %s | %.2f× (%.2f–%.2f) |\n", b, c, m, r[1], r[NR]
+            }'
     done
 done
 
