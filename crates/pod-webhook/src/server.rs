@@ -6,7 +6,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -22,6 +22,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulConnection;
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
@@ -87,18 +88,34 @@ async fn bind(listen: &Listen) -> Result<TcpListener, ServerError> {
     let host = listen.host.trim_start_matches('[').trim_end_matches(']');
     let bind_err = |addr: String| move |source| ServerError::Bind { addr, source };
     if host.is_empty() {
-        // All addresses: the IPv6 wildcard takes IPv4 too; without IPv6, fall back to IPv4.
-        match TcpListener::bind(("::", listen.port)).await {
-            Ok(l) => Ok(l),
-            Err(_) => TcpListener::bind(("0.0.0.0", listen.port))
-                .await
-                .map_err(bind_err(format!("all addresses, port {}", listen.port))),
-        }
+        // All addresses: the IPv6 wildcard with IPv4 mapped in; on a host without IPv6, the
+        // IPv4 wildcard alone.
+        let all = format!("all addresses, port {}", listen.port);
+        let listener = match bind_dual_stack(listen.port) {
+            Ok(listener) => listener,
+            Err(dual_stack) => std::net::TcpListener::bind(("0.0.0.0", listen.port))
+                .map_err(|_| bind_err(all.clone())(dual_stack))?,
+        };
+        listener
+            .set_nonblocking(true)
+            .map_err(bind_err(all.clone()))?;
+        TcpListener::from_std(listener).map_err(bind_err(all))
     } else {
         TcpListener::bind((host, listen.port))
             .await
             .map_err(bind_err(format!("{}:{}", listen.host, listen.port)))
     }
+}
+
+/// The IPv6 wildcard listening for IPv4 too, whatever `net.ipv6.bindv6only` says (as Go's
+/// listeners do, so a hardened node that sets it still reaches the webhook over IPv4).
+fn bind_dual_stack(port: u16) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_only_v6(false)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
 impl Webhook {

@@ -329,3 +329,43 @@ fn second_signal_exits_at_once() {
     let status = process.child.wait().expect("exits");
     assert_eq!(status.code(), Some(1));
 }
+
+/// Without `--host`, the webhook answers on IPv4 and IPv6 even where the node sets
+/// `net.ipv6.bindv6only=1`. Runs in a network namespace of its own (needs root), where that
+/// sysctl is set without touching the host's; curl is the client.
+#[test]
+fn all_addresses_means_ipv4_and_ipv6_even_with_bindv6only() {
+    let script = r#"
+        ip link set lo up || exit 2
+        echo 1 > /proc/sys/net/ipv6/bindv6only || exit 2
+        "$BIN" --apiserver-fqdn=foo.bar. --cert-dir "$CERTS" --port=9443 >/dev/null 2>&1 &
+        pid=$!
+        trap 'kill -KILL $pid' EXIT
+        for _ in $(seq 200); do
+            curl -sk -o /dev/null https://127.0.0.1:9443/healthz && break
+            curl -sk -o /dev/null 'https://[::1]:9443/healthz' && break
+            sleep 0.05
+        done
+        echo "bindv6only=$(cat /proc/sys/net/ipv6/bindv6only)"
+        echo "ipv4=$(curl -sk https://127.0.0.1:9443/healthz)"
+        echo "ipv6=$(curl -sk 'https://[::1]:9443/healthz')"
+    "#;
+    let out = Command::new("unshare")
+        .args(["--net", "sh", "-c", script])
+        .env("BIN", BIN)
+        .env("CERTS", testdata())
+        .output()
+        .expect("run unshare (util-linux)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "cannot set up a network namespace (this test needs root, iproute2 and curl): {}{}",
+        text,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        ["bindv6only=1", "ipv4=ok", "ipv6=ok"],
+        "{text}"
+    );
+}
