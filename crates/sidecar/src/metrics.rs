@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -18,6 +18,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::warn;
 
 /// What a repair or an error was about.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -109,28 +111,48 @@ impl Metrics {
     }
 }
 
+/// Connections the endpoint serves at once: it is there for a probe and a scraper, so a few
+/// suffice. Further clients wait to be accepted.
+const MAX_CONNECTIONS: usize = 16;
+
+/// Time for a connection's one request (no keep-alive: probes and scrapes come seconds apart)
+/// to arrive and be answered; a client that connects and stays silent is cut off after it.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Binds the metrics endpoint; the returned future serves it until dropped.
 pub async fn serve(
     address: SocketAddr,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<impl std::future::Future<Output = ()>> {
     let listener = TcpListener::bind(address).await?;
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     Ok(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                return;
+            };
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    // Typically out of file descriptors: back off instead of spinning.
+                    warn!(%error, "metrics endpoint cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
             };
             let metrics = metrics.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let service = hyper::service::service_fn(move |request: Request<Incoming>| {
                     let metrics = metrics.clone();
                     async move { Ok::<_, std::convert::Infallible>(respond(&request, &metrics)) }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
+                let connection = hyper::server::conn::http1::Builder::new()
                     .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(std::time::Duration::from_secs(5))
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                    .header_read_timeout(CONNECTION_TIMEOUT)
+                    .keep_alive(false)
+                    .serve_connection(TokioIo::new(stream), service);
+                let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
             });
         }
     })

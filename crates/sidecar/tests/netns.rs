@@ -5,7 +5,8 @@
 
 mod support;
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::{Netns, SIDECAR, wait_for};
@@ -938,6 +939,77 @@ fn metrics_and_health_endpoint() {
         "{body}"
     );
     assert!(get("/nothing").is_some_and(|body| body.contains("not found")));
+    assert!(daemon.is_running());
+}
+
+/// Silent clients cannot hold the metrics endpoint, whether they never send a request or go
+/// quiet after one: each connection gets a few seconds for its one request, and only a few
+/// are served at once.
+#[test]
+fn metrics_endpoint_cuts_off_silent_clients() {
+    let ns = Netns::new("metrics-idle");
+    let mut daemon =
+        ns.spawn_sidecar(&["--ip-address", IP, "--metrics-bind-address=127.0.0.1:16911"]);
+    let healthy = || {
+        ns.command("curl")
+            .args(["-sS", "--max-time", "1", "http://127.0.0.1:16911/healthz"])
+            .output()
+            .is_ok_and(|o| o.status.success() && o.stdout == b"ok\n")
+    };
+    assert!(
+        wait_for(Duration::from_secs(5), healthy).is_some(),
+        "{}",
+        daemon.log()
+    );
+    // Clients held open by a shell: first 10 that send one keep-alive request and then
+    // nothing, then 20 that never send a request, more than the endpoint serves at once.
+    let mut silent = ns
+        .command("bash")
+        .args([
+            "-c",
+            "for i in $(seq 30); do
+                 exec {fd}<>/dev/tcp/127.0.0.1/16911 || exit 1
+                 if [ $i -le 10 ]; then
+                     printf 'GET /healthz HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n' >&$fd
+                 fi
+             done
+             echo connected; exec sleep 60",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn bash");
+    let mut line = String::new();
+    BufReader::new(silent.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("read from bash");
+    assert_eq!(line, "connected\n");
+    // The 10 requests are answered and their connections closed; 16 silent clients are
+    // served, and the kernel holds the other 4 in the listener's accept queue (its Recv-Q).
+    let queued = || {
+        ns.sh("ss", &["-Hlnt", "( sport = :16911 )"])
+            .split_whitespace()
+            .nth(1)
+            .map(str::to_owned)
+    };
+    let capped = wait_for(Duration::from_secs(2), || queued().as_deref() == Some("4"));
+
+    let answered = wait_for(Duration::from_secs(15), healthy);
+    // The server closed every silent connection: the clients' ends wait in CLOSE-WAIT.
+    let closed_by_server = || {
+        ns.sh("ss", &["-Htn", "state", "close-wait", "( dport = :16911 )"])
+            .lines()
+            .count()
+    };
+    let all_closed = wait_for(Duration::from_secs(15), || closed_by_server() == 30);
+    let _ = silent.kill();
+    let _ = silent.wait();
+    assert!(capped.is_some(), "accept queue {:?}, not 4", queued());
+    assert!(answered.is_some(), "healthz starved\n{}", daemon.log());
+    assert!(
+        all_closed.is_some(),
+        "{} of 30 idle connections closed by the server",
+        closed_by_server()
+    );
     assert!(daemon.is_running());
 }
 
