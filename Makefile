@@ -77,6 +77,13 @@ revendor:
 reuse:
 	"$$(./scripts/ci-venv.sh)/reuse" lint
 
+# Dependency licences, bans and sources (deny.toml); installs cargo-deny when missing.
+CARGO_DENY_VERSION ?= 0.20.2
+.PHONY: deny
+deny:
+	command -v cargo-deny >/dev/null || $(CARGO) install cargo-deny --locked --version $(CARGO_DENY_VERSION)
+	$(CARGO) deny --locked check licenses bans sources
+
 # Pod webhook benchmarks: criterion (review of a small and a ~80 KB pod), then the load test
 # against a fixed-body rustls+hyper server (bench/webhook-load.sh; installs wrk when missing).
 .PHONY: bench bench-webhook bench-sidecar
