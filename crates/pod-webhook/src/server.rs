@@ -87,9 +87,10 @@ pub struct Webhook {
 async fn bind(listen: &Listen) -> Result<TcpListener, ServerError> {
     let host = listen.host.trim_start_matches('[').trim_end_matches(']');
     let bind_err = |addr: String| move |source| ServerError::Bind { addr, source };
-    if host.is_empty() {
-        // All addresses: the IPv6 wildcard with IPv4 mapped in; on a host without IPv6, the
-        // IPv4 wildcard alone.
+    let ipv6_wildcard = host.parse::<Ipv6Addr>().is_ok_and(|ip| ip.is_unspecified());
+    if host.is_empty() || ipv6_wildcard {
+        // All addresses (and `::`, as in Go): the IPv6 wildcard with IPv4 mapped in; on a host
+        // without IPv6, the IPv4 wildcard alone.
         let all = format!("all addresses, port {}", listen.port);
         let listener = match bind_dual_stack(listen.port) {
             Ok(listener) => listener,

@@ -330,15 +330,27 @@ fn second_signal_exits_at_once() {
     assert_eq!(status.code(), Some(1));
 }
 
-/// Without `--host`, the webhook answers on IPv4 and IPv6 even where the node sets
-/// `net.ipv6.bindv6only=1`. Runs in a network namespace of its own (needs root), where that
-/// sysctl is set without touching the host's; curl is the client.
+/// Without `--host`, or with `--host=::` (as in Go), the webhook answers on IPv4 and IPv6 even
+/// where the node sets `net.ipv6.bindv6only=1`. Runs in a network namespace of its own (needs
+/// root), where that sysctl is set without touching the host's; curl is the client.
 #[test]
 fn all_addresses_means_ipv4_and_ipv6_even_with_bindv6only() {
+    for host in ["", "::", "[::]"] {
+        assert_eq!(
+            answers_in_a_bindv6only_namespace(host),
+            ["bindv6only=1", "ipv4=ok", "ipv6=ok"],
+            "--host={host:?}"
+        );
+    }
+}
+
+/// Runs the webhook with `--host=HOST` in a fresh network namespace with bindv6only=1 and
+/// returns what `/healthz` answered on 127.0.0.1 and ::1.
+fn answers_in_a_bindv6only_namespace(host: &str) -> Vec<String> {
     let script = r#"
         ip link set lo up || exit 2
         echo 1 > /proc/sys/net/ipv6/bindv6only || exit 2
-        "$BIN" --apiserver-fqdn=foo.bar. --cert-dir "$CERTS" --port=9443 >/dev/null 2>&1 &
+        "$BIN" --apiserver-fqdn=foo.bar. --cert-dir "$CERTS" --host="$HOST" --port=9443 >/dev/null 2>&1 &
         pid=$!
         trap 'kill -KILL $pid' EXIT
         for _ in $(seq 200); do
@@ -354,6 +366,7 @@ fn all_addresses_means_ipv4_and_ipv6_even_with_bindv6only() {
         .args(["--net", "sh", "-c", script])
         .env("BIN", BIN)
         .env("CERTS", testdata())
+        .env("HOST", host)
         .output()
         .expect("run unshare (util-linux)");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -363,9 +376,5 @@ fn all_addresses_means_ipv4_and_ipv6_even_with_bindv6only() {
         text,
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(
-        text.lines().collect::<Vec<_>>(),
-        ["bindv6only=1", "ipv4=ok", "ipv6=ok"],
-        "{text}"
-    );
+    text.lines().map(str::to_owned).collect()
 }
