@@ -942,6 +942,33 @@ fn metrics_and_health_endpoint() {
     assert!(daemon.is_running());
 }
 
+/// `[::]:PORT` serves IPv4 too, as in Go, even where the node sets `net.ipv6.bindv6only=1`.
+#[test]
+fn metrics_on_the_ipv6_wildcard_serve_ipv4_too() {
+    let ns = Netns::new("metrics-v6only");
+    ns.sh("ip", &["link", "set", "lo", "up"]);
+    ns.sh("sh", &["-c", "echo 1 > /proc/sys/net/ipv6/bindv6only"]);
+    assert_eq!(ns.sh("cat", &["/proc/sys/net/ipv6/bindv6only"]).trim(), "1");
+    let mut daemon = ns.spawn_sidecar(&["--ip-address", IP, "--metrics-bind-address=[::]:16912"]);
+    let healthy = |url: &str| {
+        ns.command("curl")
+            .args(["-sS", "--max-time", "1", url])
+            .output()
+            .is_ok_and(|o| o.status.success() && o.stdout == b"ok\n")
+    };
+    for url in [
+        "http://127.0.0.1:16912/healthz",
+        "http://[::1]:16912/healthz",
+    ] {
+        assert!(
+            wait_for(Duration::from_secs(5), || healthy(url)).is_some(),
+            "{url} does not answer\n{}",
+            daemon.log()
+        );
+    }
+    assert!(daemon.is_running());
+}
+
 /// Silent clients cannot hold the metrics endpoint, whether they never send a request or go
 /// quiet after one: each connection gets a few seconds for its one request, and only a few
 /// are served at once.
