@@ -94,8 +94,11 @@ async fn bind(listen: &Listen) -> Result<TcpListener, ServerError> {
         let all = format!("all addresses, port {}", listen.port);
         let listener = match bind_dual_stack(listen.port) {
             Ok(listener) => listener,
-            Err(dual_stack) => std::net::TcpListener::bind(("0.0.0.0", listen.port))
-                .map_err(|_| bind_err(all.clone())(dual_stack))?,
+            // Both failures named: on a host without IPv6 the first only says so, and the
+            // second is the one that matters.
+            Err(dual_stack) => std::net::TcpListener::bind(("0.0.0.0", listen.port)).map_err(
+                bind_err(format!("{all}; IPv6 wildcard: {dual_stack}; IPv4 wildcard")),
+            )?,
         };
         listener
             .set_nonblocking(true)

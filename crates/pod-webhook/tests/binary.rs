@@ -116,6 +116,28 @@ fn bad_flags_exit_1_naming_the_problem() {
 }
 
 #[test]
+fn a_port_in_use_on_all_addresses_is_named() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a port");
+    let port = taken.local_addr().expect("address").port();
+    let dir = testdata();
+    let (code, text) = run(&[
+        "--apiserver-fqdn=foo.bar.",
+        "--cert-dir",
+        dir.to_str().expect("utf-8 path"),
+        &format!("--port={port}"),
+    ]);
+    assert_eq!(code, 1, "{text}");
+    let want = format!(
+        "cannot listen on all addresses, port {port}; IPv6 wildcard: Address already in use"
+    );
+    assert!(text.contains(&want), "{text:?} lacks {want:?}");
+    assert!(
+        text.contains("IPv4 wildcard: Address already in use"),
+        "{text}"
+    );
+}
+
+#[test]
 fn bad_certificate_files_exit_1_naming_the_file() {
     let certs = Certs::new();
     let dir = certs.dir.path();
