@@ -891,21 +891,7 @@ fn metrics_and_health_endpoint() {
         "--sync-interval=200ms",
         "--metrics-bind-address=127.0.0.1:16910",
     ]);
-    let get = |path: &str| {
-        let output = ns
-            .command("curl")
-            .args([
-                "-sS",
-                "--max-time",
-                "2",
-                &format!("http://127.0.0.1:16910{path}"),
-            ])
-            .output();
-        output
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-    };
+    let get = |path: &str| ns.http_get(&format!("http://127.0.0.1:16910{path}"));
     assert!(
         wait_for(Duration::from_secs(5), || get("/healthz")
             .is_some_and(|body| body == "ok\n"))
@@ -950,12 +936,7 @@ fn metrics_on_the_ipv6_wildcard_serve_ipv4_too() {
     ns.sh("sh", &["-c", "echo 1 > /proc/sys/net/ipv6/bindv6only"]);
     assert_eq!(ns.sh("cat", &["/proc/sys/net/ipv6/bindv6only"]).trim(), "1");
     let mut daemon = ns.spawn_sidecar(&["--ip-address", IP, "--metrics-bind-address=[::]:16912"]);
-    let healthy = |url: &str| {
-        ns.command("curl")
-            .args(["-sS", "--max-time", "1", url])
-            .output()
-            .is_ok_and(|o| o.status.success() && o.stdout == b"ok\n")
-    };
+    let healthy = |url: &str| ns.http_get(url).is_some_and(|body| body == "ok\n");
     for url in [
         "http://127.0.0.1:16912/healthz",
         "http://[::1]:16912/healthz",
@@ -978,10 +959,8 @@ fn metrics_endpoint_cuts_off_silent_clients() {
     let mut daemon =
         ns.spawn_sidecar(&["--ip-address", IP, "--metrics-bind-address=127.0.0.1:16911"]);
     let healthy = || {
-        ns.command("curl")
-            .args(["-sS", "--max-time", "1", "http://127.0.0.1:16911/healthz"])
-            .output()
-            .is_ok_and(|o| o.status.success() && o.stdout == b"ok\n")
+        ns.http_get("http://127.0.0.1:16911/healthz")
+            .is_some_and(|body| body == "ok\n")
     };
     assert!(
         wait_for(Duration::from_secs(5), healthy).is_some(),

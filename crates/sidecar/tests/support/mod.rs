@@ -95,6 +95,16 @@ impl Netns {
         text(&output.stdout)
     }
 
+    /// `GET url` with curl inside the namespace, 2 s at most: the body of a successful answer.
+    pub fn http_get(&self, url: &str) -> Option<String> {
+        let output = self
+            .command("curl")
+            .args(["-sS", "--max-time", "2", url])
+            .output()
+            .ok()?;
+        output.status.success().then(|| text(&output.stdout))
+    }
+
     /// Runs a command in the namespace and returns whether it succeeded.
     pub fn try_sh(&self, program: &str, args: &[&str]) -> bool {
         run(self.command(program).args(args)).status.success()
