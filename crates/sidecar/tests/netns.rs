@@ -899,6 +899,14 @@ fn metrics_and_health_endpoint() {
         "{}",
         daemon.log()
     );
+    // /healthz answers from the start; the damage below must come after the first sync.
+    assert!(
+        wait_for(Duration::from_secs(5), || all_rules_in_place(&ns)
+            && ns.addresses_of(IP).len() == 1)
+        .is_some(),
+        "{}",
+        daemon.log()
+    );
     ns.sh("iptables-nft", &["-t", "raw", "-F"]);
     ns.sh("ip", &["addr", "del", HOST, "dev", "lo"]);
     let repaired = || {
