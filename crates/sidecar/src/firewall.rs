@@ -21,8 +21,10 @@ use tokio::process::Command;
 
 use crate::rules::{Plan, Rule, Ruleset};
 
-/// How long one iptables command may run before it counts as hung.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an `iptables-save` outside the xtables lock may run before it counts as hung.
+/// Commands run while holding the lock get `--xtables-lock-timeout` instead: no other iptables
+/// user is made to wait on this process for longer than it would wait on them.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a busy xtables lock is tried again within the wait bound.
 const LOCK_RETRY: Duration = Duration::from_millis(20);
 
@@ -53,8 +55,10 @@ pub enum FirewallError {
         #[source]
         source: io::Error,
     },
-    #[error("{binary} did not finish within {COMMAND_TIMEOUT:?}")]
-    Hung { binary: String },
+    #[error("{binary} did not finish within {bound:?} and was killed")]
+    Hung { binary: String, bound: Duration },
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    NoBackend(Vec<FirewallError>),
     #[error("{binary} failed ({status}): {stderr}{hint}")]
     Failed {
         binary: String,
@@ -121,54 +125,69 @@ impl Firewall {
 
     /// Picks the backend that already holds the host's rules: the one with kubelet's canary
     /// chains, else the one with more rules; nft on a tie, as current distributions default to it.
+    /// A backend that is installed but hangs or fails makes the choice impossible: picking the
+    /// other one could put the rules where the host does not look.
     pub async fn detect_backend(ip: IpAddr) -> Result<(Backend, String), FirewallError> {
         let family = family_of(ip);
+        let probe = |backend| {
+            let binary = Self::binary(family, backend, "-save");
+            async move { (backend, run(&binary, &[], None, None, READ_TIMEOUT).await) }
+        };
+        let (nft, legacy) = tokio::join!(probe(Backend::Nft), probe(Backend::Legacy));
         let mut found = Vec::new();
-        let mut last_error = None;
-        for backend in [Backend::Nft, Backend::Legacy] {
-            match run(&Self::binary(family, backend, "-save"), &[], None, None).await {
+        let mut missing = Vec::new();
+        let mut failed = Vec::new();
+        for (backend, result) in [nft, legacy] {
+            match result {
                 Ok(output) => found.push((backend, Ruleset::parse(&output))),
-                Err(error) => last_error = Some(error),
+                Err(error @ FirewallError::BinaryMissing { .. }) => missing.push(error),
+                Err(error) => failed.push(error),
             }
+        }
+        if !failed.is_empty() || found.is_empty() {
+            failed.extend(missing);
+            return Err(FirewallError::NoBackend(failed));
         }
         let score = |ruleset: &Ruleset| {
             let canary =
                 ruleset.has_chain("KUBE-IPTABLES-HINT") || ruleset.has_chain("KUBE-KUBELET-CANARY");
             (canary, ruleset.rule_count())
         };
-        let chosen = found.iter().reduce(|best, next| {
-            if score(&next.1) > score(&best.1) {
-                next
-            } else {
-                best
+        let mut chosen = found[0].0;
+        let mut best = score(&found[0].1);
+        for (backend, ruleset) in &found[1..] {
+            if score(ruleset) > best {
+                best = score(ruleset);
+                chosen = *backend;
             }
-        });
-        match (chosen, last_error) {
-            (Some((backend, _)), _) => {
-                let why = found
-                    .iter()
-                    .map(|(backend, ruleset)| {
-                        let (canary, rules) = score(ruleset);
-                        format!(
-                            "{backend}: {rules} rules{}",
-                            if canary { ", kubelet canary" } else { "" }
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join("; ");
-                Ok((*backend, why))
-            }
-            (None, Some(error)) => Err(error),
-            (None, None) => Err(FirewallError::BinaryMissing {
-                binary: Self::binary(family, Backend::Nft, "-save"),
-            }),
         }
+        let why = found
+            .iter()
+            .map(|(backend, ruleset)| {
+                let (canary, rules) = score(ruleset);
+                format!(
+                    "{backend}: {rules} rules{}",
+                    if canary { ", kubelet canary" } else { "" }
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        Ok((chosen, why))
+    }
+
+    /// The bound of a command run while this process holds the host's xtables lock.
+    fn locked_bound(&self) -> Duration {
+        self.lock_timeout
     }
 
     /// Reads the current rules: exactly one process spawn.
     pub async fn read(&self) -> Result<Ruleset, FirewallError> {
+        self.read_within(READ_TIMEOUT).await
+    }
+
+    async fn read_within(&self, bound: Duration) -> Result<Ruleset, FirewallError> {
         let binary = Self::binary(self.family, self.backend, "-save");
-        Ok(Ruleset::parse(&run(&binary, &[], None, None).await?))
+        Ok(Ruleset::parse(&run(&binary, &[], None, None, bound).await?))
     }
 
     /// Makes each wanted rule present exactly once. `current` is a dump read just before; when
@@ -179,7 +198,7 @@ impl Firewall {
         }
         let _lock = self.lock().await?;
         // Read again under the lock: another instance may have repaired the rules meanwhile.
-        let plan = Plan::ensure(&self.read().await?, wanted);
+        let plan = Plan::ensure(&self.read_within(self.locked_bound()).await?, wanted);
         self.apply(&plan).await?;
         Ok(plan)
     }
@@ -188,7 +207,7 @@ impl Firewall {
     /// reads once under it, which saves the read outside it.
     pub async fn ensure_locked(&self, wanted: &[Rule]) -> Result<Plan, FirewallError> {
         let _lock = self.lock().await?;
-        let plan = Plan::ensure(&self.read().await?, wanted);
+        let plan = Plan::ensure(&self.read_within(self.locked_bound()).await?, wanted);
         self.apply(&plan).await?;
         Ok(plan)
     }
@@ -196,7 +215,7 @@ impl Firewall {
     /// Removes every copy of the wanted rules. Returns what was removed.
     pub async fn remove(&self, wanted: &[Rule]) -> Result<Plan, FirewallError> {
         let _lock = self.lock().await?;
-        let plan = Plan::remove(&self.read().await?, wanted);
+        let plan = Plan::remove(&self.read_within(self.locked_bound()).await?, wanted);
         self.apply(&plan).await?;
         Ok(plan)
     }
@@ -212,6 +231,7 @@ impl Firewall {
             &["--noflush"],
             Some(plan.restore_input()),
             Some(&child_lock),
+            self.locked_bound(),
         )
         .await?;
         Ok(())
@@ -260,12 +280,14 @@ fn in_path(binary: &str) -> bool {
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(binary).is_file()))
 }
 
-/// Runs an iptables binary, feeding `stdin`, and returns its standard output.
+/// Runs an iptables binary, feeding `stdin`, and returns its standard output. A child still
+/// running after `bound` is killed and reaped before this returns.
 async fn run(
     binary: &str,
     args: &[&str],
     stdin: Option<String>,
     child_lock: Option<&Path>,
+    bound: Duration,
 ) -> Result<String, FirewallError> {
     let mut command = Command::new(binary);
     command
@@ -292,22 +314,38 @@ async fn run(
             source,
         },
     })?;
+    let (stdin_pipe, stdout, stderr) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take());
     let work = async {
-        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            // A failed write shows up as the command's own error below.
-            let _ = pipe.write_all(input.as_bytes()).await;
-        }
-        child.wait_with_output().await
+        let feed = async {
+            if let (Some(input), Some(mut pipe)) = (stdin, stdin_pipe) {
+                // A failed write shows up as the command's own error below.
+                let _ = pipe.write_all(input.as_bytes()).await;
+            }
+        };
+        let (_, stdout, stderr, status) =
+            tokio::join!(feed, read_all(stdout), read_all(stderr), child.wait());
+        status.map(|status| (status, stdout, stderr))
     };
-    let output = tokio::time::timeout(COMMAND_TIMEOUT, work)
-        .await
-        .map_err(|_| FirewallError::Hung {
-            binary: binary.to_string(),
-        })?
-        .map_err(|source| FirewallError::Spawn {
+    let (status, stdout, stderr) = match tokio::time::timeout(bound, work).await {
+        Ok(result) => result.map_err(|source| FirewallError::Spawn {
             binary: binary.to_string(),
             source,
-        })?;
+        })?,
+        Err(_) => {
+            // SIGKILL and reap now, not whenever the runtime gets to it.
+            let _ = child.kill().await;
+            return Err(FirewallError::Hung {
+                binary: binary.to_string(),
+                bound,
+            });
+        }
+    };
+    let output = std::process::Output {
+        status,
+        stdout,
+        stderr,
+    };
     if output.status.success() {
         return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
     }
@@ -326,4 +364,14 @@ async fn run(
         stderr,
         hint,
     })
+}
+
+/// Everything a child writes to one of its pipes.
+async fn read_all(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    if let Some(mut pipe) = pipe {
+        // A read error ends the output; the exit status tells what happened.
+        let _ = tokio::io::AsyncReadExt::read_to_end(&mut pipe, &mut bytes).await;
+    }
+    bytes
 }

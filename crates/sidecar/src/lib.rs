@@ -5,6 +5,8 @@
 //! optionally, the iptables rules that let its traffic bypass connection tracking.
 
 pub mod cli;
+pub mod daemon;
+pub mod events;
 pub mod firewall;
 pub mod goflag;
 pub mod metrics;

@@ -7,9 +7,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::Parser;
 use sidecar::cli::{Args, Config, KlogArgs};
+use sidecar::daemon;
+use sidecar::events::KernelEvents;
 use sidecar::metrics::{self, Metrics};
 use sidecar::netif::Netif;
-use sidecar::reconcile::{self, Sidecar};
+use sidecar::reconcile::Sidecar;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{debug, error, info};
 use tracing_subscriber::filter::Targets;
@@ -70,7 +72,9 @@ fn init_logging(klog: &KlogArgs) -> anyhow::Result<()> {
         _ => "trace",
     };
     // RUST_LOG takes `level` or `target=level,...` directives, as env_logger's simple form.
-    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_string());
+    // netlink-proto's own warnings (a full notification buffer) are handled and reported here.
+    let directives =
+        std::env::var("RUST_LOG").unwrap_or_else(|_| format!("{level},netlink_proto=error"));
     let filter: Targets = directives
         .parse()
         .with_context(|| format!("invalid RUST_LOG={directives:?}"))?;
@@ -100,21 +104,32 @@ fn init_logging(klog: &KlogArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A signal that stops the sidecar.
+#[derive(Debug, Clone, Copy)]
+struct Stop {
+    name: &'static str,
+    /// 128 + the signal's number, as a shell reports a process the signal killed.
+    exit_code: u8,
+}
+
 /// Completes on the first SIGTERM or SIGINT.
 async fn terminated(
     term: &mut tokio::signal::unix::Signal,
     int: &mut tokio::signal::unix::Signal,
-) -> &'static str {
+) -> Stop {
     tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+        _ = term.recv() => Stop { name: "SIGTERM", exit_code: 143 },
+        _ = int.recv() => Stop { name: "SIGINT", exit_code: 130 },
     }
 }
 
 async fn run(config: Config) -> anyhow::Result<ExitCode> {
     let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(
+        daemon::stale_after(&config),
+        config.setup_iptables,
+    ));
     if let Some(address) = config.metrics_bind_address {
         let server = metrics::serve(address, metrics.clone())
             .await
@@ -122,7 +137,12 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         tokio::spawn(server);
         info!(%address, "serving /healthz and /metrics");
     }
-    let (netif, events) = Netif::connect(config.daemon && config.watch_kernel_events)?;
+    let netif = Netif::connect()?;
+    let events = if config.daemon && config.watch_kernel_events {
+        KernelEvents::subscribe(config.ip)?
+    } else {
+        KernelEvents::none()
+    };
     let daemon = config.daemon;
     let cleanup = config.cleanup;
     info!(
@@ -130,24 +150,35 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
         setup_iptables = config.setup_iptables, daemon, cleanup,
         version = sidecar::VERSION, "starting"
     );
+    if daemon {
+        daemon::announce(&config);
+    }
     let mut sidecar = Sidecar::new(config, netif, metrics);
 
     if !daemon {
-        return match sidecar.sync().await {
-            Ok(()) => {
-                info!("everything is in place");
-                Ok(ExitCode::SUCCESS)
+        // An init container must stop promptly: a signal abandons the sync (which kills a
+        // running iptables child and frees the lock).
+        return tokio::select! {
+            result = sidecar.sync() => match result {
+                Ok(()) => {
+                    info!("everything is in place");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(errors) => Err(anyhow::anyhow!("not everything is in place: {errors}")),
+            },
+            signal = terminated(&mut term, &mut int) => {
+                error!(signal = signal.name, "stopped before everything was in place");
+                Ok(ExitCode::from(signal.exit_code))
             }
-            Err(errors) => Err(anyhow::anyhow!("not everything is in place: {errors}")),
         };
     }
 
-    let mut signal_name = "";
-    reconcile::run_daemon(&mut sidecar, events, async {
-        signal_name = terminated(&mut term, &mut int).await;
+    let mut stop = None;
+    daemon::run(&mut sidecar, events, async {
+        stop = Some(terminated(&mut term, &mut int).await);
     })
     .await;
-    info!(signal = signal_name, cleanup, "stopping");
+    info!(signal = stop.map(|stop| stop.name), cleanup, "stopping");
     if !cleanup {
         return Ok(ExitCode::SUCCESS);
     }
@@ -161,8 +192,8 @@ async fn run(config: Config) -> anyhow::Result<ExitCode> {
             Err(errors) => Err(anyhow::anyhow!("cleanup incomplete: {errors}")),
         },
         second = terminated(&mut term, &mut int) => {
-            error!(signal = second, "second signal: cleanup abandoned");
-            Ok(ExitCode::from(130))
+            error!(signal = second.name, "second signal: cleanup abandoned");
+            Ok(ExitCode::from(second.exit_code))
         }
     }
 }

@@ -6,7 +6,7 @@
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -22,28 +22,67 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::warn;
 
+use crate::reconcile::{StepError, error_chain};
+
 /// What a repair or an error was about.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     pub kind: &'static str,
 }
 
-/// The sidecar's metrics.
+/// The two sides of the sidecar, each synced on its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Address,
+    Rules,
+}
+
+/// How one side last fared.
+#[derive(Debug)]
+struct PartState {
+    /// Whether this side runs at all (the rules only with `--setup-iptables`).
+    expected: bool,
+    /// When its last sync finished, failed or not; the start-up time before that.
+    last_completed: Instant,
+    last_error: Option<String>,
+}
+
+impl PartState {
+    fn new(expected: bool) -> Self {
+        PartState {
+            expected,
+            last_completed: Instant::now(),
+            last_error: None,
+        }
+    }
+}
+
+/// The sidecar's metrics, and the liveness that `/healthz` reports.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     last_success: Gauge<f64, AtomicU64>,
     repairs: Family<KindLabel, Counter>,
     errors: Family<KindLabel, Counter>,
-    last_error: Mutex<Option<String>>,
+    conflicts: Counter,
+    contested: Gauge,
+    overruns: Counter,
+    /// A side whose sync has not finished for this long is stuck.
+    stale_after: Duration,
+    parts: Mutex<[PartState; 2]>,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
+impl Metrics {
+    /// Metrics for a sidecar whose syncs (of the rules too when `rules`) finish at least every
+    /// `stale_after` while it is healthy.
+    pub fn new(stale_after: Duration, rules: bool) -> Self {
         let mut registry = Registry::with_prefix("apiserver_proxy_sidecar");
         let last_success = Gauge::<f64, AtomicU64>::default();
         let repairs = Family::<KindLabel, Counter>::default();
         let errors = Family::<KindLabel, Counter>::default();
+        let conflicts = Counter::default();
+        let contested = Gauge::default();
+        let overruns = Counter::default();
         registry.register(
             "last_successful_sync_timestamp_seconds",
             "Unix time of the last sync that found or left everything in place",
@@ -59,41 +98,72 @@ impl Default for Metrics {
             "Failed sync steps, by kind (interface, address, iptables, iptables_lock)",
             errors.clone(),
         );
+        registry.register(
+            "address_conflicts",
+            "Times another process put the address on another interface",
+            conflicts.clone(),
+        );
+        registry.register(
+            "address_contested",
+            "1 while the sidecar backs off from another process that keeps moving the address",
+            contested.clone(),
+        );
+        registry.register(
+            "kernel_event_overruns",
+            "Times kernel notifications were lost to a full socket buffer; each triggers a full resync",
+            overruns.clone(),
+        );
         Metrics {
             registry,
             last_success,
             repairs,
             errors,
-            last_error: Mutex::new(None),
+            conflicts,
+            contested,
+            overruns,
+            stale_after,
+            parts: Mutex::new([PartState::new(true), PartState::new(rules)]),
         }
     }
-}
 
-impl Metrics {
     pub fn repaired(&self, kind: &'static str) {
         self.repairs.get_or_create(&KindLabel { kind }).inc();
     }
 
-    pub fn failed(&self, kind: &'static str, error: &str) {
-        self.errors.get_or_create(&KindLabel { kind }).inc();
-        if let Ok(mut last) = self.last_error.lock() {
-            *last = Some(format!("{kind}: {error}"));
-        }
+    pub fn address_conflict(&self) {
+        self.conflicts.inc();
     }
 
-    pub fn synced(&self) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |elapsed| elapsed.as_secs_f64());
-        self.last_success.set(now);
-        if let Ok(mut last) = self.last_error.lock() {
-            *last = None;
-        }
+    pub fn set_contested(&self, contested: bool) {
+        self.contested.set(i64::from(contested));
     }
 
-    /// Count of repairs of one kind, for tests and logs.
-    pub fn repairs_of(&self, kind: &'static str) -> u64 {
-        self.repairs.get_or_create(&KindLabel { kind }).get()
+    pub fn overrun(&self) {
+        self.overruns.inc();
+    }
+
+    /// Records a finished sync of one side: its error, if any, and that the side is alive.
+    pub fn part_synced(&self, part: Part, error: Option<&StepError>) {
+        if let Some(error) = error {
+            self.errors
+                .get_or_create(&KindLabel { kind: error.kind() })
+                .inc();
+        }
+        let Ok(mut parts) = self.parts.lock() else {
+            return;
+        };
+        let state = &mut parts[part as usize];
+        state.last_completed = Instant::now();
+        state.last_error = error.map(|error| format!("{}: {}", error.kind(), error_chain(error)));
+        if parts
+            .iter()
+            .all(|part| !part.expected || part.last_error.is_none())
+        {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |elapsed| elapsed.as_secs_f64());
+            self.last_success.set(now);
+        }
     }
 
     /// The metrics in the Prometheus text format.
@@ -104,10 +174,43 @@ impl Metrics {
         text
     }
 
-    fn health(&self) -> String {
-        match self.last_error.lock().ok().and_then(|last| last.clone()) {
-            None => "ok\n".to_string(),
-            Some(error) => format!("ok (serving; the last sync failed: {error})\n"),
+    /// 200 while every side keeps finishing its syncs (failed ones too: a failing sync is
+    /// retried, and a restart would not help it); 503 once one has not for `stale_after`.
+    fn health(&self) -> (StatusCode, String) {
+        let Ok(parts) = self.parts.lock() else {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "state unavailable\n".into(),
+            );
+        };
+        for (part, name) in parts.iter().zip(["address", "iptables"]) {
+            let since = part.last_completed.elapsed();
+            if part.expected && since > self.stale_after {
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "stuck: no {name} sync finished for {}s (limit {}s)\n",
+                        since.as_secs(),
+                        self.stale_after.as_secs()
+                    ),
+                );
+            }
+        }
+        let failures: Vec<&str> = parts
+            .iter()
+            .filter(|part| part.expected)
+            .filter_map(|part| part.last_error.as_deref())
+            .collect();
+        if failures.is_empty() {
+            (StatusCode::OK, "ok\n".into())
+        } else {
+            (
+                StatusCode::OK,
+                format!(
+                    "ok (serving; the last sync failed: {})\n",
+                    failures.join("; ")
+                ),
+            )
         }
     }
 }
@@ -176,7 +279,10 @@ pub async fn serve(
 
 fn respond(request: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match request.uri().path() {
-        "/healthz" => (StatusCode::OK, "text/plain", metrics.health()),
+        "/healthz" => {
+            let (status, body) = metrics.health();
+            (status, "text/plain", body)
+        }
         "/metrics" => (
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",

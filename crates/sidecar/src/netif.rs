@@ -1,25 +1,30 @@
 // SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
 // SPDX-License-Identifier: Apache-2.0
 
-//! Links and addresses over rtnetlink, plus the kernel's address and link notifications.
+//! Links and addresses over rtnetlink. Requests go over a socket of their own that joins no
+//! multicast group, so a notification can never be taken for a reply (netlink-proto matches
+//! replies by sequence number and sender, and every notification comes from the kernel) and a
+//! burst of notifications cannot crowd a reply out of the socket's buffer. The notifications
+//! are read on a second socket (`events.rs`).
 
+use std::future::Future;
 use std::io;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use futures_channel::mpsc::UnboundedReceiver;
 use futures_util::TryStreamExt;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::address::{
     AddressAttribute, AddressHeaderFlags, AddressMessage, AddressScope,
 };
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
-use rtnetlink::constants::{RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK};
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
-use rtnetlink::sys::{AsyncSocket, SocketAddr};
 use rtnetlink::{Handle, LinkDummy, LinkUnspec};
 
-/// The kernel's notifications of address and link changes.
-pub type Events = UnboundedReceiver<(NetlinkMessage<RouteNetlinkMessage>, SocketAddr)>;
+/// How long one netlink request (or one dump) may take. The kernel answers in microseconds; a
+/// request still unanswered after this is lost, and the connection is replaced.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A network interface as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,13 +69,6 @@ const ENODEV: i32 = 19;
 const EOPNOTSUPP: i32 = 95;
 const EADDRNOTAVAIL: i32 = 99;
 
-impl NetifError {
-    /// The errno the kernel answered with, if any.
-    pub fn errno(&self) -> Option<i32> {
-        self.source.raw_os_error()
-    }
-}
-
 fn to_io(error: rtnetlink::Error) -> io::Error {
     match error {
         rtnetlink::Error::NetlinkError(message) => message.to_io(),
@@ -89,62 +87,94 @@ fn failed(action: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetifEr
 /// A netlink connection for links and addresses.
 #[derive(Debug, Clone)]
 pub struct Netif {
-    handle: Handle,
+    handle: Arc<Mutex<Handle>>,
+}
+
+/// A request-only netlink connection, running on the current runtime until its handle is
+/// dropped.
+fn open_requests() -> Result<Handle, NetifError> {
+    let (connection, handle, _notifications) =
+        rtnetlink::new_connection().map_err(|source| NetifError {
+            action: "open a netlink socket".into(),
+            source,
+        })?;
+    tokio::spawn(connection);
+    Ok(handle)
 }
 
 impl Netif {
-    /// Opens a netlink connection on the current runtime, subscribed to address and link events
-    /// when `subscribe` is set (unread notifications would pile up otherwise).
-    pub fn connect(subscribe: bool) -> Result<(Netif, Events), NetifError> {
-        let open_failed = |source| NetifError {
-            action: "open a netlink socket".into(),
-            source,
-        };
-        let (mut connection, handle, events) = rtnetlink::new_connection().map_err(open_failed)?;
-        if subscribe {
-            let groups = SocketAddr::new(0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR);
-            connection
-                .socket_mut()
-                .socket_mut()
-                .bind(&groups)
-                .map_err(open_failed)?;
-        }
-        tokio::spawn(connection);
-        Ok((Netif { handle }, events))
+    /// Opens the request connection on the current runtime.
+    pub fn connect() -> Result<Netif, NetifError> {
+        Ok(Netif {
+            handle: Arc::new(Mutex::new(open_requests()?)),
+        })
     }
 
-    /// The link called `name`, or `None` when there is none.
-    pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>, NetifError> {
-        let mut links = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute();
-        match links.try_next().await {
-            Ok(link) => Ok(link.map(|message| link_from(&message))),
-            Err(error) => {
-                let error = to_io(error);
-                if error.raw_os_error() == Some(ENODEV) {
-                    Ok(None)
-                } else {
-                    Err(NetifError {
-                        action: format!("look up interface {name}"),
-                        source: error,
-                    })
+    fn handle(&self) -> Handle {
+        match self.handle.lock() {
+            Ok(handle) => handle.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Runs one request within [`REQUEST_TIMEOUT`]. A request that overruns it is abandoned
+    /// together with its connection, so a lost reply cannot leave anything pending.
+    async fn bounded<T>(
+        &self,
+        action: impl FnOnce() -> String,
+        request: impl Future<Output = Result<T, NetifError>>,
+    ) -> Result<T, NetifError> {
+        match tokio::time::timeout(REQUEST_TIMEOUT, request).await {
+            Ok(result) => result,
+            Err(_) => {
+                if let (Ok(fresh), Ok(mut handle)) = (open_requests(), self.handle.lock()) {
+                    *handle = fresh;
                 }
+                Err(NetifError {
+                    action: action(),
+                    source: io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no answer from the kernel within {REQUEST_TIMEOUT:?}"),
+                    ),
+                })
             }
         }
     }
 
+    /// The link called `name`, or `None` when there is none.
+    pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>, NetifError> {
+        let action = || format!("look up interface {name}");
+        let mut links = self
+            .handle()
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        self.bounded(action, async {
+            match links.try_next().await {
+                Ok(link) => Ok(link.map(|message| link_from(&message))),
+                Err(error) => match to_io(error) {
+                    error if error.raw_os_error() == Some(ENODEV) => Ok(None),
+                    source => Err(NetifError {
+                        action: action(),
+                        source,
+                    }),
+                },
+            }
+        })
+        .await
+    }
+
     /// Creates a dummy link that is up.
     pub async fn create_dummy(&self, name: &str) -> Result<Link, NetifError> {
-        self.handle
+        let action = || format!("create dummy interface {name}");
+        let request = self
+            .handle()
             .link()
             .add(LinkDummy::new(name).up().build())
-            .execute()
-            .await
-            .map_err(failed(format!("create dummy interface {name}")))?;
+            .execute();
+        self.bounded(action, async { request.await.map_err(failed(action())) })
+            .await?;
         self.link_by_name(name).await?.ok_or_else(|| NetifError {
             action: format!("find dummy interface {name} after creating it"),
             source: io::Error::from_raw_os_error(ENODEV),
@@ -153,46 +183,58 @@ impl Netif {
 
     /// Brings a link up.
     pub async fn set_up(&self, link: &Link) -> Result<(), NetifError> {
-        self.handle
+        let action = || format!("bring interface {} up", link.name);
+        let request = self
+            .handle()
             .link()
             .set(LinkUnspec::new_with_index(link.index).up().build())
-            .execute()
+            .execute();
+        self.bounded(action, async { request.await.map_err(failed(action())) })
             .await
-            .map_err(failed(format!("bring interface {} up", link.name)))
     }
 
     /// Deletes a link; one that is already gone counts as deleted.
     pub async fn delete_link(&self, link: &Link) -> Result<(), NetifError> {
-        let result = self.handle.link().del(link.index).execute().await;
-        gone_is_done(result, ENODEV, || format!("delete interface {}", link.name))
+        let action = || format!("delete interface {}", link.name);
+        let request = self.handle().link().del(link.index).execute();
+        self.bounded(action, async {
+            gone_is_done(request.await, ENODEV, action)
+        })
+        .await
     }
 
     /// Every copy of `ip` on any interface.
     pub async fn addresses_of(&self, ip: IpAddr) -> Result<Vec<AddressEntry>, NetifError> {
-        let mut dump = self.handle.address().get().set_address_filter(ip).execute();
-        let mut found = Vec::new();
-        while let Some(message) = dump
-            .try_next()
-            .await
-            .map_err(failed(format!("list the addresses {ip}")))?
-        {
-            if address_of(&message) == Some(ip) {
-                found.push(AddressEntry {
-                    index: message.header.index,
-                    prefix_len: message.header.prefix_len,
-                    scope: message.header.scope,
-                    message,
-                });
+        let action = || format!("list the addresses {ip}");
+        let mut dump = self
+            .handle()
+            .address()
+            .get()
+            .set_address_filter(ip)
+            .execute();
+        self.bounded(action, async {
+            let mut found = Vec::new();
+            while let Some(message) = dump.try_next().await.map_err(failed(action()))? {
+                if address_of(&message) == Some(ip) {
+                    found.push(AddressEntry {
+                        index: message.header.index,
+                        prefix_len: message.header.prefix_len,
+                        scope: message.header.scope,
+                        message,
+                    });
+                }
             }
-        }
-        Ok(found)
+            Ok(found)
+        })
+        .await
     }
 
     /// Puts `ip` on the link with a full-length prefix and global scope (host scope would break
     /// Cilium's BPF masquerading). Replaces a copy with another prefix or scope.
     pub async fn add_address(&self, link: &Link, ip: IpAddr) -> Result<(), NetifError> {
+        let action = || format!("add {ip} to interface {}", link.name);
         let mut request = self
-            .handle
+            .handle()
             .address()
             .add(link.index, ip, full_prefix(ip))
             .replace();
@@ -202,23 +244,19 @@ impl Netif {
             // it tentative (unusable) for a while, or for good on a link without carrier.
             request.message_mut().header.flags |= AddressHeaderFlags::Nodad;
         }
-        request
-            .execute()
+        let request = request.execute();
+        self.bounded(action, async { request.await.map_err(failed(action())) })
             .await
-            .map_err(failed(format!("add {ip} to interface {}", link.name)))
     }
 
     /// Deletes one copy of the address; one that is already gone counts as deleted.
     pub async fn delete_address(&self, entry: &AddressEntry) -> Result<(), NetifError> {
-        let result = self
-            .handle
-            .address()
-            .del(entry.message.clone())
-            .execute()
-            .await;
-        gone_is_done(result, EADDRNOTAVAIL, || {
-            format!("delete address from interface index {}", entry.index)
+        let action = || format!("delete address from interface index {}", entry.index);
+        let request = self.handle().address().del(entry.message.clone()).execute();
+        self.bounded(action, async {
+            gone_is_done(request.await, EADDRNOTAVAIL, action)
         })
+        .await
     }
 }
 

@@ -1,26 +1,19 @@
 // SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
 // SPDX-License-Identifier: Apache-2.0
 
-//! Bringing the node to the wanted state: at start-up, on every tick, on kernel events, and the
-//! best-effort teardown at exit.
+//! Bringing the node to the wanted state: the address side and the iptables side, each on its
+//! own so that neither ever waits for the other, and the best-effort teardown at exit.
 
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures_util::StreamExt;
 use netlink_packet_route::address::AddressScope;
-use tokio::time::{Instant, MissedTickBehavior};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::cli::{BackendChoice, Config};
 use crate::firewall::{Backend, Firewall, FirewallError};
-use crate::metrics::Metrics;
-use crate::netif::{self, Event, Events, Link, Netif, NetifError};
+use crate::metrics::{Metrics, Part};
+use crate::netif::{self, Link, Netif, NetifError};
 use crate::rules::{Rule, wanted_rules};
-
-/// The first retry after a failed sync; doubled up to the sync interval.
-const FIRST_RETRY: Duration = Duration::from_millis(500);
 
 /// A failed step of a sync or teardown.
 #[derive(Debug, thiserror::Error)]
@@ -75,20 +68,36 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// The sidecar's state between syncs.
+/// The sidecar's state between syncs: the address side and the iptables side.
 #[derive(Debug)]
 pub struct Sidecar {
-    config: Config,
+    pub address: AddressKeeper,
+    pub rules: RuleKeeper,
+}
+
+/// Keeps the address on its interface.
+#[derive(Debug)]
+pub struct AddressKeeper {
+    pub(crate) config: Config,
     netif: Netif,
-    firewall: Option<Firewall>,
-    wanted: Vec<Rule>,
-    metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
     /// The dummy link this process created, deleted again by `--cleanup`.
     created_link: Option<Link>,
     /// The link index the address was last put on, to recognise its events.
-    link_index: Option<u32>,
+    pub(crate) link_index: Option<u32>,
     /// Whether a down, unmanaged interface was already reported.
     reported_down: bool,
+    /// Whether the first sync has run (later changes are logged as restores).
+    started: bool,
+}
+
+/// Keeps the five iptables rules.
+#[derive(Debug)]
+pub struct RuleKeeper {
+    pub(crate) config: Config,
+    firewall: Option<Firewall>,
+    wanted: Vec<Rule>,
+    pub(crate) metrics: Arc<Metrics>,
     /// Whether the first sync has run (later changes are logged as restores).
     started: bool,
 }
@@ -97,46 +106,58 @@ impl Sidecar {
     /// Prepares a sidecar. Nothing touches the kernel before the first sync.
     pub fn new(config: Config, netif: Netif, metrics: Arc<Metrics>) -> Self {
         Sidecar {
-            wanted: wanted_rules(config.ip, config.port),
-            config,
-            netif,
-            firewall: None,
-            metrics,
-            created_link: None,
-            link_index: None,
-            reported_down: false,
-            started: false,
+            rules: RuleKeeper {
+                wanted: wanted_rules(config.ip, config.port),
+                config: config.clone(),
+                firewall: None,
+                metrics: metrics.clone(),
+                started: false,
+            },
+            address: AddressKeeper {
+                config,
+                netif,
+                metrics,
+                created_link: None,
+                link_index: None,
+                reported_down: false,
+                started: false,
+            },
         }
     }
 
-    /// The iptables backend, picked on first use (and again after a failed pick, so a host
-    /// that gets its iptables binaries later is served without a restart).
-    async fn firewall(&mut self) -> Result<Option<Firewall>, StepError> {
-        if !self.config.setup_iptables {
-            return Ok(None);
+    /// One whole sync: every step runs, whatever failed before it.
+    pub async fn sync(&mut self) -> Result<(), StepErrors> {
+        let address = self.address.sync().await;
+        let rules = self.rules.sync().await;
+        let errors: Vec<StepError> = [address.err(), rules.err()].into_iter().flatten().collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(StepErrors(errors))
         }
-        if let Some(firewall) = &self.firewall {
-            return Ok(Some(firewall.clone()));
+    }
+
+    /// Removes what the sidecar keeps: every copy of the rules, the address, and the interface
+    /// when it is a dummy link this sidecar owns. Tries every step; what is gone counts as done.
+    pub async fn teardown(&mut self) -> Result<(), StepErrors> {
+        let mut errors = self.rules.teardown().await;
+        errors.extend(self.address.teardown().await);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(StepErrors(errors))
         }
-        let backend = match self.config.iptables_backend {
-            BackendChoice::Nft => Backend::Nft,
-            BackendChoice::Legacy => Backend::Legacy,
-            BackendChoice::Auto => {
-                let (backend, why) = Firewall::detect_backend(self.config.ip)
-                    .await
-                    .map_err(StepError::IptablesBackend)?;
-                info!(%backend, found = %why, "picked the iptables backend that holds the host's rules");
-                backend
-            }
-        };
-        let firewall = Firewall::new(
-            self.config.ip,
-            backend,
-            self.config.xtables_lock.clone(),
-            self.config.xtables_lock_timeout,
-        );
-        self.firewall = Some(firewall.clone());
-        Ok(Some(firewall))
+    }
+}
+
+impl AddressKeeper {
+    /// [`AddressKeeper::sync_address`], counted in the metrics.
+    pub async fn sync(&mut self) -> Result<(), StepError> {
+        let result = self.sync_address().await;
+        self.started = true;
+        self.metrics
+            .part_synced(Part::Address, result.as_ref().err());
+        result
     }
 
     fn interface_error(&self, source: NetifError) -> StepError {
@@ -232,6 +253,52 @@ impl Sidecar {
         }
         Ok(())
     }
+}
+
+impl RuleKeeper {
+    /// [`RuleKeeper::sync_rules`], counted in the metrics.
+    pub async fn sync(&mut self) -> Result<(), StepError> {
+        let result = self.sync_rules().await;
+        self.started = true;
+        if self.config.setup_iptables {
+            self.metrics.part_synced(Part::Rules, result.as_ref().err());
+        }
+        result
+    }
+
+    fn verb(&self) -> &'static str {
+        if self.started { "restored" } else { "added" }
+    }
+
+    /// The iptables backend, picked on first use (and again after a failed pick, so a host
+    /// that gets its iptables binaries later is served without a restart).
+    async fn firewall(&mut self) -> Result<Option<Firewall>, StepError> {
+        if !self.config.setup_iptables {
+            return Ok(None);
+        }
+        if let Some(firewall) = &self.firewall {
+            return Ok(Some(firewall.clone()));
+        }
+        let backend = match self.config.iptables_backend {
+            BackendChoice::Nft => Backend::Nft,
+            BackendChoice::Legacy => Backend::Legacy,
+            BackendChoice::Auto => {
+                let (backend, why) = Firewall::detect_backend(self.config.ip)
+                    .await
+                    .map_err(StepError::IptablesBackend)?;
+                info!(%backend, found = %why, "picked the iptables backend that holds the host's rules");
+                backend
+            }
+        };
+        let firewall = Firewall::new(
+            self.config.ip,
+            backend,
+            self.config.xtables_lock.clone(),
+            self.config.xtables_lock_timeout,
+        );
+        self.firewall = Some(firewall.clone());
+        Ok(Some(firewall))
+    }
 
     /// Makes each of the five rules present exactly once. In steady state this is one
     /// `iptables-save`.
@@ -268,30 +335,8 @@ impl Sidecar {
         Ok(())
     }
 
-    /// One whole sync: every step runs, whatever failed before it.
-    pub async fn sync(&mut self) -> Result<(), StepErrors> {
-        let mut errors = Vec::new();
-        if let Err(error) = self.sync_address().await {
-            errors.push(error);
-        }
-        if let Err(error) = self.sync_rules().await {
-            errors.push(error);
-        }
-        self.started = true;
-        for error in &errors {
-            self.metrics.failed(error.kind(), &error_chain(error));
-        }
-        if errors.is_empty() {
-            self.metrics.synced();
-            Ok(())
-        } else {
-            Err(StepErrors(errors))
-        }
-    }
-
-    /// Removes what the sidecar keeps: every copy of the rules, the address, and the interface
-    /// when it is a dummy link this sidecar owns. Tries every step; what is gone counts as done.
-    pub async fn teardown(&mut self) -> Result<(), StepErrors> {
+    /// Removes every copy of the rules; reports what failed.
+    pub async fn teardown(&mut self) -> Vec<StepError> {
         let mut errors = Vec::new();
         match self.firewall().await {
             Ok(None) => {}
@@ -308,6 +353,15 @@ impl Sidecar {
                 }),
             },
         }
+        errors
+    }
+}
+
+impl AddressKeeper {
+    /// Removes the address, and the interface when it is a dummy link this sidecar owns;
+    /// reports what failed.
+    pub async fn teardown(&mut self) -> Vec<StepError> {
+        let mut errors = Vec::new();
         let link = match self.netif.link_by_name(&self.config.interface).await {
             Ok(link) => link,
             Err(error) => {
@@ -341,108 +395,6 @@ impl Sidecar {
                 }
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(StepErrors(errors))
-        }
-    }
-}
-
-/// What the daemon does next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Work {
-    /// Nothing: the last event did not concern the sidecar.
-    Idle,
-    /// Restore the address after a kernel event.
-    Address,
-    /// A whole sync, and why.
-    Sync(&'static str),
-}
-
-/// Runs the daemon until `shutdown` completes: a sync at start, one every interval, an address
-/// sync on every kernel event that touches the address or its link, and retries with backoff
-/// after a failure.
-pub async fn run_daemon(
-    sidecar: &mut Sidecar,
-    mut events: Events,
-    shutdown: impl Future<Output = ()>,
-) {
-    tokio::pin!(shutdown);
-    let interval_length = sidecar.config.sync_interval;
-    let mut ticks = tokio::time::interval_at(Instant::now() + interval_length, interval_length);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut backoff = FIRST_RETRY;
-    let mut retry_at = None;
-    let mut report = |result: Result<(), StepErrors>, retry_at: &mut Option<Instant>| match result {
-        Ok(()) => {
-            backoff = FIRST_RETRY;
-            *retry_at = None;
-        }
-        Err(errors) => {
-            for error in &errors.0 {
-                warn!(kind = error.kind(), retry_in = ?backoff, "sync failed: {}", error_chain(error));
-            }
-            *retry_at = Some(Instant::now() + backoff);
-            backoff = (backoff * 2).min(interval_length);
-        }
-    };
-    let ip = sidecar.config.ip;
-    let watch_events = sidecar.config.watch_kernel_events;
-    let mut next = Work::Sync("initial sync");
-    loop {
-        // The work itself is raced against shutdown too: a sync waiting for the xtables lock
-        // must not delay the exit. Dropping it kills its iptables child and frees the lock;
-        // each iptables-restore commit is atomic, so nothing is left half-written.
-        let result = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            result = async {
-                match next {
-                    Work::Idle => Ok(()),
-                    Work::Address => sidecar.sync_address().await.map_err(|error| {
-                        sidecar.metrics.failed(error.kind(), &error_chain(&error));
-                        StepErrors(vec![error])
-                    }),
-                    Work::Sync(why) => {
-                        debug!(why, "sync");
-                        sidecar.sync().await
-                    }
-                }
-            } => result,
-        };
-        if next != Work::Idle {
-            report(result, &mut retry_at);
-        }
-        let retry_deadline = retry_at;
-        let retry = async move {
-            match retry_deadline {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        next = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            Some((message, _)) = events.next(), if watch_events => {
-                let relevant = match netif::classify(&message, ip) {
-                    Event::AddressRemoved => true,
-                    // A copy on another interface (or anywhere before the first sync).
-                    Event::AddressAdded { index } => Some(index) != sidecar.link_index,
-                    Event::LinkChanged { index, removed, up } => {
-                        Some(index) == sidecar.link_index && (removed || !up)
-                    }
-                    Event::Other => false,
-                };
-                if relevant {
-                    debug!("kernel event touches the address or its interface");
-                    Work::Address
-                } else {
-                    Work::Idle
-                }
-            }
-            _ = ticks.tick() => Work::Sync("periodic sync"),
-            () = retry => Work::Sync("retrying the failed sync"),
-        };
+        errors
     }
 }

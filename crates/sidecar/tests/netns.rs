@@ -847,9 +847,10 @@ fn steady_state_ticks_only_read() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("ip monitor");
-    let ticks_before = daemon.log().matches("periodic sync").count();
+    let tick = "iptables sync why=\"periodic sync\"";
+    let ticks_before = daemon.log().matches(tick).count();
     std::thread::sleep(Duration::from_millis(1000));
-    let ticks = daemon.log().matches("periodic sync").count() - ticks_before;
+    let ticks = daemon.log().matches(tick).count() - ticks_before;
     let _ = monitor.kill();
     let monitored = monitor.wait_with_output().expect("ip monitor output");
     // SIGINT makes strace detach and leave the sidecar running.

@@ -1,0 +1,378 @@
+// SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
+// SPDX-License-Identifier: Apache-2.0
+
+//! The daemon: the address and the rules each kept by a loop of their own, so that a hung
+//! iptables never delays an address repair, both raced against shutdown.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::{debug, info, warn};
+
+use crate::cli::Config;
+use crate::events::KernelEvents;
+use crate::firewall::READ_TIMEOUT;
+use crate::reconcile::{AddressKeeper, RuleKeeper, Sidecar, error_chain};
+
+/// The first retry after a failed sync; doubled up to the sync interval.
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+
+/// Copies of the address put on other interfaces within [`CONTEST_WINDOW`] that make a
+/// tug-of-war with another process.
+const CONTEST_THRESHOLD: usize = 3;
+const CONTEST_WINDOW: Duration = Duration::from_secs(10);
+/// The first pause in a tug-of-war; doubled on every further round up to [`MAX_HOLD`].
+const FIRST_HOLD: Duration = Duration::from_secs(1);
+const MAX_HOLD: Duration = Duration::from_secs(30);
+/// How often a going tug-of-war is reported.
+const REPORT_EVERY: Duration = Duration::from_secs(60);
+/// How often lost notifications are reported; each loss is counted in the metrics.
+const OVERRUN_REPORT_EVERY: Duration = Duration::from_secs(60);
+
+/// How long a healthy daemon can go without finishing a sync of either side: a few intervals,
+/// plus the longest pause of a tug-of-war and the longest iptables sync (a read, then the
+/// lock wait, a read and a restore under the lock).
+pub fn stale_after(config: &Config) -> Duration {
+    config.sync_interval * 3 + MAX_HOLD + READ_TIMEOUT + config.xtables_lock_timeout * 3
+}
+
+/// Retries after failures, with a doubling delay.
+#[derive(Debug)]
+struct Retry {
+    delay: Duration,
+    max: Duration,
+    at: Option<Instant>,
+}
+
+impl Retry {
+    fn new(max: Duration) -> Self {
+        Retry {
+            delay: FIRST_RETRY.min(max),
+            max,
+            at: None,
+        }
+    }
+
+    /// Schedules the next try after a failure; returns its delay.
+    fn failed(&mut self, now: Instant) -> Duration {
+        let delay = self.delay;
+        self.at = Some(now + delay);
+        self.delay = (self.delay * 2).min(self.max);
+        delay
+    }
+
+    fn succeeded(&mut self) {
+        self.delay = FIRST_RETRY.min(self.max);
+        self.at = None;
+    }
+
+    async fn due(&self) {
+        match self.at {
+            Some(at) => tokio::time::sleep_until(at).await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// What to do about another copy of the address put on another interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Repair at once: no tug-of-war.
+    Repair,
+    /// A tug-of-war: wait this long first; `report` carries the copies seen since the last
+    /// report when it is time to say so again.
+    Hold { wait: Duration, report: Option<u32> },
+}
+
+/// Recognises a tug-of-war with another process over the address (two sidecars with the same
+/// IP on different interfaces), and backs off instead of spinning with it.
+#[derive(Debug, Default)]
+pub struct Contest {
+    seen: VecDeque<Instant>,
+    hold: Option<Duration>,
+    last_report: Option<Instant>,
+    unreported: u32,
+}
+
+impl Contest {
+    /// Records a copy of the address that appeared on another interface at `now`.
+    pub fn record(&mut self, now: Instant) -> Verdict {
+        let contested = self.contested(now);
+        if !contested {
+            // Not fighting (any more): only the copies of the last window count.
+            self.hold = None;
+            while self
+                .seen
+                .front()
+                .is_some_and(|at| now.duration_since(*at) > CONTEST_WINDOW)
+            {
+                self.seen.pop_front();
+            }
+        }
+        self.seen.push_back(now);
+        while self.seen.len() > CONTEST_THRESHOLD {
+            self.seen.pop_front();
+        }
+        self.unreported += 1;
+        if !contested && self.seen.len() < CONTEST_THRESHOLD {
+            return Verdict::Repair;
+        }
+        let wait = self
+            .hold
+            .map_or(FIRST_HOLD, |hold| (hold * 2).min(MAX_HOLD));
+        self.hold = Some(wait);
+        let due = self
+            .last_report
+            .is_none_or(|at| now.duration_since(at) >= REPORT_EVERY);
+        let report = due.then(|| {
+            self.last_report = Some(now);
+            std::mem::take(&mut self.unreported)
+        });
+        Verdict::Hold { wait, report }
+    }
+
+    /// Whether a tug-of-war is going on: a copy came within a window after the last pause.
+    pub fn contested(&self, now: Instant) -> bool {
+        match (self.hold, self.seen.back()) {
+            (Some(hold), Some(last)) => now.duration_since(*last) <= CONTEST_WINDOW + hold,
+            _ => false,
+        }
+    }
+}
+
+/// Runs the daemon until `shutdown` completes: each side syncs at start, every interval and
+/// after a failure with backoff; the address also on every kernel notification that touches
+/// it or its link.
+pub async fn run(sidecar: &mut Sidecar, events: KernelEvents, shutdown: impl Future<Output = ()>) {
+    let resync_rules = Notify::new();
+    let Sidecar { address, rules } = sidecar;
+    // Dropping the loops at shutdown kills a running iptables child and frees the lock; each
+    // iptables-restore commit is atomic, so nothing is left half-written.
+    tokio::select! {
+        biased;
+        () = shutdown => {}
+        _ = async {
+            tokio::join!(
+                keep_address(address, &events, &resync_rules),
+                keep_rules(rules, &resync_rules),
+            )
+        } => {}
+    }
+}
+
+fn ticks(every: Duration) -> tokio::time::Interval {
+    let mut ticks = tokio::time::interval_at(Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    ticks
+}
+
+async fn keep_address(keeper: &mut AddressKeeper, events: &KernelEvents, resync_rules: &Notify) {
+    let mut ticks = ticks(keeper.config.sync_interval);
+    let mut retry = Retry::new(keeper.config.sync_interval);
+    let mut contest = Contest::default();
+    let mut overruns_unreported = 0u32;
+    let mut last_overrun_report: Option<Instant> = None;
+    let mut why = "initial sync";
+    loop {
+        debug!(why, "address sync");
+        match keeper.sync().await {
+            Ok(()) => retry.succeeded(),
+            Err(error) => {
+                let retry_in = retry.failed(Instant::now());
+                warn!(
+                    kind = error.kind(),
+                    ?retry_in,
+                    "sync failed: {}",
+                    error_chain(&error)
+                );
+            }
+        }
+        events.follow_link(keeper.link_index);
+        keeper
+            .metrics
+            .set_contested(contest.contested(Instant::now()));
+        let mut hold = None;
+        why = loop {
+            tokio::select! {
+                need = events.next() => {
+                    if need.resync() {
+                        keeper.metrics.overrun();
+                        overruns_unreported += 1;
+                        let now = Instant::now();
+                        if last_overrun_report.is_none_or(|at| now.duration_since(at) >= OVERRUN_REPORT_EVERY) {
+                            warn!(lost = overruns_unreported, "kernel notifications were lost (socket buffer full): resyncing everything");
+                            last_overrun_report = Some(now);
+                            overruns_unreported = 0;
+                        }
+                        resync_rules.notify_one();
+                        break "notifications lost";
+                    }
+                    if need.foreign_copy() {
+                        keeper.metrics.address_conflict();
+                        if let Verdict::Hold { wait, report } = contest.record(Instant::now()) {
+                            keeper.metrics.set_contested(true);
+                            if let Some(copies) = report {
+                                warn!(ip = %keeper.config.ip, copies, pause = ?wait,
+                                      "another process keeps putting the address on another interface; backing off");
+                            }
+                            hold = Some(wait);
+                        }
+                    }
+                    if need.address() {
+                        break "kernel notification";
+                    }
+                }
+                _ = ticks.tick() => break "periodic sync",
+                () = retry.due() => break "retrying the failed sync",
+            }
+        };
+        if let Some(wait) = hold {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+async fn keep_rules(keeper: &mut RuleKeeper, resync: &Notify) {
+    if !keeper.config.setup_iptables {
+        return;
+    }
+    let mut ticks = ticks(keeper.config.sync_interval);
+    let mut retry = Retry::new(keeper.config.sync_interval);
+    let mut why = "initial sync";
+    loop {
+        debug!(why, "iptables sync");
+        match keeper.sync().await {
+            Ok(()) => retry.succeeded(),
+            Err(error) => {
+                let retry_in = retry.failed(Instant::now());
+                warn!(
+                    kind = error.kind(),
+                    ?retry_in,
+                    "sync failed: {}",
+                    error_chain(&error)
+                );
+            }
+        }
+        why = tokio::select! {
+            _ = ticks.tick() => "periodic sync",
+            () = retry.due() => "retrying the failed sync",
+            () = resync.notified() => "notifications lost",
+        };
+    }
+}
+
+/// Logs the start of the daemon's loops.
+pub fn announce(config: &Config) {
+    info!(
+        stale_after = ?stale_after(config),
+        "daemon running; /healthz fails when no sync finishes within stale_after"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_doubles_up_to_the_interval_and_resets() {
+        let now = Instant::now();
+        let mut retry = Retry::new(Duration::from_secs(3));
+        let delays: Vec<Duration> = (0..5).map(|_| retry.failed(now)).collect();
+        let ms = |ms| Duration::from_millis(ms);
+        assert_eq!(delays, [ms(500), ms(1000), ms(2000), ms(3000), ms(3000)]);
+        assert_eq!(retry.at, Some(now + ms(3000)));
+        retry.succeeded();
+        assert_eq!(retry.at, None);
+        assert_eq!(retry.failed(now), ms(500));
+        // An interval shorter than the first retry caps it.
+        assert_eq!(Retry::new(ms(200)).failed(now), ms(200));
+    }
+
+    /// (seconds after the start, expected verdict) for successive foreign copies.
+    fn run(steps: &[(u64, Verdict)]) {
+        let start = Instant::now();
+        let mut contest = Contest::default();
+        for (i, (at, want)) in steps.iter().enumerate() {
+            let got = contest.record(start + Duration::from_secs(*at));
+            assert_eq!(got, *want, "step {i} at {at}s");
+        }
+    }
+
+    fn hold(secs: u64, report: Option<u32>) -> Verdict {
+        Verdict::Hold {
+            wait: Duration::from_secs(secs),
+            report,
+        }
+    }
+
+    #[test]
+    fn a_single_move_is_repaired_at_once() {
+        run(&[
+            (0, Verdict::Repair),
+            (30, Verdict::Repair),
+            (60, Verdict::Repair),
+        ]);
+    }
+
+    #[test]
+    fn a_tug_of_war_backs_off_doubling_and_reports_once_a_minute() {
+        run(&[
+            (0, Verdict::Repair),
+            (0, Verdict::Repair),
+            (0, hold(1, Some(3))),
+            (1, hold(2, None)),
+            (3, hold(4, None)),
+            (7, hold(8, None)),
+            (15, hold(16, None)),
+            (31, hold(30, None)),
+            (61, hold(30, Some(6))),
+            // Quiet for longer than a window after the last pause: over.
+            (102, Verdict::Repair),
+        ]);
+        // Continuous fighting: the pause stays at the cap and a report comes every minute
+        // with the copies seen since the last one.
+        let start = Instant::now();
+        let mut contest = Contest::default();
+        let mut reports = Vec::new();
+        for second in 0..130u64 {
+            if let Verdict::Hold {
+                wait,
+                report: Some(copies),
+            } = contest.record(start + Duration::from_secs(second))
+            {
+                reports.push((second, copies, wait));
+            }
+        }
+        assert_eq!(
+            reports,
+            [
+                (2, 3, Duration::from_secs(1)),
+                (62, 60, MAX_HOLD),
+                (122, 60, MAX_HOLD)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_quiet_window_ends_the_contest() {
+        let start = Instant::now();
+        let mut contest = Contest::default();
+        for _ in 0..3 {
+            contest.record(start);
+        }
+        assert!(contest.contested(start + Duration::from_secs(5)));
+        assert!(!contest.contested(start + Duration::from_secs(12)));
+        assert!(!Contest::default().contested(start));
+        // After a quiet window the next fight starts again from the first pause.
+        let later = start + Duration::from_secs(40);
+        assert_eq!(contest.record(later), Verdict::Repair);
+        assert_eq!(contest.record(later), Verdict::Repair);
+        assert!(matches!(
+            contest.record(later),
+            Verdict::Hold { wait, .. } if wait == FIRST_HOLD
+        ));
+    }
+}
