@@ -154,7 +154,7 @@ impl Metrics {
         };
         let state = &mut parts[part as usize];
         state.last_completed = Instant::now();
-        state.last_error = error.map(|error| format!("{}: {}", error.kind(), error_chain(error)));
+        state.last_error = error.map(|error| error_chain(error));
         if parts
             .iter()
             .all(|part| !part.expected || part.last_error.is_none())
@@ -302,4 +302,64 @@ fn respond(request: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Byte
             .insert(hyper::header::CONTENT_TYPE, value);
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_fails_only_when_an_expected_side_stops_finishing_syncs() {
+        let stale = Duration::from_millis(40);
+        let metrics = Metrics::new(stale, false);
+        assert_eq!(metrics.health(), (StatusCode::OK, "ok\n".to_string()));
+        std::thread::sleep(stale * 2);
+        // The rules side is not expected: only the address side counts.
+        metrics.part_synced(Part::Address, None);
+        assert_eq!(metrics.health().0, StatusCode::OK);
+        std::thread::sleep(stale * 2);
+        let (status, body) = metrics.health();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            body.starts_with("stuck: no address sync finished for"),
+            "{body}"
+        );
+
+        let metrics = Metrics::new(stale, true);
+        std::thread::sleep(stale * 2);
+        metrics.part_synced(Part::Address, None);
+        let (status, body) = metrics.health();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("no iptables sync"), "{body}");
+    }
+
+    #[test]
+    fn a_failed_sync_is_reported_but_healthy_and_counted() {
+        let metrics = Metrics::new(Duration::from_secs(60), true);
+        let error = StepError::Address(crate::netif::NetifError {
+            action: "add 10.96.0.2 to interface lo".into(),
+            source: std::io::Error::from_raw_os_error(1),
+        });
+        metrics.part_synced(Part::Address, Some(&error));
+        metrics.part_synced(Part::Rules, None);
+        let (status, body) = metrics.health();
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            body.starts_with("ok (serving; the last sync failed: address: add 10.96.0.2"),
+            "{body}"
+        );
+        assert!(
+            metrics
+                .encode()
+                .contains("apiserver_proxy_sidecar_errors_total{kind=\"address\"} 1")
+        );
+        // Once both sides succeed, the success time is set and the failure forgotten.
+        metrics.part_synced(Part::Address, None);
+        assert_eq!(metrics.health().1, "ok\n");
+        assert!(
+            !metrics
+                .encode()
+                .contains("last_successful_sync_timestamp_seconds 0.0")
+        );
+    }
 }
