@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser, ValueEnum};
 
-use crate::goflag;
+use crate::{address, goflag};
 
 /// Longest interface name the kernel accepts (IFNAMSIZ minus the terminating NUL).
 pub const MAX_INTERFACE_NAME_LEN: usize = 15;
@@ -260,23 +260,15 @@ impl Args {
     }
 }
 
-/// Parses the proxy's address; an IPv4-mapped IPv6 address counts as IPv4, as in Go.
+/// Parses the proxy's address; an IPv4-mapped IPv6 address counts as IPv4, as in Go. Addresses
+/// that cannot keep global scope or cannot be reached by pods are refused.
 pub fn parse_ip(text: &str) -> Result<IpAddr, ConfigError> {
     let ip: IpAddr = text
         .trim()
         .parse()
         .map_err(|_| ConfigError::InvalidIp(text.to_string()))?;
     let ip = ip.to_canonical();
-    let reason = if ip.is_unspecified() {
-        Some("it is the unspecified address")
-    } else if ip.is_multicast() {
-        Some("it is a multicast address")
-    } else if ip == IpAddr::from([255, 255, 255, 255]) {
-        Some("it is the broadcast address")
-    } else {
-        None
-    };
-    match reason {
+    match address::unusable_reason(ip) {
         Some(reason) => Err(ConfigError::UnusableIp(ip, reason)),
         None => Ok(ip),
     }
