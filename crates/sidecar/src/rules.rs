@@ -128,7 +128,7 @@ impl Ruleset {
                         .chains
                         .entry((table.clone(), chain))
                         .or_default()
-                        .push(tokens.collect());
+                        .push(normalize_addresses(tokens.collect()));
                     ruleset.rule_count += 1;
                 }
             }
@@ -154,6 +154,31 @@ impl Ruleset {
     pub fn has_chain(&self, name: &str) -> bool {
         self.chain_names.iter().any(|chain| chain == name)
     }
+}
+
+/// Rewrites the addresses of `-s`/`-d` in the form [`wanted_rules`] writes them, so a rule is
+/// recognised in whatever form iptables prints it (`::1.2.3.4/128` for `::102:304`).
+fn normalize_addresses(mut tokens: Vec<String>) -> Vec<String> {
+    for at in 1..tokens.len() {
+        if matches!(tokens[at - 1].as_str(), "-s" | "-d")
+            && let Some(host) = canonical_host(&tokens[at])
+        {
+            tokens[at] = host;
+        }
+    }
+    tokens
+}
+
+/// `ip/prefix` in canonical form, or `None` when the token is not one (a name, a mask).
+fn canonical_host(token: &str) -> Option<String> {
+    let (ip, prefix) = match token.split_once('/') {
+        Some((ip, prefix)) => (ip.parse::<IpAddr>().ok()?, prefix.parse::<u8>().ok()?),
+        None => {
+            let ip = token.parse::<IpAddr>().ok()?;
+            (ip, crate::netif::full_prefix(ip))
+        }
+    };
+    Some(format!("{ip}/{prefix}"))
 }
 
 /// What to change so that each wanted rule is present the right number of times.
@@ -320,6 +345,46 @@ COMMIT
         let plan = Plan::ensure(&Ruleset::parse(&save), &wanted);
         assert!(plan.is_empty());
         assert_eq!(plan.restore_input(), "");
+    }
+
+    #[test]
+    fn addresses_match_in_every_printed_form() {
+        let cases: &[(&str, &str)] = &[
+            ("::102:304", "::1.2.3.4/128"),
+            ("fd00::10", "fd00::10/128"),
+            ("fd00::10", "fd00:0:0:0:0:0:0:10/128"),
+            ("fd00::10", "FD00::0010/128"),
+            ("fd00::10", "fd00::10"),
+            ("2001:db8::1:0:0:1", "2001:db8:0:0:1::1/128"),
+            ("10.96.0.2", "10.96.0.2/32"),
+            ("10.96.0.2", "10.96.0.2"),
+        ];
+        for (ip, printed) in cases {
+            let wanted = wanted_rules(ip.parse().expect("test address"), 443);
+            let save = format!(
+                "*filter\n-A INPUT -d {printed} -p tcp -m tcp --dport 443 -j ACCEPT\n\
+                 -A OUTPUT -s {printed} -p tcp -m tcp --sport 443 -j ACCEPT\nCOMMIT\n"
+            );
+            let current = Ruleset::parse(&save);
+            let counts: Vec<usize> = wanted.iter().map(|rule| current.count(rule)).collect();
+            assert_eq!(counts, [0, 0, 0, 1, 1], "{ip} printed as {printed}");
+        }
+    }
+
+    #[test]
+    fn other_hosts_and_prefixes_do_not_match() {
+        let wanted = wanted_rules(IpAddr::from([10, 96, 0, 2]), 443);
+        for printed in [
+            "10.96.0.3/32",
+            "10.96.0.2/24",
+            "10.96.0.0/255.255.0.255",
+            "node-a",
+        ] {
+            let save = format!(
+                "*filter\n-A INPUT -d {printed} -p tcp -m tcp --dport 443 -j ACCEPT\nCOMMIT\n"
+            );
+            assert_eq!(Ruleset::parse(&save).count(&wanted[3]), 0, "{printed}");
+        }
     }
 
     #[test]
