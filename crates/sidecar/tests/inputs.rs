@@ -169,3 +169,143 @@ fn an_ipv6_subnet_address_on_the_link_is_left_as_it_is() {
         );
     }
 }
+
+/// The rules of `chain` in `table`, top first, as `save` (e.g. `iptables-nft-save`) prints them.
+fn chain(ns: &Netns, save: &str, table: &str, chain: &str) -> Vec<String> {
+    let prefix = format!("-A {chain} ");
+    ns.sh(save, &["-t", table])
+        .lines()
+        .filter_map(|line| line.strip_prefix(&prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+const ACCEPT: &str = "-d 10.96.0.2/32 -p tcp -m tcp --dport 443 -j ACCEPT";
+const DROP: &str = "-p tcp -m tcp --dport 443 -j DROP";
+
+/// Starts the sidecar on `backend` with a short interval and waits for the five rules.
+fn start_with_rules(ns: &Netns, backend: &str) -> support::Daemon {
+    let flag = format!("--iptables-backend={backend}");
+    let daemon = ns.spawn_sidecar(&[
+        "--ip-address=10.96.0.2",
+        "--setup-iptables",
+        &flag,
+        "--sync-interval=100ms",
+    ]);
+    let save = format!("iptables-{backend}-save");
+    let in_place = || ns.rule_counts(&save, "10.96.0.2/32", 443) == ones();
+    assert!(
+        wait_for(Duration::from_secs(5), in_place).is_some(),
+        "{}",
+        daemon.log()
+    );
+    daemon
+}
+
+/// How many syncs the daemon has logged (at debug level).
+fn syncs(daemon: &support::Daemon) -> usize {
+    daemon.log().matches("sync why=").count()
+}
+
+#[test]
+fn of_two_copies_of_a_rule_the_one_above_a_drop_stays() {
+    for backend in ["nft", "legacy"] {
+        let ns = Netns::new(&format!("dupdrop-{backend}"));
+        let daemon = start_with_rules(&ns, backend);
+        let iptables = format!("iptables-{backend}");
+        let save = format!("iptables-{backend}-save");
+        // The finding, step by step: a DROP appended, then a copy of our ACCEPT below it.
+        ns.sh(
+            &iptables,
+            &["-A", "INPUT", "-p", "tcp", "--dport", "443", "-j", "DROP"],
+        );
+        ns.sh(
+            &iptables,
+            &[
+                "-A",
+                "INPUT",
+                "-p",
+                "tcp",
+                "-d",
+                "10.96.0.2",
+                "--dport",
+                "443",
+                "-j",
+                "ACCEPT",
+            ],
+        );
+        let input = || chain(&ns, &save, "filter", "INPUT");
+        assert!(
+            wait_for(Duration::from_secs(5), || input().len() == 2).is_some(),
+            "{backend}: {:?}\n{}",
+            input(),
+            daemon.log()
+        );
+        assert_eq!(input(), [ACCEPT, DROP], "{backend}\n{}", daemon.log());
+        assert!(
+            daemon.log().contains("removed duplicate iptables rule"),
+            "{}",
+            daemon.log()
+        );
+        // And it stays so over the next syncs.
+        let seen = syncs(&daemon);
+        assert!(wait_for(Duration::from_secs(5), || syncs(&daemon) >= seen + 3).is_some());
+        assert_eq!(input(), [ACCEPT, DROP], "{backend}\n{}", daemon.log());
+        assert_eq!(ns.rule_counts(&save, "10.96.0.2/32", 443), ones());
+    }
+}
+
+#[test]
+fn a_rule_inserted_above_ours_stays_above_it() {
+    let ns = Netns::new("above");
+    let daemon = start_with_rules(&ns, "nft");
+    // As Calico and kube-proxy do: their own rules at position 1.
+    let foreign = "-s 192.0.2.1/32 -j ACCEPT";
+    for table_chain in [
+        ["filter", "INPUT"],
+        ["raw", "PREROUTING"],
+        ["raw", "OUTPUT"],
+    ] {
+        let [table, chain_name] = table_chain;
+        ns.sh(
+            "iptables-nft",
+            &[
+                "-t",
+                table,
+                "-I",
+                chain_name,
+                "1",
+                "-s",
+                "192.0.2.1/32",
+                "-j",
+                "ACCEPT",
+            ],
+        );
+    }
+    let before = daemon.log();
+    let seen = syncs(&daemon);
+    assert!(
+        wait_for(Duration::from_secs(5), || syncs(&daemon) >= seen + 5).is_some(),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(
+        chain(&ns, "iptables-nft-save", "filter", "INPUT"),
+        [foreign, ACCEPT]
+    );
+    assert_eq!(
+        chain(&ns, "iptables-nft-save", "raw", "PREROUTING")[0],
+        foreign
+    );
+    assert_eq!(chain(&ns, "iptables-nft-save", "raw", "OUTPUT")[0], foreign);
+    assert_eq!(
+        ns.rule_counts("iptables-nft-save", "10.96.0.2/32", 443),
+        ones()
+    );
+    let after = daemon.log();
+    let new_lines = &after[before.len()..];
+    assert!(
+        !new_lines.contains("iptables rule"),
+        "the rules were changed after the foreign rules came: {new_lines}"
+    );
+}
