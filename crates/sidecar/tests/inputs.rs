@@ -309,3 +309,55 @@ fn a_rule_inserted_above_ours_stays_above_it() {
         "the rules were changed after the foreign rules came: {new_lines}"
     );
 }
+
+/// Starts the sidecar as a daemon and expects it to refuse its flags at once: exit code 1 and
+/// `needle` in its log. A daemon still running after 5 s accepted them.
+fn expect_refused(ns: &Netns, args: &[&str], needle: &str) {
+    let mut daemon = ns.spawn_sidecar(args);
+    if wait_for(Duration::from_secs(5), || !daemon.is_running()).is_none() {
+        daemon.terminate();
+        panic!("{args:?} was accepted: {}", daemon.log());
+    }
+    let code = daemon.child.wait().expect("exit status").code();
+    assert_eq!(code, Some(1), "{args:?}: {}", daemon.log());
+    assert!(daemon.log().contains(needle), "{args:?}: {}", daemon.log());
+}
+
+#[test]
+fn out_of_bounds_durations_and_expanding_interface_names_are_refused_with_the_bound() {
+    let ns = node_like("bounds");
+    let links_before = ns.sh("ip", &["-o", "link", "show"]);
+    let cases: &[(&str, &str)] = &[
+        (
+            "--sync-interval=1ns",
+            "invalid value '1ns' for '--sync-interval <DURATION>': duration \"1ns\" is below the minimum of 100ms",
+        ),
+        ("--sync-interval=25h", "is above the maximum of 24h"),
+        // Exactly 2^63 ns, one past Go's longest duration.
+        ("--sync-interval=9223372036854775808ns", "is too large"),
+        ("--sync-interval=2562047h47m16.854775808s", "is too large"),
+        (
+            "--xtables-lock-timeout=1ns",
+            "'--xtables-lock-timeout <DURATION>': duration \"1ns\" is below the minimum of 100ms",
+        ),
+        (
+            "--xtables-lock-timeout=9223372036854775807ns",
+            "is above the maximum of 5m",
+        ),
+        (
+            "--interface=a%d",
+            "--interface=\"a%d\" is not a valid interface name: it contains '%'",
+        ),
+        ("--interface=proxy%d", "it contains '%'"),
+        ("--interface=là", "it contains the byte 0xa0"),
+    ];
+    for (flag, needle) in cases {
+        expect_refused(
+            &ns,
+            &["--ip-address=10.96.0.2", "--setup-iptables", flag],
+            needle,
+        );
+    }
+    assert_eq!(ns.sh("ip", &["-o", "link", "show"]), links_before);
+    assert!(ns.addresses_of("10.96.0.2").is_empty());
+}
