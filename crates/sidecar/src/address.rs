@@ -32,12 +32,12 @@ fn unusable_v4(ip: Ipv4Addr) -> Option<&'static str> {
         Some("it is a multicast address")
     } else if ip.is_loopback() {
         Some(
-            "it is an IPv4 loopback address (127.0.0.0/8): packets to it never leave a host, so \
-             pods cannot reach it, and the node's 127.0.0.1/8 on lo already covers it",
+            "it is an IPv4 loopback address (127.0.0.0/8), which pods cannot reach; the node's \
+             127.0.0.1/8 on lo already covers it",
         )
     } else if first == 0 {
         Some(
-            "it is in 0.0.0.0/8, \"this network\" (RFC 1122): a source address only, not a \
+            "it is in 0.0.0.0/8, \"this network\" (RFC 1122), a source address only, never a \
              destination",
         )
     } else {
@@ -46,29 +46,27 @@ fn unusable_v4(ip: Ipv4Addr) -> Option<&'static str> {
 }
 
 fn unusable_v6(ip: Ipv6Addr) -> Option<&'static str> {
-    let [first, second, ..] = ip.segments();
+    let segments = ip.segments();
     if ip.is_unspecified() {
         Some("it is the unspecified address")
     } else if ip.is_multicast() {
         Some("it is a multicast address")
     } else if ip.is_loopback() {
         Some(
-            "it is the IPv6 loopback address: the kernel gives it host scope, pods cannot reach it",
+            "it is the IPv6 loopback address, which the kernel keeps at host scope and pods \
+             cannot reach",
         )
-    } else if first & 0xffc0 == 0xfe80 {
+    } else if segments[0] & 0xffc0 == 0xfe80 {
+        Some("it is an IPv6 link-local address (fe80::/10), which the kernel keeps at link scope")
+    } else if segments[0] & 0xffc0 == 0xfec0 {
         Some(
-            "it is an IPv6 link-local address (fe80::/10): the kernel gives it link scope, \
-             it is reachable only with an interface given",
+            "it is an IPv6 site-local address (fec0::/10), deprecated by RFC 3879, which the \
+             kernel keeps at site scope",
         )
-    } else if first & 0xffc0 == 0xfec0 {
-        Some(
-            "it is an IPv6 site-local address (fec0::/10), deprecated by RFC 3879: the kernel \
-             gives it site scope",
-        )
-    } else if first == 0 && second == 0 && ip.segments()[2..6] == [0, 0, 0, 0] {
+    } else if segments[..6] == [0; 6] {
         // ::a.b.c.d; :: and ::1 are caught above, ::ffff:a.b.c.d is IPv4 by now.
         Some(
-            "it is an IPv4-compatible IPv6 address (::a.b.c.d), deprecated by RFC 4291: use the \
+            "it is an IPv4-compatible IPv6 address (::a.b.c.d), deprecated by RFC 4291; use the \
              IPv4 address itself",
         )
     } else {

@@ -78,14 +78,20 @@ fn addresses_that_cannot_be_global_are_refused_and_nothing_is_touched() {
 }
 
 #[test]
-fn link_local_and_class_e_ipv4_work_like_any_address() {
+fn link_local_and_class_e_ipv4_and_documentation_ipv6_work_like_any_address() {
     let ns = node_like("classes");
     // 169.254.20.10: NodeLocal DNSCache's address; 240.0.0.0/4: used by Gardener.
     for (ip, host) in [
         ("169.254.20.10", "169.254.20.10/32"),
         ("240.0.0.1", "240.0.0.1/32"),
         ("100.64.0.10", "100.64.0.10/32"),
+        ("2001:db8::1", "2001:db8::1/128"),
     ] {
+        let (family, save) = if ip.contains(':') {
+            ("inet6", "ip6tables-nft-save")
+        } else {
+            ("inet", "iptables-nft-save")
+        };
         for run in 0..2 {
             let output = ns.sidecar_once(&[
                 "--ip-address",
@@ -97,14 +103,10 @@ fn link_local_and_class_e_ipv4_work_like_any_address() {
             assert!(output.status.success(), "{ip}: {}", stderr(&output));
             assert_eq!(
                 ns.addresses_of(ip),
-                [format!("inet {host} scope global lo")],
+                [format!("{family} {host} scope global lo")],
                 "{ip}"
             );
-            assert_eq!(
-                ns.rule_counts("iptables-nft-save", host, 443),
-                ones(),
-                "{ip}"
-            );
+            assert_eq!(ns.rule_counts(save, host, 443), ones(), "{ip}");
             if run == 1 {
                 assert!(
                     !stderr(&output).contains("added") && !stderr(&output).contains("removed"),
@@ -360,4 +362,43 @@ fn out_of_bounds_durations_and_expanding_interface_names_are_refused_with_the_bo
     }
     assert_eq!(ns.sh("ip", &["-o", "link", "show"]), links_before);
     assert!(ns.addresses_of("10.96.0.2").is_empty());
+}
+
+#[test]
+fn a_duplicate_below_foreign_rules_keeps_the_place_of_the_top_copy() {
+    for backend in ["nft", "legacy"] {
+        let ns = Netns::new(&format!("dupbelow-{backend}"));
+        let daemon = start_with_rules(&ns, backend);
+        let iptables = format!("iptables-{backend}");
+        let save = format!("iptables-{backend}-save");
+        let foreign = "-s 192.0.2.1/32 -j ACCEPT";
+        ns.sh(
+            &iptables,
+            &["-I", "INPUT", "1", "-s", "192.0.2.1/32", "-j", "ACCEPT"],
+        );
+        ns.sh(
+            &iptables,
+            &[
+                "-A",
+                "INPUT",
+                "-p",
+                "tcp",
+                "-d",
+                "10.96.0.2",
+                "--dport",
+                "443",
+                "-j",
+                "ACCEPT",
+            ],
+        );
+        let input = || chain(&ns, &save, "filter", "INPUT");
+        // Our copy goes back to position 2 of a chain that has one rule left: the end.
+        assert!(
+            wait_for(Duration::from_secs(5), || input().len() == 2).is_some(),
+            "{backend}: {:?}\n{}",
+            input(),
+            daemon.log()
+        );
+        assert_eq!(input(), [foreign, ACCEPT], "{backend}\n{}", daemon.log());
+    }
 }
