@@ -501,6 +501,15 @@ mod tests {
             (&["--ip-address=224.0.0.1"], "multicast"),
             (&["--ip-address=255.255.255.255"], "broadcast"),
             (
+                &["--ip-address=::1"],
+                "--ip-address=::1 cannot be used: it is the IPv6 loopback address",
+            ),
+            (
+                &["--ip-address=::ffff:127.0.0.1"],
+                "--ip-address=127.0.0.1 cannot be used: it is an IPv4 loopback address",
+            ),
+            (&["--ip-address=fe80::1"], "link-local"),
+            (
                 &["--ip-address=10.96.0.2", "--port=0"],
                 "--port=\"0\" is not a port number",
             ),
