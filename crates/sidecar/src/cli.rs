@@ -10,10 +10,20 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser, ValueEnum};
 
-use crate::goflag;
+use crate::{address, goflag};
 
 /// Longest interface name the kernel accepts (IFNAMSIZ minus the terminating NUL).
 pub const MAX_INTERFACE_NAME_LEN: usize = 15;
+
+/// Shortest `--sync-interval`: a steady tick spawns one `iptables-save` (about 2 ms of CPU), so
+/// anything shorter turns the sidecar into a busy loop.
+pub const MIN_SYNC_INTERVAL: Duration = Duration::from_millis(100);
+/// Longest `--sync-interval`: beyond a day, repairs the kernel does not announce wait too long.
+pub const MAX_SYNC_INTERVAL: Duration = Duration::from_secs(24 * 60 * 60);
+/// Shortest `--xtables-lock-timeout`: kube-proxy may hold the lock that long for a normal restore.
+pub const MIN_LOCK_TIMEOUT: Duration = Duration::from_millis(100);
+/// Longest `--xtables-lock-timeout`: a sync stuck longer only delays reporting the busy lock.
+pub const MAX_LOCK_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 
 /// Keeps the apiserver-proxy IP address on a local interface of this node, and optionally the
 /// iptables rules that let traffic to it bypass connection tracking.
@@ -38,8 +48,9 @@ pub struct Args {
           action = ArgAction::Set)]
     pub setup_iptables: bool,
 
-    /// [optional] interval to check for iptables rules (Go duration: 1m, 90s, 1.5m, 300ms).
-    #[arg(long, value_name = "DURATION", default_value = "1m0s", value_parser = goflag::parse_positive_duration)]
+    /// [optional] interval to check for iptables rules (Go duration: 1m, 90s, 1.5m, 300ms;
+    /// 100ms to 24h).
+    #[arg(long, value_name = "DURATION", default_value = "1m0s", value_parser = parse_sync_interval)]
     pub sync_interval: Duration,
 
     /// [optional] indicates if the sidecar should run as a daemon.
@@ -70,8 +81,9 @@ pub struct Args {
     #[arg(long, value_name = "PATH", default_value = "/run/xtables.lock")]
     pub xtables_lock: PathBuf,
 
-    /// [optional] longest wait for the xtables lock before a sync gives up and retries later.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = goflag::parse_positive_duration)]
+    /// [optional] longest wait for the xtables lock before a sync gives up and retries later
+    /// (100ms to 5m).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_lock_timeout)]
     pub xtables_lock_timeout: Duration,
 
     /// [optional] address for /healthz and /metrics, e.g. 127.0.0.1:16910; off when empty.
@@ -173,6 +185,14 @@ impl KlogArgs {
     }
 }
 
+fn parse_sync_interval(text: &str) -> Result<Duration, String> {
+    goflag::parse_duration_within(text, MIN_SYNC_INTERVAL, MAX_SYNC_INTERVAL)
+}
+
+fn parse_lock_timeout(text: &str) -> Result<Duration, String> {
+    goflag::parse_duration_within(text, MIN_LOCK_TIMEOUT, MAX_LOCK_TIMEOUT)
+}
+
 fn parse_severity(text: &str) -> Result<String, String> {
     match text.to_ascii_uppercase().as_str() {
         "0" | "1" | "2" | "3" | "INFO" | "WARNING" | "ERROR" | "FATAL" => Ok(text.to_string()),
@@ -260,29 +280,22 @@ impl Args {
     }
 }
 
-/// Parses the proxy's address; an IPv4-mapped IPv6 address counts as IPv4, as in Go.
+/// Parses the proxy's address; an IPv4-mapped IPv6 address counts as IPv4, as in Go. Addresses
+/// that cannot keep global scope or cannot be reached by pods are refused.
 pub fn parse_ip(text: &str) -> Result<IpAddr, ConfigError> {
     let ip: IpAddr = text
         .trim()
         .parse()
         .map_err(|_| ConfigError::InvalidIp(text.to_string()))?;
     let ip = ip.to_canonical();
-    let reason = if ip.is_unspecified() {
-        Some("it is the unspecified address")
-    } else if ip.is_multicast() {
-        Some("it is a multicast address")
-    } else if ip == IpAddr::from([255, 255, 255, 255]) {
-        Some("it is the broadcast address")
-    } else {
-        None
-    };
-    match reason {
+    match address::unusable_reason(ip) {
         Some(reason) => Err(ConfigError::UnusableIp(ip, reason)),
         None => Ok(ip),
     }
 }
 
-/// Checks a name the way the kernel's `dev_valid_name` does.
+/// Checks a name the way the kernel's `dev_valid_name` does, and refuses `%`, which the kernel
+/// expands (`a%d` becomes `a0`, then `a1`, ...): the link would never be found by its name again.
 pub fn validate_interface_name(name: &str) -> Result<(), ConfigError> {
     let invalid = |why: String| Err(ConfigError::InvalidInterface(name.to_string(), why));
     if name.is_empty() {
@@ -297,11 +310,19 @@ pub fn validate_interface_name(name: &str) -> Result<(), ConfigError> {
     if name == "." || name == ".." {
         return invalid("\".\" and \"..\" are reserved".into());
     }
-    if let Some(c) = name
-        .chars()
-        .find(|c| *c == '/' || *c == ':' || c.is_whitespace())
+    if name.contains('%') {
+        return invalid("it contains '%', which the kernel expands into a number".into());
+    }
+    // The kernel checks bytes, and its isspace() counts 0xa0 (a byte of UTF-8 "à", for one).
+    if let Some(byte) = name
+        .bytes()
+        .find(|b| matches!(b, b'/' | b':' | b'\0' | b'\t'..=b'\r' | b' ' | 0xa0))
     {
-        return invalid(format!("it contains {c:?}"));
+        let shown = match byte {
+            b' '..=b'~' => format!("{:?}", char::from(byte)),
+            _ => format!("the byte {byte:#04x}"),
+        };
+        return invalid(format!("it contains {shown}"));
     }
     Ok(())
 }
@@ -382,6 +403,48 @@ mod tests {
     }
 
     #[test]
+    fn interface_names_the_kernel_accepts() {
+        for name in [
+            "lo",
+            "apiserver-proxy",
+            "a",
+            "eth0.100",
+            "br_0",
+            "abcdefghijklmno",
+            "dummy+x",
+            "wg@1",
+            "ünï",
+        ] {
+            assert_eq!(validate_interface_name(name), Ok(()), "{name}");
+        }
+    }
+
+    #[test]
+    fn bounds_of_the_durations() {
+        let parse_interval = |text: &str| parse(&["--ip-address=10.96.0.2", text]);
+        for (flag, get) in [
+            (
+                "--sync-interval",
+                (|c: &Config| c.sync_interval) as fn(&Config) -> Duration,
+            ),
+            ("--xtables-lock-timeout", |c: &Config| {
+                c.xtables_lock_timeout
+            }),
+        ] {
+            let min = parse_interval(&format!("{flag}=100ms")).map(|c| get(&c));
+            assert_eq!(min, Ok(Duration::from_millis(100)), "{flag}");
+        }
+        assert_eq!(
+            parse_interval("--sync-interval=24h").map(|c| c.sync_interval),
+            Ok(MAX_SYNC_INTERVAL)
+        );
+        assert_eq!(
+            parse_interval("--xtables-lock-timeout=5m").map(|c| c.xtables_lock_timeout),
+            Ok(MAX_LOCK_TIMEOUT)
+        );
+    }
+
+    #[test]
     fn ipv4_mapped_address_counts_as_ipv4() {
         assert_eq!(
             parse_ip("::ffff:10.96.0.2"),
@@ -438,6 +501,15 @@ mod tests {
             (&["--ip-address=224.0.0.1"], "multicast"),
             (&["--ip-address=255.255.255.255"], "broadcast"),
             (
+                &["--ip-address=::1"],
+                "--ip-address=::1 cannot be used: it is the IPv6 loopback address",
+            ),
+            (
+                &["--ip-address=::ffff:127.0.0.1"],
+                "--ip-address=127.0.0.1 cannot be used: it is an IPv4 loopback address",
+            ),
+            (&["--ip-address=fe80::1"], "link-local"),
+            (
                 &["--ip-address=10.96.0.2", "--port=0"],
                 "--port=\"0\" is not a port number",
             ),
@@ -461,6 +533,50 @@ mod tests {
             (
                 &["--ip-address=10.96.0.2", "--interface=a b"],
                 "contains ' '",
+            ),
+            (
+                &["--ip-address=10.96.0.2", "--interface=a%d"],
+                "--interface=\"a%d\" is not a valid interface name: it contains '%'",
+            ),
+            (
+                &["--ip-address=10.96.0.2", "--interface=a:1"],
+                "contains ':'",
+            ),
+            (
+                &["--ip-address=10.96.0.2", "--interface=a\tb"],
+                "contains the byte 0x09",
+            ),
+            (
+                &["--ip-address=10.96.0.2", "--interface=là"],
+                "contains the byte 0xa0",
+            ),
+            (&["--ip-address=10.96.0.2", "--interface=.."], "reserved"),
+            (
+                &["--ip-address=10.96.0.2", "--sync-interval=1ns"],
+                "'--sync-interval <DURATION>': duration \"1ns\" is below the minimum of 100ms",
+            ),
+            (
+                &["--ip-address=10.96.0.2", "--sync-interval=25h"],
+                "above the maximum of 24h",
+            ),
+            (
+                &[
+                    "--ip-address=10.96.0.2",
+                    "--sync-interval=9223372036854775808ns",
+                ],
+                "too large",
+            ),
+            (
+                &["--ip-address=10.96.0.2", "--xtables-lock-timeout=1ms"],
+                "'--xtables-lock-timeout <DURATION>': duration \"1ms\" is below the minimum of 100ms",
+            ),
+            (
+                &["--ip-address=10.96.0.2", "--xtables-lock-timeout=292y"],
+                "unknown unit",
+            ),
+            (
+                &["--ip-address=10.96.0.2", "--xtables-lock-timeout=6m"],
+                "above the maximum of 5m",
             ),
             (
                 &["--ip-address=10.96.0.2", "--sync-interval=0s"],

@@ -6,16 +6,22 @@
 
 use std::time::Duration;
 
+/// Nanoseconds in the longest Go duration, `time.Duration(1<<63 - 1)`.
+const MAX_GO_NANOS: u128 = (1 << 63) - 1;
+
 /// Parses a Go duration such as `1m`, `1m0s`, `90s`, `1.5m`, `300ms` or `-1h`.
 ///
 /// Returns the signed length in nanoseconds, so callers can reject zero and negative values with
-/// a message of their own.
+/// a message of their own. Integer arithmetic, as in Go: what Go refuses as too large (beyond
+/// 2^63-1 ns, or -2^63 ns) is refused here too, to the nanosecond.
 pub fn parse_duration_nanos(text: &str) -> Result<i128, String> {
     let invalid = || {
         format!(
             "invalid duration {text:?}: expected a number with a unit, e.g. 1m, 90s, 1.5m or 300ms"
         )
     };
+    let too_large =
+        || format!("duration {text:?} is too large: Go durations end at 2562047h47m16.854775807s");
     let (negative, mut rest) = match text.as_bytes().first() {
         Some(b'-') => (true, &text[1..]),
         Some(b'+') => (false, &text[1..]),
@@ -27,7 +33,7 @@ pub fn parse_duration_nanos(text: &str) -> Result<i128, String> {
     if rest.is_empty() {
         return Err(invalid());
     }
-    let mut total: f64 = 0.0;
+    let mut total: u128 = 0;
     while !rest.is_empty() {
         let number_len = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -36,18 +42,18 @@ pub fn parse_duration_nanos(text: &str) -> Result<i128, String> {
         if number.is_empty() || number == "." || number.matches('.').count() > 1 {
             return Err(invalid());
         }
-        let value: f64 = number.parse().map_err(|_| invalid())?;
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
         rest = &rest[number_len..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(rest.len());
-        let nanos_per_unit = match &rest[..unit_len] {
-            "ns" => 1.0,
-            "us" | "µs" | "μs" => 1e3,
-            "ms" => 1e6,
-            "s" => 1e9,
-            "m" => 60e9,
-            "h" => 3600e9,
+        let nanos_per_unit: u128 = match &rest[..unit_len] {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
             "" => {
                 return Err(format!(
                     "missing unit in duration {text:?}: use ns, us, ms, s, m or h"
@@ -60,13 +66,32 @@ pub fn parse_duration_nanos(text: &str) -> Result<i128, String> {
             }
         };
         rest = &rest[unit_len..];
-        total += value * nanos_per_unit;
+        let whole = match whole.trim_start_matches('0') {
+            "" => 0,
+            digits => digits.parse::<u128>().map_err(|_| too_large())?,
+        };
+        let mut nanos = whole.checked_mul(nanos_per_unit).ok_or_else(too_large)?;
+        // Digits beyond the 20th are below a nanosecond even in hours; Go drops them too.
+        let fraction = &fraction[..fraction.len().min(20)];
+        if !fraction.is_empty() {
+            let digits: u128 = fraction.parse().map_err(|_| invalid())?;
+            nanos += digits * nanos_per_unit / 10u128.pow(fraction.len() as u32);
+        }
+        total = total.checked_add(nanos).ok_or_else(too_large)?;
+        if total > MAX_GO_NANOS + 1 {
+            return Err(too_large());
+        }
     }
-    // Go rejects durations beyond ~292 years (i64 nanoseconds).
-    if total > i64::MAX as f64 {
-        return Err(format!("duration {text:?} is too large"));
+    // Go's range is -2^63 ..= 2^63-1 nanoseconds.
+    let limit = if negative {
+        MAX_GO_NANOS + 1
+    } else {
+        MAX_GO_NANOS
+    };
+    if total > limit {
+        return Err(too_large());
     }
-    let nanos = total.round() as i128;
+    let nanos = i128::try_from(total).map_err(|_| too_large())?;
     Ok(if negative { -nanos } else { nanos })
 }
 
@@ -79,6 +104,46 @@ pub fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     u64::try_from(nanos)
         .map(Duration::from_nanos)
         .map_err(|_| format!("duration {text:?} is too large"))
+}
+
+/// Parses a Go duration that must lie within `min..=max`; the message names the bound.
+pub fn parse_duration_within(text: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let duration = parse_positive_duration(text)?;
+    if duration < min {
+        Err(format!(
+            "duration {text:?} is below the minimum of {}",
+            format_duration(min)
+        ))
+    } else if duration > max {
+        Err(format!(
+            "duration {text:?} is above the maximum of {}",
+            format_duration(max)
+        ))
+    } else {
+        Ok(duration)
+    }
+}
+
+/// A duration in Go syntax, in its largest whole unit (`100ms`, `5m`, `24h`).
+pub fn format_duration(duration: Duration) -> String {
+    let nanos = duration.as_nanos();
+    if nanos == 0 {
+        return "0s".into();
+    }
+    let units: [(u128, &str); 6] = [
+        (3_600_000_000_000, "h"),
+        (60_000_000_000, "m"),
+        (1_000_000_000, "s"),
+        (1_000_000, "ms"),
+        (1_000, "us"),
+        (1, "ns"),
+    ];
+    units
+        .iter()
+        .find(|(size, _)| nanos.is_multiple_of(*size))
+        .map_or_else(String::new, |(size, unit)| {
+            format!("{}{unit}", nanos / size)
+        })
 }
 
 /// Parses a boolean the way Go's `strconv.ParseBool` does.
@@ -113,6 +178,16 @@ mod tests {
             ("5.s", 5_000_000_000),
             ("-1s", -1_000_000_000),
             ("+2s", 2_000_000_000),
+            ("1.9ns", 1),
+            ("0.000000001s", 1),
+            (
+                "000000000000000000000000000000000000000000001s",
+                1_000_000_000,
+            ),
+            // Go's extremes, exactly.
+            ("9223372036854775807ns", 9_223_372_036_854_775_807),
+            ("2562047h47m16.854775807s", 9_223_372_036_854_775_807),
+            ("-9223372036854775808ns", -9_223_372_036_854_775_808),
         ];
         for (text, want) in cases {
             assert_eq!(parse_duration_nanos(text), Ok(*want), "{text}");
@@ -131,6 +206,12 @@ mod tests {
             ("-", "invalid duration"),
             ("1m 2s", "unknown unit \"m \""),
             ("999999999999h", "too large"),
+            // One past Go's maximum, in three spellings.
+            ("9223372036854775808ns", "too large"),
+            ("2562047h47m16.854775808s", "too large"),
+            ("2562048h", "too large"),
+            ("-9223372036854775809ns", "too large"),
+            ("99999999999999999999999999999999999999999h", "too large"),
         ] {
             let err = parse_duration_nanos(text).expect_err(text);
             assert!(err.contains(needle), "{text}: {err}");
@@ -155,6 +236,47 @@ mod tests {
                 .unwrap_err()
                 .contains("greater than zero")
         );
+    }
+
+    #[test]
+    fn bounded_durations_name_the_bound() {
+        let (min, max) = (Duration::from_millis(100), Duration::from_secs(24 * 3600));
+        let cases: &[(&str, Result<Duration, &str>)] = &[
+            ("100ms", Ok(min)),
+            ("24h", Ok(max)),
+            ("1m", Ok(Duration::from_secs(60))),
+            ("1ns", Err("duration \"1ns\" is below the minimum of 100ms")),
+            ("99ms", Err("below the minimum of 100ms")),
+            (
+                "24h0m0.000000001s",
+                Err("duration \"24h0m0.000000001s\" is above the maximum of 24h"),
+            ),
+            ("2562047h47m16.854775807s", Err("above the maximum of 24h")),
+            ("2562047h47m16.854775808s", Err("too large")),
+            ("0s", Err("greater than zero")),
+        ];
+        for (text, want) in cases {
+            match (parse_duration_within(text, min, max), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, *want, "{text}"),
+                (Err(got), Err(needle)) => assert!(got.contains(needle), "{text}: {got}"),
+                (got, _) => panic!("{text}: {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn durations_print_in_their_largest_whole_unit() {
+        for (duration, want) in [
+            (Duration::from_millis(100), "100ms"),
+            (Duration::from_secs(300), "5m"),
+            (Duration::from_secs(86_400), "24h"),
+            (Duration::from_secs(90), "90s"),
+            (Duration::from_micros(5), "5us"),
+            (Duration::from_nanos(7), "7ns"),
+            (Duration::ZERO, "0s"),
+        ] {
+            assert_eq!(format_duration(duration), want);
+        }
     }
 
     #[test]

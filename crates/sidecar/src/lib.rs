@@ -4,6 +4,7 @@
 //! apiserver-proxy sidecar: keeps the proxy's IP address on a local interface of the node and,
 //! optionally, the iptables rules that let its traffic bypass connection tracking.
 
+pub mod address;
 pub mod cli;
 pub mod daemon;
 pub mod events;

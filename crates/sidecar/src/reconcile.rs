@@ -6,13 +6,13 @@
 
 use std::sync::Arc;
 
-use netlink_packet_route::address::AddressScope;
 use tracing::{info, warn};
 
+use crate::address::{self, Found};
 use crate::cli::{BackendChoice, Config};
 use crate::firewall::{Backend, Firewall, FirewallError};
 use crate::metrics::{Metrics, Part};
-use crate::netif::{self, Link, Netif, NetifError};
+use crate::netif::{Link, Netif, NetifError};
 use crate::rules::{Rule, wanted_rules};
 
 /// A failed step of a sync or teardown.
@@ -225,25 +225,19 @@ impl AddressKeeper {
             .addresses_of(ip)
             .await
             .map_err(StepError::Address)?;
-        let mut in_place = false;
-        for copy in &copies {
-            let right = copy.index == link.index
-                && copy.prefix_len == netif::full_prefix(ip)
-                && copy.scope == AddressScope::Universe;
-            if right && !in_place {
-                in_place = true;
-                continue;
-            }
+        let found: Vec<Found> = copies.iter().map(Found::from).collect();
+        let plan = address::plan(ip, link.index, &found);
+        for copy in plan.delete.iter().filter_map(|at| copies.get(*at)) {
             // The kernel does not change the scope of an existing address: delete and re-add.
             self.netif
                 .delete_address(copy)
                 .await
                 .map_err(StepError::Address)?;
             info!(%ip, index = copy.index, prefix = copy.prefix_len, scope = ?copy.scope,
-                  "removed address from another interface, or with a wrong prefix or scope");
+                  "removed address from another interface, or with a wrong scope");
             self.metrics.repaired("duplicate_address");
         }
-        if !in_place {
+        if plan.add {
             self.netif
                 .add_address(&link, ip)
                 .await
@@ -372,7 +366,9 @@ impl AddressKeeper {
         if let Some(link) = &link {
             match self.netif.addresses_of(self.config.ip).await {
                 Ok(copies) => {
-                    for copy in copies.iter().filter(|copy| copy.index == link.index) {
+                    let found: Vec<Found> = copies.iter().map(Found::from).collect();
+                    let ours = address::teardown(self.config.ip, link.index, &found);
+                    for copy in ours.iter().filter_map(|at| copies.get(*at)) {
                         match self.netif.delete_address(copy).await {
                             Ok(()) => {
                                 info!(ip = %self.config.ip, interface = link.name, "removed address")

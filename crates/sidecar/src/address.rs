@@ -1,0 +1,327 @@
+// SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
+// SPDX-License-Identifier: Apache-2.0
+
+//! The proxy's address, pure: which addresses can be kept with global scope, and which copies
+//! found on the node to delete.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use netlink_packet_route::address::AddressScope;
+
+use crate::netif::{AddressEntry, full_prefix};
+
+/// Why `ip` can never be the proxy's address, or `None` when it works like any other.
+///
+/// The address must be reachable from pods with global scope. The kernel derives the scope of
+/// some IPv6 addresses from the address itself, whatever the request says: asking for global
+/// scope there would delete and re-add the address forever.
+pub fn unusable_reason(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(ip) => unusable_v4(ip),
+        IpAddr::V6(ip) => unusable_v6(ip),
+    }
+}
+
+fn unusable_v4(ip: Ipv4Addr) -> Option<&'static str> {
+    let [first, ..] = ip.octets();
+    if ip.is_unspecified() {
+        Some("it is the unspecified address")
+    } else if ip.is_broadcast() {
+        Some("it is the broadcast address")
+    } else if ip.is_multicast() {
+        Some("it is a multicast address")
+    } else if ip.is_loopback() {
+        Some(
+            "it is an IPv4 loopback address (127.0.0.0/8), which pods cannot reach; the node's \
+             127.0.0.1/8 on lo already covers it",
+        )
+    } else if first == 0 {
+        Some(
+            "it is in 0.0.0.0/8, \"this network\" (RFC 1122), a source address only, never a \
+             destination",
+        )
+    } else {
+        None
+    }
+}
+
+fn unusable_v6(ip: Ipv6Addr) -> Option<&'static str> {
+    let segments = ip.segments();
+    if ip.is_unspecified() {
+        Some("it is the unspecified address")
+    } else if ip.is_multicast() {
+        Some("it is a multicast address")
+    } else if ip.is_loopback() {
+        Some(
+            "it is the IPv6 loopback address, which the kernel keeps at host scope and pods \
+             cannot reach",
+        )
+    } else if segments[0] & 0xffc0 == 0xfe80 {
+        Some("it is an IPv6 link-local address (fe80::/10), which the kernel keeps at link scope")
+    } else if segments[0] & 0xffc0 == 0xfec0 {
+        Some(
+            "it is an IPv6 site-local address (fec0::/10), deprecated by RFC 3879, which the \
+             kernel keeps at site scope",
+        )
+    } else if segments[..6] == [0; 6] {
+        // ::a.b.c.d; :: and ::1 are caught above, ::ffff:a.b.c.d is IPv4 by now.
+        Some(
+            "it is an IPv4-compatible IPv6 address (::a.b.c.d), deprecated by RFC 4291; use the \
+             IPv4 address itself",
+        )
+    } else {
+        None
+    }
+}
+
+/// One address on the node carrying the proxy's IP, as rtnetlink reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found {
+    /// The link the address is on.
+    pub index: u32,
+    pub prefix_len: u8,
+    pub scope: AddressScope,
+}
+
+impl From<&AddressEntry> for Found {
+    fn from(entry: &AddressEntry) -> Self {
+        Found {
+            index: entry.index,
+            prefix_len: entry.prefix_len,
+            scope: entry.scope,
+        }
+    }
+}
+
+/// What to change so that the proxy's address is on the link exactly once.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct AddressPlan {
+    /// Positions in the found list of the copies to delete.
+    pub delete: Vec<usize>,
+    /// Whether to add the address to the link (after the deletions).
+    pub add: bool,
+}
+
+/// Whether a found address is a copy of the managed one, `ip` with a full-length prefix.
+///
+/// The same IP with a shorter prefix is a subnet address someone else configured (the node's
+/// 127.0.0.1/8 on lo is one): never the sidecar's to delete.
+pub fn is_copy(ip: IpAddr, found: &Found) -> bool {
+    found.prefix_len == full_prefix(ip)
+}
+
+/// Keeps one copy on `link_index` with global scope and deletes every other copy (on another
+/// link, left over from moving the IP, or with another scope: the kernel does not change the
+/// scope of an existing address). Addresses that are not copies are left alone.
+pub fn plan(ip: IpAddr, link_index: u32, found: &[Found]) -> AddressPlan {
+    let mut plan = AddressPlan::default();
+    let mut in_place = false;
+    for (position, entry) in found.iter().enumerate() {
+        if !is_copy(ip, entry) {
+            continue;
+        }
+        let right = entry.index == link_index && entry.scope == AddressScope::Universe;
+        if right && !in_place {
+            in_place = true;
+        } else {
+            plan.delete.push(position);
+        }
+    }
+    // The kernel keeps one IPv6 address per link whatever its prefix: adding would rewrite the
+    // foreign one's prefix, so it stays as it is and serves the proxy too.
+    let foreign_on_link = ip.is_ipv6()
+        && found
+            .iter()
+            .any(|entry| entry.index == link_index && !is_copy(ip, entry));
+    plan.add = !in_place && !foreign_on_link;
+    plan
+}
+
+/// The copies the teardown deletes: those on the sidecar's link.
+pub fn teardown(ip: IpAddr, link_index: u32, found: &[Found]) -> Vec<usize> {
+    found
+        .iter()
+        .enumerate()
+        .filter(|(_, entry)| entry.index == link_index && is_copy(ip, entry))
+        .map(|(position, _)| position)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().expect("a test address")
+    }
+
+    #[test]
+    fn every_address_class_works_or_is_refused() {
+        let cases: &[(&str, Option<&str>)] = &[
+            // Must work.
+            ("10.96.0.2", None),
+            ("100.64.0.1", None),
+            ("192.168.1.1", None),
+            ("172.16.0.1", None),
+            ("8.8.8.8", None),
+            ("240.0.0.1", None),
+            ("255.255.255.254", None),
+            ("169.254.20.10", None),
+            ("fd00::10", None),
+            ("fc00::1", None),
+            ("2001:db8::1", None),
+            ("2a00:1450::1", None),
+            ("64:ff9b::a00:1", None),
+            ("::ffff:0:a00:1", None),
+            ("fe00::1", None),
+            // Refused.
+            ("0.0.0.0", Some("unspecified")),
+            ("0.1.2.3", Some("0.0.0.0/8")),
+            ("255.255.255.255", Some("broadcast")),
+            ("224.0.0.1", Some("multicast")),
+            ("239.255.255.255", Some("multicast")),
+            ("127.0.0.1", Some("IPv4 loopback")),
+            ("127.0.0.53", Some("IPv4 loopback")),
+            ("127.255.255.255", Some("IPv4 loopback")),
+            ("::", Some("unspecified")),
+            ("::1", Some("IPv6 loopback")),
+            ("fe80::1", Some("link-local")),
+            ("febf:ffff::1", Some("link-local")),
+            ("fec0::1", Some("site-local")),
+            ("feff::1", Some("site-local")),
+            ("::102:304", Some("IPv4-compatible")),
+            ("::0.0.0.2", Some("IPv4-compatible")),
+            ("::ffff:ffff", Some("IPv4-compatible")),
+            ("ff02::1", Some("multicast")),
+            ("ff00::1", Some("multicast")),
+        ];
+        for (text, want) in cases {
+            let reason = unusable_reason(ip(text));
+            match (want, reason) {
+                (None, None) => {}
+                (Some(needle), Some(reason)) => {
+                    assert!(reason.contains(needle), "{text}: {reason}")
+                }
+                _ => panic!("{text}: expected {want:?}, got {reason:?}"),
+            }
+        }
+    }
+
+    const LINK: u32 = 7;
+    const OTHER: u32 = 3;
+
+    fn found(index: u32, prefix_len: u8, scope: AddressScope) -> Found {
+        Found {
+            index,
+            prefix_len,
+            scope,
+        }
+    }
+
+    #[test]
+    fn copies_to_delete_and_whether_to_add() {
+        use AddressScope::{Host, Link, Universe};
+        let v4 = ip("10.96.0.2");
+        let v6 = ip("fd00::10");
+        // name, address, found on the node, positions to delete, whether to add
+        type Case = (&'static str, IpAddr, Vec<Found>, Vec<usize>, bool);
+        let cases: &[Case] = &[
+            ("missing", v4, vec![], vec![], true),
+            (
+                "in place",
+                v4,
+                vec![found(LINK, 32, Universe)],
+                vec![],
+                false,
+            ),
+            (
+                "host scope is re-added",
+                v4,
+                vec![found(LINK, 32, Host)],
+                vec![0],
+                true,
+            ),
+            (
+                "copy on another link",
+                v4,
+                vec![found(OTHER, 32, Universe), found(LINK, 32, Universe)],
+                vec![0],
+                false,
+            ),
+            (
+                "only on another link",
+                v4,
+                vec![found(OTHER, 32, Universe)],
+                vec![0],
+                true,
+            ),
+            (
+                "subnet address with the same IP is not a copy",
+                v4,
+                vec![found(LINK, 24, Universe), found(OTHER, 8, Host)],
+                vec![],
+                true,
+            ),
+            (
+                "subnet address beside the copy",
+                v4,
+                vec![found(LINK, 8, Host), found(LINK, 32, Universe)],
+                vec![],
+                false,
+            ),
+            (
+                "node loopback 127.0.0.1/8 is never touched",
+                ip("127.0.0.1"),
+                vec![found(1, 8, Host)],
+                vec![],
+                true,
+            ),
+            (
+                "ipv6 in place",
+                v6,
+                vec![found(LINK, 128, Universe)],
+                vec![],
+                false,
+            ),
+            (
+                "ipv6 link scope is re-added",
+                v6,
+                vec![found(LINK, 128, Link)],
+                vec![0],
+                true,
+            ),
+            (
+                "ipv6 subnet address on the link is left and serves",
+                v6,
+                vec![found(LINK, 64, Universe)],
+                vec![],
+                false,
+            ),
+            (
+                "ipv6 subnet address elsewhere",
+                v6,
+                vec![found(OTHER, 64, Universe), found(OTHER, 128, Universe)],
+                vec![1],
+                true,
+            ),
+        ];
+        for (name, ip, found, delete, add) in cases {
+            let plan = plan(*ip, LINK, found);
+            assert_eq!(&plan.delete, delete, "{name}");
+            assert_eq!(plan.add, *add, "{name}");
+        }
+    }
+
+    #[test]
+    fn teardown_deletes_only_copies_on_the_link() {
+        use AddressScope::{Host, Universe};
+        let on_node = [
+            found(LINK, 32, Universe),
+            found(LINK, 24, Universe),
+            found(OTHER, 32, Universe),
+            found(LINK, 32, Host),
+        ];
+        assert_eq!(teardown(ip("10.96.0.2"), LINK, &on_node), [0, 3]);
+        assert!(teardown(ip("127.0.0.1"), 1, &[found(1, 8, Host)]).is_empty());
+    }
+}
