@@ -138,6 +138,7 @@ fn notification_bursts_never_stop_the_daemon() {
 #[test]
 fn a_tug_of_war_over_the_address_backs_off() {
     let ns = Netns::new("tugofwar");
+    ns.sh("ip", &["link", "set", "lo", "up"]);
     ns.sh("ip", &["link", "add", "apxbr", "type", "bridge"]);
     let on_lo = ns.spawn_sidecar(&["--ip-address", IP, "--metrics-bind-address=127.0.0.1:16911"]);
     let on_bridge = ns.spawn_sidecar(&["--ip-address", IP, "--interface=apxbr"]);
