@@ -13,9 +13,10 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
 
 use crate::cli::Config;
+use crate::error_chain;
 use crate::events::KernelEvents;
 use crate::firewall::READ_TIMEOUT;
-use crate::reconcile::{AddressKeeper, RuleKeeper, Sidecar, error_chain};
+use crate::reconcile::{AddressKeeper, RuleKeeper, Sidecar};
 
 /// The first retry after a failed sync; doubled up to the sync interval.
 const FIRST_RETRY: Duration = Duration::from_millis(500);

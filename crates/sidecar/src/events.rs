@@ -103,9 +103,9 @@ pub struct KernelEvents {
 impl KernelEvents {
     /// Subscribes to address and link notifications about `ip`.
     pub fn subscribe(ip: IpAddr) -> Result<KernelEvents, NetifError> {
-        let failed = |source| NetifError {
+        let failed = |cause| NetifError {
             action: "subscribe to the kernel's address notifications".into(),
-            source,
+            cause,
         };
         let (mut connection, _requests, mut notifications) =
             rtnetlink::new_connection().map_err(failed)?;

@@ -57,7 +57,7 @@ pub enum FirewallError {
     },
     #[error("{binary} did not finish within {bound:?} and was killed")]
     Hung { binary: String, bound: Duration },
-    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    #[error("{}", .0.iter().map(|error| crate::error_chain(error)).collect::<Vec<_>>().join("; "))]
     NoBackend(Vec<FirewallError>),
     #[error("{binary} failed ({status}): {stderr}{hint}")]
     Failed {
@@ -148,31 +148,7 @@ impl Firewall {
             failed.extend(missing);
             return Err(FirewallError::NoBackend(failed));
         }
-        let score = |ruleset: &Ruleset| {
-            let canary =
-                ruleset.has_chain("KUBE-IPTABLES-HINT") || ruleset.has_chain("KUBE-KUBELET-CANARY");
-            (canary, ruleset.rule_count())
-        };
-        let mut chosen = found[0].0;
-        let mut best = score(&found[0].1);
-        for (backend, ruleset) in &found[1..] {
-            if score(ruleset) > best {
-                best = score(ruleset);
-                chosen = *backend;
-            }
-        }
-        let why = found
-            .iter()
-            .map(|(backend, ruleset)| {
-                let (canary, rules) = score(ruleset);
-                format!(
-                    "{backend}: {rules} rules{}",
-                    if canary { ", kubelet canary" } else { "" }
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("; ");
-        Ok((chosen, why))
+        Ok(choose_backend(&found))
     }
 
     /// The bound of a command run while this process holds the host's xtables lock.
@@ -196,26 +172,26 @@ impl Firewall {
         if Plan::ensure(current, wanted).is_empty() {
             return Ok(Plan::default());
         }
-        let _lock = self.lock().await?;
-        // Read again under the lock: another instance may have repaired the rules meanwhile.
-        let plan = Plan::ensure(&self.read_within(self.locked_bound()).await?, wanted);
-        self.apply(&plan).await?;
-        Ok(plan)
+        // Planned again under the lock: another instance may have repaired the rules meanwhile.
+        self.change(|current| Plan::ensure(current, wanted)).await
     }
 
     /// Like [`Firewall::ensure`] when changes are likely (at start-up): takes the lock first and
     /// reads once under it, which saves the read outside it.
     pub async fn ensure_locked(&self, wanted: &[Rule]) -> Result<Plan, FirewallError> {
-        let _lock = self.lock().await?;
-        let plan = Plan::ensure(&self.read_within(self.locked_bound()).await?, wanted);
-        self.apply(&plan).await?;
-        Ok(plan)
+        self.change(|current| Plan::ensure(current, wanted)).await
     }
 
     /// Removes every copy of the wanted rules. Returns what was removed.
     pub async fn remove(&self, wanted: &[Rule]) -> Result<Plan, FirewallError> {
+        self.change(|current| Plan::remove(current, wanted)).await
+    }
+
+    /// Under the host's lock: reads the rules, plans from them and carries the plan out in one
+    /// atomic restore. Returns the plan.
+    async fn change(&self, plan_for: impl FnOnce(&Ruleset) -> Plan) -> Result<Plan, FirewallError> {
         let _lock = self.lock().await?;
-        let plan = Plan::remove(&self.read_within(self.locked_bound()).await?, wanted);
+        let plan = plan_for(&self.read_within(self.locked_bound()).await?);
         self.apply(&plan).await?;
         Ok(plan)
     }
@@ -272,6 +248,35 @@ impl Firewall {
             }
         }
     }
+}
+
+/// Of the backends whose rules could be read (at least one), the one that holds the host's
+/// rules: kubelet's canary chains first, then the larger rule count, nft on a tie. Returns it
+/// and what was found, for the log.
+pub fn choose_backend(found: &[(Backend, Ruleset)]) -> (Backend, String) {
+    let score = |ruleset: &Ruleset| {
+        let canary =
+            ruleset.has_chain("KUBE-IPTABLES-HINT") || ruleset.has_chain("KUBE-KUBELET-CANARY");
+        (canary, ruleset.rule_count())
+    };
+    let mut chosen: Option<(Backend, (bool, usize))> = None;
+    for (backend, ruleset) in found {
+        let candidate = (*backend, score(ruleset));
+        // Strictly better only: the earlier (nft) wins a tie.
+        if chosen.is_none_or(|(_, best)| candidate.1 > best) {
+            chosen = Some(candidate);
+        }
+    }
+    let why = found
+        .iter()
+        .map(|(backend, ruleset)| {
+            let (canary, rules) = score(ruleset);
+            let canary = if canary { ", kubelet canary" } else { "" };
+            format!("{backend}: {rules} rules{canary}")
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    (chosen.map_or(Backend::Nft, |(backend, _)| backend), why)
 }
 
 /// Whether an executable of that name is on the PATH.
@@ -350,20 +355,24 @@ async fn run(
         return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
     }
     let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
-    let hint = if stderr.contains("Permission denied") || stderr.contains("Operation not permitted")
-    {
-        " (the sidecar needs CAP_NET_ADMIN)"
-    } else if stderr.contains("Table does not exist") || stderr.contains("can't initialize") {
-        " (is the kernel's iptables support for this backend loaded?)"
-    } else {
-        ""
-    };
+    let hint = hint_for(&stderr);
     Err(FirewallError::Failed {
         binary: binary.to_string(),
         status: output.status.to_string(),
         stderr,
         hint,
     })
+}
+
+/// What an iptables error message suggests to check.
+fn hint_for(stderr: &str) -> &'static str {
+    if stderr.contains("Permission denied") || stderr.contains("Operation not permitted") {
+        " (the sidecar needs CAP_NET_ADMIN)"
+    } else if stderr.contains("Table does not exist") || stderr.contains("can't initialize") {
+        " (is the kernel's iptables support for this backend loaded?)"
+    } else {
+        ""
+    }
 }
 
 /// Everything a child writes to one of its pipes.
@@ -374,4 +383,129 @@ async fn read_all(pipe: Option<impl tokio::io::AsyncRead + Unpin>) -> Vec<u8> {
         let _ = tokio::io::AsyncReadExt::read_to_end(&mut pipe, &mut bytes).await;
     }
     bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dump(chains: &[&str], rules: usize) -> Ruleset {
+        let mut text = String::from("*filter\n");
+        for chain in chains {
+            text.push_str(&format!(":{chain} - [0:0]\n"));
+        }
+        for i in 0..rules {
+            text.push_str(&format!("-A INPUT -s 10.0.0.{i}/32 -j ACCEPT\n"));
+        }
+        text.push_str("COMMIT\n");
+        Ruleset::parse(&text)
+    }
+
+    #[test]
+    fn the_backend_holding_the_hosts_rules_is_chosen() {
+        use Backend::{Legacy, Nft};
+        type Case = (&'static str, Vec<(Backend, Ruleset)>, Backend);
+        let cases: &[Case] = &[
+            ("only nft answers", vec![(Nft, dump(&[], 0))], Nft),
+            ("only legacy answers", vec![(Legacy, dump(&[], 3))], Legacy),
+            (
+                "empty tie: nft",
+                vec![(Nft, dump(&[], 0)), (Legacy, dump(&[], 0))],
+                Nft,
+            ),
+            (
+                "count tie: nft",
+                vec![(Nft, dump(&[], 2)), (Legacy, dump(&[], 2))],
+                Nft,
+            ),
+            (
+                "more rules",
+                vec![(Nft, dump(&[], 1)), (Legacy, dump(&[], 4))],
+                Legacy,
+            ),
+            (
+                "canary beats count",
+                vec![
+                    (Nft, dump(&["KUBE-KUBELET-CANARY"], 0)),
+                    (Legacy, dump(&[], 9)),
+                ],
+                Nft,
+            ),
+            (
+                "hint chain counts as canary",
+                vec![
+                    (Nft, dump(&[], 9)),
+                    (Legacy, dump(&["KUBE-IPTABLES-HINT"], 0)),
+                ],
+                Legacy,
+            ),
+            (
+                "both canaries: more rules",
+                vec![
+                    (Nft, dump(&["KUBE-KUBELET-CANARY"], 5)),
+                    (Legacy, dump(&["KUBE-IPTABLES-HINT"], 1)),
+                ],
+                Nft,
+            ),
+        ];
+        for (name, found, want) in cases {
+            assert_eq!(choose_backend(found).0, *want, "{name}");
+        }
+        let (_, why) = choose_backend(&[
+            (Nft, dump(&["KUBE-KUBELET-CANARY"], 2)),
+            (Legacy, dump(&[], 0)),
+        ]);
+        assert_eq!(why, "nft: 2 rules, kubelet canary; legacy: 0 rules");
+    }
+
+    #[test]
+    fn error_hints() {
+        let cases = [
+            (
+                "iptables-restore v1.8.9 (nf_tables): Could not fetch rule set generation id: Permission denied (you must be root)",
+                " (the sidecar needs CAP_NET_ADMIN)",
+            ),
+            (
+                "iptables v1.8.9 (legacy): can't initialize iptables table `raw': Operation not permitted",
+                " (the sidecar needs CAP_NET_ADMIN)",
+            ),
+            (
+                "iptables v1.8.9 (legacy): can't initialize iptables table `raw': Table does not exist (do you need to insmod?)",
+                " (is the kernel's iptables support for this backend loaded?)",
+            ),
+            ("iptables-restore: line 3 failed", ""),
+            ("", ""),
+        ];
+        for (stderr, hint) in cases {
+            assert_eq!(hint_for(stderr), hint, "{stderr}");
+        }
+    }
+
+    #[test]
+    fn binaries_are_named_by_family_backend_and_tool() {
+        let v4 = Firewall::new(
+            IpAddr::from([10, 96, 0, 2]),
+            Backend::Legacy,
+            "/run/x".into(),
+            Duration::from_secs(1),
+        );
+        assert_eq!(
+            Firewall::binary(v4.family, v4.backend, "-restore"),
+            "iptables-legacy-restore"
+        );
+        let v6 = Firewall::new(
+            "fd00::2".parse().expect("ip"),
+            Backend::Nft,
+            "/run/x".into(),
+            Duration::from_secs(1),
+        );
+        assert_eq!(
+            Firewall::binary(v6.family, v6.backend, "-save"),
+            "ip6tables-nft-save"
+        );
+        assert_eq!(
+            child_lock_path(Path::new("/run/xtables.lock")),
+            Path::new("/run/apiserver-proxy-sidecar.xtables.lock")
+        );
+    }
 }

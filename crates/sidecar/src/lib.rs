@@ -20,3 +20,16 @@ pub const VERSION: &str = match option_env!("APISERVER_PROXY_VERSION") {
     Some(version) => version,
     None => env!("CARGO_PKG_VERSION"),
 };
+
+/// An error with its causes, on one line: each error's message names its own cause only, so
+/// joining them shows every cause once.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

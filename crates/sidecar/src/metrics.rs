@@ -22,7 +22,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::warn;
 
-use crate::reconcile::{StepError, error_chain};
+use crate::error_chain;
+use crate::reconcile::StepError;
 
 /// What a repair or an error was about.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -338,7 +339,7 @@ mod tests {
         let metrics = Metrics::new(Duration::from_secs(60), true);
         let error = StepError::Address(crate::netif::NetifError {
             action: "add 10.96.0.2 to interface lo".into(),
-            source: std::io::Error::from_raw_os_error(1),
+            cause: std::io::Error::from_raw_os_error(1),
         });
         metrics.part_synced(Part::Address, Some(&error));
         metrics.part_synced(Part::Rules, None);

@@ -47,11 +47,11 @@ pub struct AddressEntry {
 
 /// A netlink request that failed, with what was being done.
 #[derive(Debug, thiserror::Error)]
-#[error("{action}: {source}{}", hint(source))]
+#[error("{action}: {cause}{}", hint(cause))]
 pub struct NetifError {
     pub action: String,
-    #[source]
-    pub source: io::Error,
+    /// What the kernel answered (shown in the message: a leaf cause, not a `source()`).
+    pub cause: io::Error,
 }
 
 fn hint(error: &io::Error) -> &'static str {
@@ -80,7 +80,7 @@ fn failed(action: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> NetifEr
     let action = action.into();
     move |error| NetifError {
         action,
-        source: to_io(error),
+        cause: to_io(error),
     }
 }
 
@@ -94,9 +94,9 @@ pub struct Netif {
 /// dropped.
 fn open_requests() -> Result<Handle, NetifError> {
     let (connection, handle, _notifications) =
-        rtnetlink::new_connection().map_err(|source| NetifError {
+        rtnetlink::new_connection().map_err(|cause| NetifError {
             action: "open a netlink socket".into(),
-            source,
+            cause,
         })?;
     tokio::spawn(connection);
     Ok(handle)
@@ -132,7 +132,7 @@ impl Netif {
                 }
                 Err(NetifError {
                     action: action(),
-                    source: io::Error::new(
+                    cause: io::Error::new(
                         io::ErrorKind::TimedOut,
                         format!("no answer from the kernel within {REQUEST_TIMEOUT:?}"),
                     ),
@@ -155,9 +155,9 @@ impl Netif {
                 Ok(link) => Ok(link.map(|message| link_from(&message))),
                 Err(error) => match to_io(error) {
                     error if error.raw_os_error() == Some(ENODEV) => Ok(None),
-                    source => Err(NetifError {
+                    cause => Err(NetifError {
                         action: action(),
-                        source,
+                        cause,
                     }),
                 },
             }
@@ -177,7 +177,7 @@ impl Netif {
             .await?;
         self.link_by_name(name).await?.ok_or_else(|| NetifError {
             action: format!("find dummy interface {name} after creating it"),
-            source: io::Error::from_raw_os_error(ENODEV),
+            cause: io::Error::from_raw_os_error(ENODEV),
         })
     }
 
@@ -269,7 +269,7 @@ fn gone_is_done(
     match result.map_err(to_io) {
         Err(error) if error.raw_os_error() != Some(gone_errno) => Err(NetifError {
             action: action(),
-            source: error,
+            cause: error,
         }),
         _ => Ok(()),
     }
@@ -357,5 +357,128 @@ pub fn classify(message: &NetlinkMessage<RouteNetlinkMessage>, ip: IpAddr) -> Ev
             up: link.header.flags.contains(LinkFlags::Up),
         },
         _ => Event::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtnetlink::packet_core::NetlinkHeader;
+
+    fn message(inner: RouteNetlinkMessage) -> NetlinkMessage<RouteNetlinkMessage> {
+        NetlinkMessage::new(
+            NetlinkHeader::default(),
+            NetlinkPayload::InnerMessage(inner),
+        )
+    }
+
+    fn address(ip: &str, index: u32, local: bool) -> AddressMessage {
+        let mut message = AddressMessage::default();
+        message.header.index = index;
+        let ip: IpAddr = ip.parse().expect("ip");
+        message.attributes.push(if local {
+            AddressAttribute::Local(ip)
+        } else {
+            AddressAttribute::Address(ip)
+        });
+        message
+    }
+
+    fn link(index: u32, flags: LinkFlags) -> LinkMessage {
+        let mut message = LinkMessage::default();
+        message.header.index = index;
+        message.header.flags = flags;
+        message
+    }
+
+    #[test]
+    fn notifications_are_classified_against_the_proxy_address() {
+        let ip: IpAddr = "10.96.0.2".parse().expect("ip");
+        let cases = [
+            (
+                message(RouteNetlinkMessage::DelAddress(address(
+                    "10.96.0.2",
+                    1,
+                    true,
+                ))),
+                Event::AddressRemoved,
+            ),
+            (
+                message(RouteNetlinkMessage::NewAddress(address(
+                    "10.96.0.2",
+                    4,
+                    true,
+                ))),
+                Event::AddressAdded { index: 4 },
+            ),
+            // Without IFA_LOCAL, IFA_ADDRESS is the interface's own address.
+            (
+                message(RouteNetlinkMessage::NewAddress(address(
+                    "10.96.0.2",
+                    5,
+                    false,
+                ))),
+                Event::AddressAdded { index: 5 },
+            ),
+            (
+                message(RouteNetlinkMessage::DelAddress(address(
+                    "10.96.0.3",
+                    1,
+                    true,
+                ))),
+                Event::Other,
+            ),
+            (
+                message(RouteNetlinkMessage::NewAddress(address("fd00::2", 1, true))),
+                Event::Other,
+            ),
+            (
+                message(RouteNetlinkMessage::DelLink(link(7, LinkFlags::Up))),
+                Event::LinkChanged {
+                    index: 7,
+                    removed: true,
+                    up: false,
+                },
+            ),
+            (
+                message(RouteNetlinkMessage::NewLink(link(7, LinkFlags::Up))),
+                Event::LinkChanged {
+                    index: 7,
+                    removed: false,
+                    up: true,
+                },
+            ),
+            (
+                message(RouteNetlinkMessage::NewLink(link(7, LinkFlags::empty()))),
+                Event::LinkChanged {
+                    index: 7,
+                    removed: false,
+                    up: false,
+                },
+            ),
+        ];
+        for (message, want) in cases {
+            assert_eq!(classify(&message, ip), want, "{message:?}");
+        }
+    }
+
+    #[test]
+    fn errors_carry_a_hint_where_the_errno_has_one() {
+        let error = |errno| NetifError {
+            action: "add 10.96.0.2 to interface lo".into(),
+            cause: io::Error::from_raw_os_error(errno),
+        };
+        assert!(
+            error(EPERM)
+                .to_string()
+                .ends_with("(the sidecar needs CAP_NET_ADMIN)")
+        );
+        assert!(error(EOPNOTSUPP).to_string().contains("CONFIG_DUMMY"));
+        assert!(
+            error(ENODEV)
+                .to_string()
+                .starts_with("add 10.96.0.2 to interface lo: No such device")
+        );
+        assert!(std::error::Error::source(&error(EPERM)).is_none());
     }
 }

@@ -10,6 +10,7 @@ use tracing::{info, warn};
 
 use crate::address::{self, Found};
 use crate::cli::{BackendChoice, Config};
+use crate::error_chain;
 use crate::firewall::{Backend, Firewall, FirewallError};
 use crate::metrics::{Metrics, Part};
 use crate::netif::{Link, Netif, NetifError};
@@ -18,17 +19,17 @@ use crate::rules::{Rule, wanted_rules};
 /// A failed step of a sync or teardown.
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
-    #[error("interface {interface}: {source}")]
+    #[error("interface {interface}")]
     Interface {
         interface: String,
         #[source]
         source: NetifError,
     },
-    #[error("address: {0}")]
+    #[error("address")]
     Address(#[source] NetifError),
-    #[error("iptables: cannot pick a backend: {0}")]
+    #[error("iptables: cannot pick a backend")]
     IptablesBackend(#[source] FirewallError),
-    #[error("iptables ({backend}): {source}")]
+    #[error("iptables ({backend})")]
     Iptables {
         backend: Backend,
         #[source]
@@ -52,21 +53,6 @@ impl StepError {
 #[derive(Debug, thiserror::Error)]
 #[error("{}", .0.iter().map(|e| error_chain(e)).collect::<Vec<_>>().join("; "))]
 pub struct StepErrors(pub Vec<StepError>);
-
-/// An error with its causes, on one line.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
 
 /// The sidecar's state between syncs: the address side and the iptables side.
 #[derive(Debug)]
