@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod netif;
 pub mod reconcile;
 pub mod rules;
+pub mod run;
 
 /// The version `--version` prints: the build's `APISERVER_PROXY_VERSION`, else the crate's.
 pub const VERSION: &str = match option_env!("APISERVER_PROXY_VERSION") {

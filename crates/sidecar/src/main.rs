@@ -1,19 +1,18 @@
 // SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
 // SPDX-License-Identifier: Apache-2.0
 
+//! The binary's edge: flags, logging, signals, exit codes; the rest lives in the library.
+
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Parser;
-use sidecar::cli::{Args, Config, KlogArgs};
-use sidecar::daemon;
-use sidecar::events::KernelEvents;
-use sidecar::metrics::{self, Metrics};
-use sidecar::netif::Netif;
-use sidecar::reconcile::Sidecar;
+use sidecar::cli::{Args, KlogArgs};
+use sidecar::error_chain;
+use sidecar::run::{self, Outcome, Stop};
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{debug, error, info};
+use tokio::sync::mpsc;
+use tracing::{debug, error};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
 use tracing_subscriber::layer::SubscriberExt;
@@ -59,10 +58,35 @@ fn main() -> ExitCode {
         Ok(runtime) => runtime,
         Err(error) => return fatal(format!("cannot start the runtime: {error}")),
     };
-    match runtime.block_on(run(config)) {
-        Ok(code) => code,
-        Err(error) => fatal(format!("{error:#}")),
+    let outcome = runtime.block_on(async {
+        let stops = forward_signals().context("cannot watch SIGTERM and SIGINT")?;
+        anyhow::Ok(run::run(config, stops).await?)
+    });
+    match outcome {
+        Ok(Outcome::NotInPlace(errors)) => fatal(format!("not everything is in place: {errors}")),
+        Ok(Outcome::CleanupIncomplete(errors)) => fatal(format!("cleanup incomplete: {errors}")),
+        Ok(outcome) => ExitCode::from(outcome.exit_code()),
+        Err(error) => fatal(error_chain(error.as_ref())),
     }
+}
+
+/// SIGTERM and SIGINT as stop requests, each time they arrive.
+fn forward_signals() -> std::io::Result<mpsc::Receiver<Stop>> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let (sender, stops) = mpsc::channel(2);
+    tokio::spawn(async move {
+        loop {
+            let stop = tokio::select! {
+                _ = term.recv() => Stop::SIGTERM,
+                _ = int.recv() => Stop::SIGINT,
+            };
+            if sender.send(stop).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(stops)
 }
 
 fn init_logging(klog: &KlogArgs) -> anyhow::Result<()> {
@@ -102,98 +126,4 @@ fn init_logging(klog: &KlogArgs) -> anyhow::Result<()> {
         .with(filter)
         .init();
     Ok(())
-}
-
-/// A signal that stops the sidecar.
-#[derive(Debug, Clone, Copy)]
-struct Stop {
-    name: &'static str,
-    /// 128 + the signal's number, as a shell reports a process the signal killed.
-    exit_code: u8,
-}
-
-/// Completes on the first SIGTERM or SIGINT.
-async fn terminated(
-    term: &mut tokio::signal::unix::Signal,
-    int: &mut tokio::signal::unix::Signal,
-) -> Stop {
-    tokio::select! {
-        _ = term.recv() => Stop { name: "SIGTERM", exit_code: 143 },
-        _ = int.recv() => Stop { name: "SIGINT", exit_code: 130 },
-    }
-}
-
-async fn run(config: Config) -> anyhow::Result<ExitCode> {
-    let mut term = signal(SignalKind::terminate()).context("cannot watch SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot watch SIGINT")?;
-    let metrics = Arc::new(Metrics::new(
-        daemon::stale_after(&config),
-        config.setup_iptables,
-    ));
-    if let Some(address) = config.metrics_bind_address {
-        let server = metrics::serve(address, metrics.clone())
-            .await
-            .with_context(|| format!("cannot listen on --metrics-bind-address={address}"))?;
-        tokio::spawn(server);
-        info!(%address, "serving /healthz and /metrics");
-    }
-    let netif = Netif::connect()?;
-    let events = if config.daemon && config.watch_kernel_events {
-        KernelEvents::subscribe(config.ip)?
-    } else {
-        KernelEvents::none()
-    };
-    let daemon = config.daemon;
-    let cleanup = config.cleanup;
-    info!(
-        ip = %config.ip, interface = config.interface, port = config.port,
-        setup_iptables = config.setup_iptables, daemon, cleanup,
-        version = sidecar::VERSION, "starting"
-    );
-    if daemon {
-        daemon::announce(&config);
-    }
-    let mut sidecar = Sidecar::new(config, netif, metrics);
-
-    if !daemon {
-        // An init container must stop promptly: a signal abandons the sync (which kills a
-        // running iptables child and frees the lock).
-        return tokio::select! {
-            result = sidecar.sync() => match result {
-                Ok(()) => {
-                    info!("everything is in place");
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(errors) => Err(anyhow::anyhow!("not everything is in place: {errors}")),
-            },
-            signal = terminated(&mut term, &mut int) => {
-                error!(signal = signal.name, "stopped before everything was in place");
-                Ok(ExitCode::from(signal.exit_code))
-            }
-        };
-    }
-
-    let mut stop = None;
-    daemon::run(&mut sidecar, events, async {
-        stop = Some(terminated(&mut term, &mut int).await);
-    })
-    .await;
-    info!(signal = stop.map(|stop| stop.name), cleanup, "stopping");
-    if !cleanup {
-        return Ok(ExitCode::SUCCESS);
-    }
-    // A second signal abandons the cleanup.
-    tokio::select! {
-        result = sidecar.teardown() => match result {
-            Ok(()) => {
-                info!("cleaned up");
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(errors) => Err(anyhow::anyhow!("cleanup incomplete: {errors}")),
-        },
-        second = terminated(&mut term, &mut int) => {
-            error!(signal = second.name, "second signal: cleanup abandoned");
-            Ok(ExitCode::from(second.exit_code))
-        }
-    }
 }

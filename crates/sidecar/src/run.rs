@@ -1,0 +1,162 @@
+// SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
+// SPDX-License-Identifier: Apache-2.0
+
+//! The sidecar's life from start to exit: one sync and out (`--daemon=false`), or the daemon
+//! until the first stop request, then the cleanup (`--cleanup`) until it is done or a second
+//! stop request abandons it. Stop requests come through a channel, fed by signal handlers in
+//! the binary and by tests directly.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tracing::{error, info};
+
+use crate::cli::Config;
+use crate::daemon;
+use crate::events::KernelEvents;
+use crate::metrics::{self, Metrics};
+use crate::netif::{Netif, NetifError};
+use crate::reconcile::{Sidecar, StepErrors};
+
+/// A request to stop, e.g. a signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stop {
+    pub name: &'static str,
+    /// The exit code when the stop cuts work short: 128 + the signal's number, as a shell
+    /// reports a process the signal killed.
+    pub exit_code: u8,
+}
+
+impl Stop {
+    pub const SIGTERM: Stop = Stop {
+        name: "SIGTERM",
+        exit_code: 143,
+    };
+    pub const SIGINT: Stop = Stop {
+        name: "SIGINT",
+        exit_code: 130,
+    };
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The one-shot run put everything in place, or the daemon stopped (and cleaned up when
+    /// asked to).
+    Done,
+    /// The one-shot run could not put everything in place.
+    NotInPlace(StepErrors),
+    /// A stop request cut the one-shot run short.
+    Interrupted(Stop),
+    /// The cleanup failed in part.
+    CleanupIncomplete(StepErrors),
+    /// A second stop request abandoned the cleanup.
+    CleanupAbandoned(Stop),
+}
+
+impl Outcome {
+    /// The process's exit code.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Outcome::Done => 0,
+            Outcome::NotInPlace(_) | Outcome::CleanupIncomplete(_) => 1,
+            Outcome::Interrupted(stop) | Outcome::CleanupAbandoned(stop) => stop.exit_code,
+        }
+    }
+}
+
+/// What keeps the sidecar from starting at all.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on --metrics-bind-address={address}")]
+    Metrics {
+        address: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("netlink")]
+    Netlink(#[source] NetifError),
+}
+
+/// Waits for the next stop request; a closed channel never stops anything.
+async fn next_stop(stops: &mut mpsc::Receiver<Stop>) -> Stop {
+    match stops.recv().await {
+        Some(stop) => stop,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs the sidecar as configured until it is done or stopped.
+pub async fn run(config: Config, mut stops: mpsc::Receiver<Stop>) -> Result<Outcome, StartError> {
+    let metrics = Arc::new(Metrics::new(
+        daemon::stale_after(&config),
+        config.setup_iptables,
+    ));
+    if let Some(address) = config.metrics_bind_address {
+        let server = metrics::serve(address, metrics.clone())
+            .await
+            .map_err(|source| StartError::Metrics { address, source })?;
+        tokio::spawn(server);
+        info!(%address, "serving /healthz and /metrics");
+    }
+    let netif = Netif::connect().map_err(StartError::Netlink)?;
+    let events = if config.daemon && config.watch_kernel_events {
+        KernelEvents::subscribe(config.ip).map_err(StartError::Netlink)?
+    } else {
+        KernelEvents::none()
+    };
+    let (is_daemon, cleanup) = (config.daemon, config.cleanup);
+    info!(
+        ip = %config.ip, interface = config.interface, port = config.port,
+        setup_iptables = config.setup_iptables, daemon = is_daemon, cleanup,
+        version = crate::VERSION, "starting"
+    );
+    if is_daemon {
+        daemon::announce(&config);
+    }
+    let mut sidecar = Sidecar::new(config, netif, metrics);
+
+    if !is_daemon {
+        // An init container must stop promptly: a stop abandons the sync (which kills a
+        // running iptables child and frees the lock).
+        return Ok(tokio::select! {
+            result = sidecar.sync() => match result {
+                Ok(()) => {
+                    info!("everything is in place");
+                    Outcome::Done
+                }
+                Err(errors) => Outcome::NotInPlace(errors),
+            },
+            stop = next_stop(&mut stops) => {
+                error!(signal = stop.name, "stopped before everything was in place");
+                Outcome::Interrupted(stop)
+            }
+        });
+    }
+
+    let mut stopped_by = None;
+    daemon::run(&mut sidecar, events, async {
+        stopped_by = Some(next_stop(&mut stops).await);
+    })
+    .await;
+    info!(
+        signal = stopped_by.map(|stop| stop.name),
+        cleanup, "stopping"
+    );
+    if !cleanup {
+        return Ok(Outcome::Done);
+    }
+    Ok(tokio::select! {
+        result = sidecar.teardown() => match result {
+            Ok(()) => {
+                info!("cleaned up");
+                Outcome::Done
+            }
+            Err(errors) => Outcome::CleanupIncomplete(errors),
+        },
+        second = next_stop(&mut stops) => {
+            error!(signal = second.name, "second signal: cleanup abandoned");
+            Outcome::CleanupAbandoned(second)
+        }
+    })
+}
