@@ -15,6 +15,7 @@ pub mod netif;
 pub mod reconcile;
 pub mod rules;
 pub mod run;
+pub mod teardown;
 
 /// The version `--version` prints: the build's `APISERVER_PROXY_VERSION`, else the crate's.
 pub const VERSION: &str = match option_env!("APISERVER_PROXY_VERSION") {

@@ -1,8 +1,9 @@
 // SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
 // SPDX-License-Identifier: Apache-2.0
 
-//! Bringing the node to the wanted state: the address side and the iptables side, each on its
-//! own so that neither ever waits for the other, and the best-effort teardown at exit.
+//! Bringing the node to the wanted state: the address side and the iptables side, each kept on
+//! its own so that neither ever waits for the other (the loops are in `daemon.rs`, the cleanup
+//! in `teardown.rs`).
 
 use std::sync::Arc;
 
@@ -65,10 +66,10 @@ pub struct Sidecar {
 #[derive(Debug)]
 pub struct AddressKeeper {
     pub(crate) config: Config,
-    netif: Netif,
+    pub(crate) netif: Netif,
     pub(crate) metrics: Arc<Metrics>,
     /// The dummy link this process created, deleted again by `--cleanup`.
-    created_link: Option<Link>,
+    pub(crate) created_link: Option<Link>,
     /// The link index the address was last put on, to recognise its events.
     pub(crate) link_index: Option<u32>,
     /// Whether a down, unmanaged interface was already reported.
@@ -81,8 +82,8 @@ pub struct AddressKeeper {
 #[derive(Debug)]
 pub struct RuleKeeper {
     pub(crate) config: Config,
-    firewall: Option<Firewall>,
-    wanted: Vec<Rule>,
+    pub(crate) firewall: Option<Firewall>,
+    pub(crate) wanted: Vec<Rule>,
     pub(crate) metrics: Arc<Metrics>,
     /// Whether the first sync has run (later changes are logged as restores).
     started: bool,
@@ -122,18 +123,6 @@ impl Sidecar {
             Err(StepErrors(errors))
         }
     }
-
-    /// Removes what the sidecar keeps: every copy of the rules, the address, and the interface
-    /// when it is a dummy link this sidecar owns. Tries every step; what is gone counts as done.
-    pub async fn teardown(&mut self) -> Result<(), StepErrors> {
-        let mut errors = self.rules.teardown().await;
-        errors.extend(self.address.teardown().await);
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(StepErrors(errors))
-        }
-    }
 }
 
 impl AddressKeeper {
@@ -146,7 +135,7 @@ impl AddressKeeper {
         result
     }
 
-    fn interface_error(&self, source: NetifError) -> StepError {
+    pub(crate) fn interface_error(&self, source: NetifError) -> StepError {
         StepError::Interface {
             interface: self.config.interface.clone(),
             source,
@@ -252,7 +241,7 @@ impl RuleKeeper {
 
     /// The iptables backend, picked on first use (and again after a failed pick, so a host
     /// that gets its iptables binaries later is served without a restart).
-    async fn firewall(&mut self) -> Result<Option<Firewall>, StepError> {
+    pub(crate) async fn firewall(&mut self) -> Result<Option<Firewall>, StepError> {
         if !self.config.setup_iptables {
             return Ok(None);
         }
@@ -313,70 +302,5 @@ impl RuleKeeper {
             self.metrics.repaired("iptables_rule");
         }
         Ok(())
-    }
-
-    /// Removes every copy of the rules; reports what failed.
-    pub async fn teardown(&mut self) -> Vec<StepError> {
-        let mut errors = Vec::new();
-        match self.firewall().await {
-            Ok(None) => {}
-            Err(error) => errors.push(error),
-            Ok(Some(firewall)) => match firewall.remove(&self.wanted).await {
-                Ok(plan) => {
-                    for rule in &plan.delete {
-                        info!(%rule, "removed iptables rule");
-                    }
-                }
-                Err(source) => errors.push(StepError::Iptables {
-                    backend: firewall.backend(),
-                    source,
-                }),
-            },
-        }
-        errors
-    }
-}
-
-impl AddressKeeper {
-    /// Removes the address, and the interface when it is a dummy link this sidecar owns;
-    /// reports what failed.
-    pub async fn teardown(&mut self) -> Vec<StepError> {
-        let mut errors = Vec::new();
-        let link = match self.netif.link_by_name(&self.config.interface).await {
-            Ok(link) => link,
-            Err(error) => {
-                errors.push(self.interface_error(error));
-                None
-            }
-        };
-        if let Some(link) = &link {
-            match self.netif.addresses_of(self.config.ip).await {
-                Ok(copies) => {
-                    let found: Vec<Found> = copies.iter().map(Found::from).collect();
-                    let ours = address::teardown(self.config.ip, link.index, &found);
-                    for copy in ours.iter().filter_map(|at| copies.get(*at)) {
-                        match self.netif.delete_address(copy).await {
-                            Ok(()) => {
-                                info!(ip = %self.config.ip, interface = link.name, "removed address")
-                            }
-                            Err(error) => errors.push(StepError::Address(error)),
-                        }
-                    }
-                }
-                Err(error) => errors.push(StepError::Address(error)),
-            }
-            let created = self
-                .created_link
-                .as_ref()
-                .is_some_and(|created| created.index == link.index);
-            let managed = self.config.manage_interface && link.is_dummy;
-            if (created || managed) && !link.is_loopback {
-                match self.netif.delete_link(link).await {
-                    Ok(()) => info!(interface = link.name, "deleted dummy interface"),
-                    Err(error) => errors.push(self.interface_error(error)),
-                }
-            }
-        }
-        errors
     }
 }
