@@ -181,18 +181,10 @@ fn fake_iptables(ns: &Netns, hung: &[&str], real: &[&str]) -> PathBuf {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     }
     for name in real {
-        let target = which(name);
+        let target = support::which(name);
         std::os::unix::fs::symlink(target, dir.join(name)).expect("symlink");
     }
     dir
-}
-
-fn which(name: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| panic!("{name} is needed (scripts/install-test-deps.sh)"))
 }
 
 fn path_with(first: &Path) -> String {
@@ -216,37 +208,29 @@ fn children(pid: u32) -> Vec<String> {
 fn a_hung_iptables_save_never_delays_an_address_repair() {
     let ns = Netns::new("hungsave");
     let bin = fake_iptables(&ns, &["iptables-nft-save"], &[]);
-    let log = ns.dir().join("sidecar.log");
-    let mut child = ns
-        .sidecar(&[
-            "--ip-address",
-            IP,
-            "--setup-iptables",
-            "--iptables-backend=nft",
-            "--sync-interval=1s",
-        ])
-        .env("PATH", path_with(&bin))
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("sidecar");
-    let daemon_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    let mut command = ns.sidecar(&[
+        "--ip-address",
+        IP,
+        "--setup-iptables",
+        "--iptables-backend=nft",
+        "--sync-interval=1s",
+    ]);
+    command.env("PATH", path_with(&bin));
+    let mut daemon = ns.spawn_logged(command);
     assert!(
         wait_for(Duration::from_secs(5), || present(&ns)).is_some(),
         "{}",
-        daemon_log()
+        daemon.log()
     );
     // The rules side is now stuck in its first iptables-nft-save.
     std::thread::sleep(Duration::from_millis(300));
     ns.sh("ip", &["addr", "del", &format!("{IP}/32"), "dev", "lo"]);
     let took = wait_for(Duration::from_secs(5), || present(&ns));
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    daemon.terminate();
     assert!(
         took.is_some_and(|took| took < Duration::from_secs(1)),
         "repair took {took:?} while iptables-nft-save hung\n{}",
-        daemon_log()
+        daemon.log()
     );
 }
 
@@ -254,19 +238,15 @@ fn a_hung_iptables_save_never_delays_an_address_repair() {
 fn a_hung_iptables_restore_is_killed_and_the_lock_freed_within_the_bound() {
     let ns = Netns::new("hungrestore");
     let bin = fake_iptables(&ns, &["iptables-nft-restore"], &["iptables-nft-save"]);
-    let log = ns.dir().join("sidecar.log");
-    let mut child = ns
-        .sidecar(&[
-            "--ip-address",
-            IP,
-            "--setup-iptables",
-            "--iptables-backend=nft",
-            "--xtables-lock-timeout=1s",
-        ])
-        .env("PATH", path_with(&bin))
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("sidecar");
+    let mut command = ns.sidecar(&[
+        "--ip-address",
+        IP,
+        "--setup-iptables",
+        "--iptables-backend=nft",
+        "--xtables-lock-timeout=1s",
+    ]);
+    command.env("PATH", path_with(&bin));
+    let mut daemon = ns.spawn_logged(command);
     let lock = ns.lock_path();
     let lock_free = || {
         Command::new("flock")
@@ -280,13 +260,10 @@ fn a_hung_iptables_restore_is_killed_and_the_lock_freed_within_the_bound() {
     assert!(held.is_some(), "the sidecar never took the lock");
     let freed = wait_for(Duration::from_secs(10), lock_free);
     let restores_left = wait_for(Duration::from_millis(500), || {
-        children(child.id()).is_empty()
+        children(daemon.pid()).is_empty()
     });
-    let daemon_log = std::fs::read_to_string(&log).unwrap_or_default();
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    daemon.terminate();
+    let daemon_log = daemon.log();
     assert!(
         freed.is_some_and(|freed| freed < Duration::from_millis(1500)),
         "the lock was held for {freed:?} by a hung iptables-nft-restore (bound 1s)\n{daemon_log}"
@@ -333,38 +310,24 @@ fn a_one_shot_run_stops_at_once_on_sigterm() {
         .spawn()
         .expect("flock");
     std::thread::sleep(Duration::from_millis(100));
-    let log = ns.dir().join("sidecar.log");
-    let mut child = ns
-        .sidecar(&[
-            "--ip-address",
-            IP,
-            "--setup-iptables",
-            "--iptables-backend=nft",
-            "--daemon=false",
-            "--xtables-lock-timeout=20s",
-        ])
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("sidecar");
+    let mut one_shot = ns.spawn_sidecar(&[
+        "--ip-address",
+        IP,
+        "--setup-iptables",
+        "--iptables-backend=nft",
+        "--daemon=false",
+        "--xtables-lock-timeout=20s",
+    ]);
     std::thread::sleep(Duration::from_millis(700));
-    let started = Instant::now();
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let exited = wait_for(Duration::from_secs(5), || {
-        matches!(child.try_wait(), Ok(Some(_)))
-    });
+    let (code, took) = one_shot.terminate();
     let _ = holder.kill();
     let _ = holder.wait();
-    let _ = child.kill();
-    let status = child.wait().expect("wait");
-    let daemon_log = std::fs::read_to_string(&log).unwrap_or_default();
+    let daemon_log = one_shot.log();
     assert!(
-        exited.is_some_and(|took| took < Duration::from_secs(1)),
-        "exit took {:?} after SIGTERM\n{daemon_log}",
-        started.elapsed()
+        took < Duration::from_secs(1),
+        "exit took {took:?} after SIGTERM\n{daemon_log}"
     );
-    assert_eq!(status.code(), Some(143), "{daemon_log}");
+    assert_eq!(code, Some(143), "{daemon_log}");
     assert!(daemon_log.contains("stopped before everything was in place"));
 }
 

@@ -691,19 +691,16 @@ fn daemon_keeps_retrying_until_iptables_appears() {
     let ns = Netns::new("retrybin");
     let bin = ns.dir().join("bin");
     std::fs::create_dir(&bin).expect("bin dir");
-    let mut daemon = ns
-        .sidecar(&[
-            "--ip-address",
-            IP,
-            "--setup-iptables",
-            "--sync-interval=500ms",
-        ])
-        .env("PATH", &bin)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(ns.dir().join("retry.log")).expect("log"))
-        .spawn()
-        .expect("start");
-    let log = || std::fs::read_to_string(ns.dir().join("retry.log")).unwrap_or_default();
+    let mut command = ns.sidecar(&[
+        "--ip-address",
+        IP,
+        "--setup-iptables",
+        "--sync-interval=500ms",
+    ]);
+    command.env("PATH", &bin);
+    let mut daemon = ns.spawn_logged(command);
+    let log_path = daemon.log.clone();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let failed_twice = || log().matches("sync failed").count() >= 2;
     assert!(
         wait_for(Duration::from_secs(5), failed_twice).is_some(),
@@ -715,11 +712,7 @@ fn daemon_keeps_retrying_until_iptables_appears() {
         "{}",
         log()
     );
-    assert!(
-        matches!(daemon.try_wait(), Ok(None)),
-        "the daemon died: {}",
-        log()
-    );
+    assert!(daemon.is_running(), "the daemon died: {}", log());
     assert_eq!(
         ns.addresses_of(IP).len(),
         1,
@@ -732,32 +725,21 @@ fn daemon_keeps_retrying_until_iptables_appears() {
         "iptables-legacy-save",
         "iptables-legacy-restore",
     ] {
-        let real = std::process::Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .expect("sh");
-        let real = String::from_utf8_lossy(&real.stdout).trim().to_string();
-        std::os::unix::fs::symlink(&real, bin.join(tool)).expect("symlink");
+        std::os::unix::fs::symlink(support::which(tool), bin.join(tool)).expect("symlink");
     }
     assert!(
         wait_for(Duration::from_secs(5), || all_rules_in_place(&ns)).is_some(),
         "{}",
         log()
     );
-    assert!(
-        matches!(daemon.try_wait(), Ok(None)),
-        "the daemon died: {}",
-        log()
-    );
-    let _ = daemon.kill();
-    let _ = daemon.wait();
+    assert!(daemon.is_running(), "the daemon died: {}", log());
 }
 
 #[test]
 fn daemon_without_cap_net_admin_keeps_retrying() {
     let ns = Netns::new("retrycap");
-    let log_path = ns.dir().join("nocap.log");
-    let mut daemon = without_net_admin(&ns)
+    let mut command = without_net_admin(&ns);
+    command
         .args([
             "--ip-address",
             IP,
@@ -765,10 +747,9 @@ fn daemon_without_cap_net_admin_keeps_retrying() {
             "--iptables-backend=nft",
             "--sync-interval=300ms",
         ])
-        .arg(format!("--xtables-lock={}", ns.lock_path().display()))
-        .stderr(std::fs::File::create(&log_path).expect("log"))
-        .spawn()
-        .expect("run setpriv");
+        .arg(format!("--xtables-lock={}", ns.lock_path().display()));
+    let mut daemon = ns.spawn_logged(command);
+    let log_path = daemon.log.clone();
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let failed_thrice = || log().matches("sync failed").count() >= 3;
     assert!(
@@ -777,16 +758,9 @@ fn daemon_without_cap_net_admin_keeps_retrying() {
         log()
     );
     assert!(log().contains("CAP_NET_ADMIN"), "{}", log());
-    assert!(
-        matches!(daemon.try_wait(), Ok(None)),
-        "the daemon died: {}",
-        log()
-    );
-    let _ = Command::new("kill")
-        .args(["-TERM", &daemon.id().to_string()])
-        .status();
-    let status = daemon.wait().expect("wait");
-    assert_eq!(status.code(), Some(0), "{}", log());
+    assert!(daemon.is_running(), "the daemon died: {}", log());
+    let (code, _) = daemon.terminate();
+    assert_eq!(code, Some(0), "{}", log());
 }
 
 #[test]

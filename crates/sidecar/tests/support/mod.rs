@@ -127,17 +127,22 @@ impl Netns {
 
     /// Starts the sidecar as a daemon, logging to a file in the test's directory.
     pub fn spawn_sidecar(&self, args: &[&str]) -> Daemon {
+        self.spawn_logged(self.sidecar(args))
+    }
+
+    /// Starts a command (e.g. [`Netns::sidecar`] with more settings) as a daemon whose stderr
+    /// goes to a log file in the test's directory.
+    pub fn spawn_logged(&self, mut command: Command) -> Daemon {
         let log = self.dir.path().join(format!(
             "sidecar-{}.log",
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));
         let file = std::fs::File::create(&log).expect("log file");
-        let child = self
-            .sidecar(args)
+        let child = command
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
-            .expect("start the sidecar");
+            .unwrap_or_else(|error| panic!("cannot start {command:?}: {error}"));
         Daemon { child, log }
     }
 
@@ -198,6 +203,11 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGTERM and waits for the exit; returns the exit code and how long it took.
     pub fn terminate(&mut self) -> (Option<i32>, Duration) {
         let started = Instant::now();
@@ -221,6 +231,15 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Where a program is on the PATH.
+pub fn which(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| panic!("{name} is needed (scripts/install-test-deps.sh)"))
 }
 
 /// Polls `check` every 2 ms until it holds or `limit` passes; returns the time it took.
