@@ -17,7 +17,7 @@ test-deps:
 	@./scripts/install-test-deps.sh
 
 test: test-deps
-	$(CARGO) test --workspace --locked
+	$(CARGO) test --workspace --locked -- --include-ignored
 
 fmt:
 	$(CARGO) fmt --all

@@ -43,6 +43,7 @@ fn rss_kib(pid: u32) -> u64 {
 /// the proxy address is deleted every 20 ms. After each burst the address must be back within
 /// 5 s, and a single deletion after it repaired within 5 s.
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn notification_bursts_never_stop_the_daemon() {
     let ns = Netns::new("burst");
     ns.sh("ip", &["link", "set", "lo", "up"]);
@@ -136,6 +137,7 @@ fn notification_bursts_never_stop_the_daemon() {
 /// Two sidecars with the same IP on different interfaces: each would take the address back
 /// from the other at once, thousands of times a second. They must notice, back off and say so.
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn a_tug_of_war_over_the_address_backs_off() {
     let ns = Netns::new("tugofwar");
     ns.sh("ip", &["link", "set", "lo", "up"]);
@@ -205,6 +207,7 @@ fn children(pid: u32) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn a_hung_iptables_save_never_delays_an_address_repair() {
     let ns = Netns::new("hungsave");
     let bin = fake_iptables(&ns, &["iptables-nft-save"], &[]);
@@ -235,6 +238,7 @@ fn a_hung_iptables_save_never_delays_an_address_repair() {
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn a_hung_iptables_restore_is_killed_and_the_lock_freed_within_the_bound() {
     let ns = Netns::new("hungrestore");
     let bin = fake_iptables(&ns, &["iptables-nft-restore"], &["iptables-nft-save"]);
@@ -279,6 +283,7 @@ fn a_hung_iptables_restore_is_killed_and_the_lock_freed_within_the_bound() {
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn a_hung_backend_probe_is_named_and_no_backend_is_guessed() {
     let ns = Netns::new("hungprobe");
     let bin = fake_iptables(&ns, &["iptables-nft-save"], &["iptables-legacy-save"]);
@@ -302,6 +307,7 @@ fn a_hung_backend_probe_is_named_and_no_backend_is_guessed() {
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn a_one_shot_run_stops_at_once_on_sigterm() {
     let ns = Netns::new("oneshotterm");
     let mut holder = Command::new("flock")
@@ -334,6 +340,7 @@ fn a_one_shot_run_stops_at_once_on_sigterm() {
 /// The request socket joins no multicast group, so the changes a cleanup makes come back to
 /// nobody: no "unsolicited message" warnings at exit.
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn cleanup_exits_without_warnings() {
     let ns = Netns::new("quietexit");
     let mut daemon = ns.spawn_sidecar(&[

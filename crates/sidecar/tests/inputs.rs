@@ -32,6 +32,7 @@ fn all_addresses(ns: &Netns) -> String {
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn addresses_that_cannot_be_global_are_refused_and_nothing_is_touched() {
     let ns = node_like("refuse");
     let before = all_addresses(&ns);
@@ -78,6 +79,7 @@ fn addresses_that_cannot_be_global_are_refused_and_nothing_is_touched() {
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn link_local_and_class_e_ipv4_and_documentation_ipv6_work_like_any_address() {
     let ns = node_like("classes");
     // 169.254.20.10: NodeLocal DNSCache's address; 240.0.0.0/4: used by Gardener.
@@ -119,6 +121,7 @@ fn link_local_and_class_e_ipv4_and_documentation_ipv6_work_like_any_address() {
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn the_same_ip_with_a_shorter_prefix_is_never_touched() {
     let ns = node_like("subnet");
     ns.sh(
@@ -157,6 +160,7 @@ fn the_same_ip_with_a_shorter_prefix_is_never_touched() {
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn an_ipv6_subnet_address_on_the_link_is_left_as_it_is() {
     let ns = node_like("subnet6");
     ns.sh("ip", &["-6", "addr", "add", "fd00::10/64", "dev", "lo"]);
@@ -210,6 +214,7 @@ fn syncs(daemon: &support::Daemon) -> usize {
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn of_two_copies_of_a_rule_the_one_above_a_drop_stays() {
     for backend in ["nft", "legacy"] {
         let ns = Netns::new(&format!("dupdrop-{backend}"));
@@ -258,6 +263,7 @@ fn of_two_copies_of_a_rule_the_one_above_a_drop_stays() {
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn a_rule_inserted_above_ours_stays_above_it() {
     let ns = Netns::new("above");
     let daemon = start_with_rules(&ns, "nft");
@@ -326,6 +332,7 @@ fn expect_refused(ns: &Netns, args: &[&str], needle: &str) {
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn out_of_bounds_durations_and_expanding_interface_names_are_refused_with_the_bound() {
     let ns = node_like("bounds");
     let links_before = ns.sh("ip", &["-o", "link", "show"]);
@@ -365,6 +372,7 @@ fn out_of_bounds_durations_and_expanding_interface_names_are_refused_with_the_bo
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn a_duplicate_below_foreign_rules_keeps_the_place_of_the_top_copy() {
     for backend in ["nft", "legacy"] {
         let ns = Netns::new(&format!("dupbelow-{backend}"));

@@ -40,6 +40,7 @@ fn stderr(output: &std::process::Output) -> String {
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn adds_the_address_with_full_prefix_and_global_scope_and_is_idempotent() {
     let ns = Netns::new("addr");
     let first = ns.sidecar_once(&["--ip-address", IP, "--daemon=false"]);
@@ -58,6 +59,7 @@ fn adds_the_address_with_full_prefix_and_global_scope_and_is_idempotent() {
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn replaces_a_host_scoped_copy_with_a_global_one() {
     let ns = Netns::new("scope");
     ns.sh(
@@ -70,6 +72,7 @@ fn replaces_a_host_scoped_copy_with_a_global_one() {
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn ipv6_address_and_ip6tables_rules() {
     let ns = Netns::new("ipv6");
     let output = ns.sidecar_once(&[
@@ -91,6 +94,7 @@ fn ipv6_address_and_ip6tables_rules() {
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn ipv6_address_is_usable_at_once_without_duplicate_address_detection() {
     let ns = Netns::new("nodad");
     // A link without carrier: duplicate address detection would never finish there.
@@ -118,6 +122,7 @@ fn ipv6_address_is_usable_at_once_without_duplicate_address_detection() {
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn rules_exactly_once_after_restarts_on_nft() {
     let ns = Netns::new("nft");
     for _ in 0..3 {
@@ -136,6 +141,7 @@ fn rules_exactly_once_after_restarts_on_nft() {
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn rules_exactly_once_on_legacy_and_auto_follows_the_host() {
     let ns = Netns::new("legacy");
     // A host whose rules live in the legacy backend.
@@ -166,6 +172,7 @@ fn rules_exactly_once_on_legacy_and_auto_follows_the_host() {
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn extra_copies_of_a_rule_are_removed() {
     let ns = Netns::new("dups");
     for _ in 0..3 {
@@ -195,6 +202,7 @@ fn extra_copies_of_a_rule_are_removed() {
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn deleted_address_is_restored_by_the_event_path_within_100ms() {
     let ns = Netns::new("event");
     // A long interval: only a kernel event can explain a fast restore.
@@ -221,6 +229,7 @@ fn deleted_address_is_restored_by_the_event_path_within_100ms() {
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn deleted_address_is_restored_by_the_periodic_path() {
     let ns = Netns::new("periodic");
     let mut daemon = ns.spawn_sidecar(&[
@@ -246,6 +255,7 @@ fn deleted_address_is_restored_by_the_periodic_path() {
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn flushed_rules_are_restored_on_the_next_tick() {
     let ns = Netns::new("flush");
     let mut daemon = start_with_rules(
@@ -275,6 +285,7 @@ fn flushed_rules_are_restored_on_the_next_tick() {
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn two_instances_at_once_keep_each_rule_once() {
     let ns = Netns::new("two");
     let args = [
@@ -303,6 +314,7 @@ fn two_instances_at_once_keep_each_rule_once() {
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn cleanup_on_sigterm_removes_every_rule_and_the_address() {
     let ns = Netns::new("cleanup");
     let mut daemon = start_with_rules(
@@ -360,6 +372,7 @@ fn stuck_on_the_lock(
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn sigterm_during_a_sync_stuck_on_the_lock_still_cleans_up_everything() {
     let ns = Netns::new("underfire");
     let (mut daemon, mut holder) = stuck_on_the_lock(&ns, &["--cleanup"], "1.5");
@@ -380,6 +393,7 @@ fn sigterm_during_a_sync_stuck_on_the_lock_still_cleans_up_everything() {
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn sigterm_abandons_a_sync_stuck_on_the_lock() {
     let ns = Netns::new("stuckexit");
     let (mut daemon, mut holder) = stuck_on_the_lock(&ns, &[], "10");
@@ -394,6 +408,7 @@ fn sigterm_abandons_a_sync_stuck_on_the_lock() {
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn without_cleanup_everything_stays() {
     let ns = Netns::new("stay");
     let mut daemon = start_with_rules(
@@ -412,6 +427,7 @@ fn without_cleanup_everything_stays() {
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn a_copy_put_on_another_interface_is_removed_at_once() {
     let ns = Netns::new("moveevent");
     ns.sh(
@@ -436,6 +452,7 @@ fn a_copy_put_on_another_interface_is_removed_at_once() {
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn duplicate_on_another_interface_is_removed() {
     let ns = Netns::new("move");
     ns.sh(
@@ -453,6 +470,7 @@ fn duplicate_on_another_interface_is_removed() {
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn manage_interface_brings_a_link_up_and_cleanup_never_deletes_a_non_dummy_link() {
     let ns = Netns::new("manage");
     ns.sh(
@@ -501,6 +519,7 @@ fn manage_interface_brings_a_link_up_and_cleanup_never_deletes_a_non_dummy_link(
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn unmanaged_link_that_is_down_is_left_down() {
     let ns = Netns::new("down");
     ns.sh(
@@ -521,6 +540,7 @@ fn unmanaged_link_that_is_down_is_left_down() {
 /// A missing interface is created as a dummy link where the kernel has dummy support
 /// (CONFIG_DUMMY). Where it has not, the sidecar must say so clearly and exit 1.
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn missing_interface_becomes_a_dummy_link_or_a_clear_error() {
     let ns = Netns::new("dummy");
     let kernel_has_dummy = ns.try_sh("ip", &["link", "add", "probe0", "type", "dummy"]);
@@ -571,6 +591,7 @@ fn missing_interface_becomes_a_dummy_link_or_a_clear_error() {
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn one_shot_exit_codes() {
     let ns = Netns::new("exit");
     let cases: &[(&[&str], &str)] = &[
@@ -633,6 +654,7 @@ fn without_net_admin(ns: &Netns) -> Command {
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn one_shot_without_cap_net_admin_fails_clearly() {
     let ns = Netns::new("nocap");
     let output = without_net_admin(&ns)
@@ -654,6 +676,7 @@ fn one_shot_without_cap_net_admin_fails_clearly() {
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn missing_iptables_binaries_are_named() {
     let ns = Netns::new("nobin");
     let output = ns
@@ -687,6 +710,7 @@ fn missing_iptables_binaries_are_named() {
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn daemon_keeps_retrying_until_iptables_appears() {
     let ns = Netns::new("retrybin");
     let bin = ns.dir().join("bin");
@@ -736,6 +760,7 @@ fn daemon_keeps_retrying_until_iptables_appears() {
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn daemon_without_cap_net_admin_keeps_retrying() {
     let ns = Netns::new("retrycap");
     let mut command = without_net_admin(&ns);
@@ -764,6 +789,7 @@ fn daemon_without_cap_net_admin_keeps_retrying() {
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn busy_xtables_lock_is_a_bounded_wait_and_a_clear_error() {
     let ns = Netns::new("lock");
     let lock = ns.lock_path();
@@ -793,6 +819,7 @@ fn busy_xtables_lock_is_a_bounded_wait_and_a_clear_error() {
 
 /// In steady state a tick reads: one `iptables-save` and no change to any address or link.
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn steady_state_ticks_only_read() {
     let ns = Netns::new("steady");
     let mut daemon = start_with_rules(
@@ -856,6 +883,7 @@ fn steady_state_ticks_only_read() {
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn metrics_and_health_endpoint() {
     let ns = Netns::new("metrics");
     let mut daemon = ns.spawn_sidecar(&[
@@ -913,6 +941,7 @@ fn metrics_and_health_endpoint() {
 
 /// `[::]:PORT` serves IPv4 too, as in Go, even where the node sets `net.ipv6.bindv6only=1`.
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn metrics_on_the_ipv6_wildcard_serve_ipv4_too() {
     let ns = Netns::new("metrics-v6only");
     ns.sh("ip", &["link", "set", "lo", "up"]);
@@ -937,6 +966,7 @@ fn metrics_on_the_ipv6_wildcard_serve_ipv4_too() {
 /// quiet after one: each connection gets a few seconds for its one request, and only a few
 /// are served at once.
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn metrics_endpoint_cuts_off_silent_clients() {
     let ns = Netns::new("metrics-idle");
     let mut daemon =
@@ -1003,6 +1033,7 @@ fn metrics_endpoint_cuts_off_silent_clients() {
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn log_file_receives_the_logs() {
     let ns = Netns::new("logfile");
     let log = ns.dir().join("sidecar.log");
@@ -1035,6 +1066,7 @@ fn log_file_receives_the_logs() {
 }
 
 #[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn version_and_help() {
     let version = Command::new(SIDECAR)
         .arg("--version")
