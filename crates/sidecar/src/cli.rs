@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser, ValueEnum};
 
-use crate::{address, goflag};
+use common::goflag;
+
+use crate::address;
 
 /// Longest interface name the kernel accepts (IFNAMSIZ minus the terminating NUL).
 pub const MAX_INTERFACE_NAME_LEN: usize = 15;

@@ -9,7 +9,6 @@ pub mod cli;
 pub mod daemon;
 pub mod events;
 pub mod firewall;
-pub mod goflag;
 pub mod metrics;
 pub mod netif;
 pub mod reconcile;
@@ -23,15 +22,4 @@ pub const VERSION: &str = match option_env!("APISERVER_PROXY_VERSION") {
     None => env!("CARGO_PKG_VERSION"),
 };
 
-/// An error with its causes, on one line: each error's message names its own cause only, so
-/// joining them shows every cause once.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub use common::error_chain;

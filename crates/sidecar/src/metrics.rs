@@ -17,7 +17,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::warn;
@@ -224,24 +223,13 @@ const MAX_CONNECTIONS: usize = 16;
 /// to arrive and be answered; a client that connects and stays silent is cut off after it.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// `[::]:PORT`, listening for IPv4 too whatever `net.ipv6.bindv6only` says, as Go does.
-fn bind_dual_stack(address: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let socket = Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_only_v6(false)?;
-    socket.set_reuse_address(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&address.into())?;
-    socket.listen(128)?;
-    Ok(socket.into())
-}
-
 /// Binds the metrics endpoint; the returned future serves it until dropped.
 pub async fn serve(
     address: SocketAddr,
     metrics: Arc<Metrics>,
 ) -> std::io::Result<impl std::future::Future<Output = ()>> {
     let listener = if address.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
-        TcpListener::from_std(bind_dual_stack(address)?)?
+        TcpListener::from_std(common::listen::bind_dual_stack(address.port(), 128)?)?
     } else {
         TcpListener::bind(address).await?
     };

@@ -30,7 +30,13 @@ fn in_namespace(test: &str, body: impl FnOnce(&str)) {
     let exe = std::env::current_exe().expect("the test binary");
     let output = ns
         .command(&exe.to_string_lossy())
-        .args(["--exact", test, "--include-ignored", "--test-threads=1", "--nocapture"])
+        .args([
+            "--exact",
+            test,
+            "--include-ignored",
+            "--test-threads=1",
+            "--nocapture",
+        ])
         .env(INSIDE, ns.lock_path())
         .output()
         .expect("run the test inside the namespace");
