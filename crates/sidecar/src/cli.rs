@@ -8,7 +8,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{ArgAction, Parser, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, ValueEnum};
 
 use common::goflag;
 
@@ -165,25 +166,35 @@ pub struct KlogArgs {
     pub log_backtrace_at: String,
 }
 
-impl KlogArgs {
-    /// The klog flags that were given a non-default value but mean nothing here.
-    pub fn ignored(&self) -> Vec<&'static str> {
-        let mut ignored = Vec::new();
-        let mut note = |set: bool, name: &'static str| {
-            if set {
-                ignored.push(name);
-            }
-        };
-        note(!self.vmodule.is_empty(), "--vmodule");
-        note(!self.log_dir.is_empty(), "--log_dir");
-        note(self.log_file_max_size != 1800, "--log_file_max_size");
-        note(self.skip_headers, "--skip_headers");
-        note(self.skip_log_headers, "--skip_log_headers");
-        note(self.stderr_threshold != "2", "--stderrthreshold");
-        note(self.add_dir_header, "--add_dir_header");
-        note(self.log_backtrace_at != ":0", "--log_backtrace_at");
-        note(!self.log_to_stderr, "--logtostderr=false");
-        ignored
+/// The klog flags that mean nothing here, by clap id and name.
+const WITHOUT_EFFECT: [(&str, &str); 9] = [
+    ("vmodule", "--vmodule"),
+    ("log_dir", "--log_dir"),
+    ("log_file_max_size", "--log_file_max_size"),
+    ("skip_headers", "--skip_headers"),
+    ("skip_log_headers", "--skip_log_headers"),
+    ("stderr_threshold", "--stderrthreshold"),
+    ("add_dir_header", "--add_dir_header"),
+    ("log_backtrace_at", "--log_backtrace_at"),
+    ("log_to_stderr", "--logtostderr"),
+];
+
+impl Args {
+    /// Parses the command line; also returns the klog flags that were given but mean nothing
+    /// here (whatever their value: clap knows what the command line set).
+    pub fn parse_from_with_ignored<I, T>(argv: I) -> Result<(Args, Vec<&'static str>), clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = Args::command().try_get_matches_from(argv)?;
+        let args = Args::from_arg_matches(&matches)?;
+        let ignored = WITHOUT_EFFECT
+            .iter()
+            .filter(|(id, _)| matches.value_source(id) == Some(ValueSource::CommandLine))
+            .map(|(_, name)| *name)
+            .collect();
+        Ok((args, ignored))
     }
 }
 
@@ -456,7 +467,7 @@ mod tests {
 
     #[test]
     fn klog_flags_are_accepted() {
-        let args = Args::try_parse_from([
+        let (args, ignored) = Args::parse_from_with_ignored([
             "apiserver-proxy-sidecar",
             "--ip-address=10.96.0.2",
             "--v=2",
@@ -475,18 +486,25 @@ mod tests {
         .unwrap();
         assert_eq!(args.klog.verbosity, 2);
         assert_eq!(args.klog.log_file, "/tmp/x.log");
+        // Given on the command line counts, whatever the value (even the default's).
         assert_eq!(
-            args.klog.ignored(),
+            ignored,
             [
                 "--vmodule",
                 "--log_dir",
                 "--log_file_max_size",
                 "--skip_headers",
+                "--skip_log_headers",
                 "--stderrthreshold",
                 "--add_dir_header",
-                "--log_backtrace_at"
+                "--log_backtrace_at",
+                "--logtostderr"
             ]
         );
+        let (_, ignored) =
+            Args::parse_from_with_ignored(["apiserver-proxy-sidecar", "--ip-address=10.96.0.2"])
+                .unwrap();
+        assert!(ignored.is_empty(), "{ignored:?}");
     }
 
     #[test]

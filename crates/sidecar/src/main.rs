@@ -6,7 +6,6 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
 use sidecar::cli::{Args, KlogArgs};
 use sidecar::error_chain;
 use sidecar::run::{self, Outcome, Stop};
@@ -19,8 +18,8 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
-        Ok(args) => args,
+    let (args, ignored) = match Args::parse_from_with_ignored(std::env::args_os()) {
+        Ok(parsed) => parsed,
         Err(error) => {
             // --help and --version print and exit 0; every bad flag exits 1 like the original.
             let _ = error.print();
@@ -35,7 +34,7 @@ fn main() -> ExitCode {
         eprintln!("error: {error:#}");
         return ExitCode::FAILURE;
     }
-    for flag in args.klog.ignored() {
+    for flag in ignored {
         debug!(flag, "accepted for compatibility; it has no effect here");
     }
     let logs_to_file_only = !args.klog.log_file.is_empty() && !args.klog.also_log_to_stderr;
