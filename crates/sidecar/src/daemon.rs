@@ -16,7 +16,7 @@ use crate::cli::Config;
 use crate::error_chain;
 use crate::events::KernelEvents;
 use crate::firewall::READ_TIMEOUT;
-use crate::reconcile::{AddressKeeper, RuleKeeper, Sidecar};
+use crate::reconcile::{AddressKeeper, RuleKeeper, Sidecar, StepError};
 
 /// The first retry after a failed sync; doubled up to the sync interval.
 const FIRST_RETRY: Duration = Duration::from_millis(500);
@@ -68,6 +68,22 @@ impl Retry {
     fn succeeded(&mut self) {
         self.delay = FIRST_RETRY.min(self.max);
         self.at = None;
+    }
+
+    /// Logs a failed sync and schedules its retry, or resets after a success.
+    fn after(&mut self, result: Result<(), StepError>) {
+        match result {
+            Ok(()) => self.succeeded(),
+            Err(error) => {
+                let retry_in = self.failed(Instant::now());
+                warn!(
+                    kind = error.kind(),
+                    ?retry_in,
+                    "sync failed: {}",
+                    error_chain(&error)
+                );
+            }
+        }
     }
 
     async fn due(&self) {
@@ -179,18 +195,7 @@ async fn keep_address(keeper: &mut AddressKeeper, events: &KernelEvents, resync_
     let mut why = "initial sync";
     loop {
         debug!(why, "address sync");
-        match keeper.sync().await {
-            Ok(()) => retry.succeeded(),
-            Err(error) => {
-                let retry_in = retry.failed(Instant::now());
-                warn!(
-                    kind = error.kind(),
-                    ?retry_in,
-                    "sync failed: {}",
-                    error_chain(&error)
-                );
-            }
-        }
+        retry.after(keeper.sync().await);
         events.follow_link(keeper.link_index);
         keeper
             .metrics
@@ -245,18 +250,7 @@ async fn keep_rules(keeper: &mut RuleKeeper, resync: &Notify) {
     let mut why = "initial sync";
     loop {
         debug!(why, "iptables sync");
-        match keeper.sync().await {
-            Ok(()) => retry.succeeded(),
-            Err(error) => {
-                let retry_in = retry.failed(Instant::now());
-                warn!(
-                    kind = error.kind(),
-                    ?retry_in,
-                    "sync failed: {}",
-                    error_chain(&error)
-                );
-            }
-        }
+        retry.after(keeper.sync().await);
         why = tokio::select! {
             _ = ticks.tick() => "periodic sync",
             () = retry.due() => "retrying the failed sync",

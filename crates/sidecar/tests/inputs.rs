@@ -226,21 +226,7 @@ fn of_two_copies_of_a_rule_the_one_above_a_drop_stays() {
             &iptables,
             &["-A", "INPUT", "-p", "tcp", "--dport", "443", "-j", "DROP"],
         );
-        ns.sh(
-            &iptables,
-            &[
-                "-A",
-                "INPUT",
-                "-p",
-                "tcp",
-                "-d",
-                "10.96.0.2",
-                "--dport",
-                "443",
-                "-j",
-                "ACCEPT",
-            ],
-        );
+        append_a_copy_of_our_accept(&ns, &iptables);
         let input = || chain(&ns, &save, "filter", "INPUT");
         assert!(
             wait_for(Duration::from_secs(5), || input().len() == 2).is_some(),
@@ -384,21 +370,7 @@ fn a_duplicate_below_foreign_rules_keeps_the_place_of_the_top_copy() {
             &iptables,
             &["-I", "INPUT", "1", "-s", "192.0.2.1/32", "-j", "ACCEPT"],
         );
-        ns.sh(
-            &iptables,
-            &[
-                "-A",
-                "INPUT",
-                "-p",
-                "tcp",
-                "-d",
-                "10.96.0.2",
-                "--dport",
-                "443",
-                "-j",
-                "ACCEPT",
-            ],
-        );
+        append_a_copy_of_our_accept(&ns, &iptables);
         let input = || chain(&ns, &save, "filter", "INPUT");
         // Our copy goes back to position 2 of a chain that has one rule left: the end.
         assert!(
@@ -409,4 +381,23 @@ fn a_duplicate_below_foreign_rules_keeps_the_place_of_the_top_copy() {
         );
         assert_eq!(input(), [foreign, ACCEPT], "{backend}\n{}", daemon.log());
     }
+}
+
+/// Appends, at the end of INPUT, a copy of the sidecar's ACCEPT rule for 10.96.0.2:443.
+fn append_a_copy_of_our_accept(ns: &Netns, iptables: &str) {
+    ns.sh(
+        iptables,
+        &[
+            "-A",
+            "INPUT",
+            "-p",
+            "tcp",
+            "-d",
+            "10.96.0.2",
+            "--dport",
+            "443",
+            "-j",
+            "ACCEPT",
+        ],
+    );
 }
