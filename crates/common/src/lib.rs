@@ -1,11 +1,13 @@
 // SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
 // SPDX-License-Identifier: Apache-2.0
 
-//! What both apiserver-proxy binaries share: Go's flag value syntaxes, one way to print an
-//! error with its causes, and the dual-stack listener.
+//! What both apiserver-proxy binaries share: Go's flag value syntaxes, klog's flags, the klog
+//! and JSON log formats, one way to print an error with its causes, and the dual-stack listener.
 
 pub mod goflag;
+pub mod klog;
 pub mod listen;
+pub mod logging;
 
 /// An error with its causes, on one line. Each error's message names its own cause only (as
 /// a `source()` or in its text, never both), so joining them shows every cause once.
