@@ -157,6 +157,69 @@ pub fn parse_bool(text: &str) -> Result<bool, String> {
     }
 }
 
+/// Go's trap: pflag reads `--daemon false` as `--daemon` (true) followed by a positional
+/// argument `false`, which it ignores. Finds the first bool flag written without `=` whose next
+/// argument is a bool literal, and returns the flag's name and that literal.
+///
+/// A bool flag is one that takes an optional value only after `=` (`require_equals`, zero or
+/// one value); a flag that takes a value consumes the next argument, as in pflag.
+/// Arguments after `--` are positional and never checked.
+pub fn bool_literal_after_bool_flag(
+    command: &clap::Command,
+    argv: &[std::ffi::OsString],
+) -> Option<(String, String)> {
+    enum Kind {
+        Bool,
+        Value,
+        NoValue,
+    }
+    let kind = |arg: &clap::Arg| {
+        if !arg.get_action().takes_values() {
+            Kind::NoValue
+        } else if arg.is_require_equals_set()
+            && arg
+                .get_num_args()
+                .is_some_and(|range| range.min_values() == 0)
+        {
+            Kind::Bool
+        } else {
+            Kind::Value
+        }
+    };
+    let mut args = argv.iter().skip(1).map(|arg| arg.to_string_lossy());
+    while let Some(arg) = args.next() {
+        if arg == "--" {
+            return None;
+        }
+        let found = if let Some(long) = arg.strip_prefix("--") {
+            if long.contains('=') {
+                continue;
+            }
+            command.get_arguments().find(|a| a.get_long() == Some(long))
+        } else if let Some(short) = arg.strip_prefix('-').filter(|s| s.chars().count() == 1) {
+            command
+                .get_arguments()
+                .find(|a| a.get_short().map(String::from).as_deref() == Some(short))
+        } else {
+            None
+        };
+        match found.map(kind) {
+            Some(Kind::Bool) => {
+                if let Some(next) = args.next() {
+                    if parse_bool(&next).is_ok() {
+                        return Some((arg.into_owned(), next.into_owned()));
+                    }
+                }
+            }
+            Some(Kind::Value) => {
+                args.next();
+            }
+            Some(Kind::NoValue) | None => {}
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,6 +355,51 @@ mod tests {
                 parse_bool(text).unwrap_err().contains("invalid boolean"),
                 "{text}"
             );
+        }
+    }
+    #[test]
+    fn bool_literal_after_a_bool_flag_is_found() {
+        use clap::{Arg, ArgAction, Command};
+        let bool_flag = |name: &'static str| {
+            Arg::new(name)
+                .long(name)
+                .num_args(0..=1)
+                .require_equals(true)
+                .default_missing_value("true")
+                .action(ArgAction::Set)
+        };
+        let command = Command::new("t")
+            .arg(bool_flag("daemon"))
+            .arg(bool_flag("setup-iptables"))
+            .arg(Arg::new("interface").long("interface"))
+            .arg(Arg::new("v").short('v').long("v"))
+            .arg(Arg::new("rest").num_args(0..));
+        let find = |args: &[&str]| {
+            let argv: Vec<std::ffi::OsString> = std::iter::once("t")
+                .chain(args.iter().copied())
+                .map(Into::into)
+                .collect();
+            bool_literal_after_bool_flag(&command, &argv)
+        };
+        let hit = |flag: &str, literal: &str| Some((flag.to_string(), literal.to_string()));
+        let cases: &[(&[&str], Option<(String, String)>)] = &[
+            (&["--daemon", "false"], hit("--daemon", "false")),
+            (&["--setup-iptables", "0"], hit("--setup-iptables", "0")),
+            (&["--daemon", "True"], hit("--daemon", "True")),
+            (&["x", "--daemon", "F", "y"], hit("--daemon", "F")),
+            (&["--daemon=false", "false"], None),
+            (&["--daemon", "no"], None),
+            (&["--daemon", "--setup-iptables"], None),
+            (&["--daemon"], None),
+            // The value of a flag that takes one, even when it reads like a flag.
+            (&["--interface", "--daemon", "false"], None),
+            (&["--interface", "false"], None),
+            (&["-v", "2", "--daemon", "1"], hit("--daemon", "1")),
+            (&["--", "--daemon", "false"], None),
+            (&["false"], None),
+        ];
+        for (args, want) in cases {
+            assert_eq!(&find(args), want, "{args:?}");
         }
     }
 }

@@ -1,17 +1,20 @@
 // SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
 // SPDX-License-Identifier: Apache-2.0
 
-//! Command-line flags, compatible with the original Go binary, and their validation into a
-//! [`Config`].
+//! Command-line flags, parsed as the Go binary's pflag and klog parse them, and their validation
+//! into a [`Config`].
 
+use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::parser::ValueSource;
+use clap::error::ErrorKind;
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, ValueEnum};
 
 use common::goflag;
+use common::klog::{self, KlogArgs};
+use common::logging::LogFormat;
 
 use crate::address;
 
@@ -31,7 +34,8 @@ pub const MAX_LOCK_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// Keeps the apiserver-proxy IP address on a local interface of this node, and optionally the
 /// iptables rules that let traffic to it bypass connection tracking.
 #[derive(Debug, Parser)]
-#[command(name = "apiserver-proxy-sidecar", version = crate::VERSION, max_term_width = 100)]
+#[command(name = "apiserver-proxy-sidecar", version = crate::VERSION, max_term_width = 100,
+          args_override_self = true)]
 pub struct Args {
     /// ip-address on which the proxy is listening (IPv4 or IPv6).
     #[arg(long, value_name = "IP")]
@@ -100,101 +104,53 @@ pub struct Args {
           action = ArgAction::Set)]
     pub watch_kernel_events: bool,
 
+    /// Sets the log format: text (klog's) or json (one object per line).
+    #[arg(long = "logging-format", value_name = "FORMAT", value_enum,
+          default_value_t = LogFormat::Text)]
+    pub logging_format: LogFormat,
+
     #[command(flatten)]
     pub klog: KlogArgs,
+
+    /// Positional arguments: ignored, as Go's flag parsing ignores them.
+    #[arg(hide = true, value_name = "IGNORED")]
+    pub positional: Vec<String>,
 }
 
-/// The original binary's klog flags, accepted so existing manifests keep working.
-#[derive(Debug, clap::Args)]
-pub struct KlogArgs {
-    /// number for the log level verbosity (0 info, 1-4 debug, 5+ trace).
-    #[arg(short = 'v', long = "v", value_name = "LEVEL", default_value_t = 0)]
-    pub verbosity: u32,
-
-    /// If non-empty, use this log file.
-    #[arg(long = "log_file", value_name = "PATH", default_value = "")]
-    pub log_file: String,
-
-    /// log to standard error as well as files.
-    #[arg(long = "alsologtostderr", value_name = "BOOL", num_args = 0..=1, require_equals = true,
-          default_value = "false", default_missing_value = "true", value_parser = goflag::parse_bool,
-          action = ArgAction::Set)]
-    pub also_log_to_stderr: bool,
-
-    /// log to standard error instead of files.
-    #[arg(long = "logtostderr", value_name = "BOOL", num_args = 0..=1, require_equals = true,
-          default_value = "true", default_missing_value = "true", value_parser = goflag::parse_bool,
-          action = ArgAction::Set)]
-    pub log_to_stderr: bool,
-
-    /// comma-separated list of pattern=N settings for file-filtered logging (accepted, no effect).
-    #[arg(long = "vmodule", value_name = "SPEC", default_value = "")]
-    pub vmodule: String,
-
-    /// If non-empty, write log files in this directory (accepted, no effect; use --log_file).
-    #[arg(long = "log_dir", value_name = "DIR", default_value = "")]
-    pub log_dir: String,
-
-    /// Defines the maximum size a log file can grow to, in megabytes (accepted, no effect).
-    #[arg(long = "log_file_max_size", value_name = "MB", default_value_t = 1800)]
-    pub log_file_max_size: u64,
-
-    /// If true, avoid header prefixes in the log messages (accepted, no effect).
-    #[arg(long = "skip_headers", value_name = "BOOL", num_args = 0..=1, require_equals = true,
-          default_value = "false", default_missing_value = "true", value_parser = goflag::parse_bool,
-          action = ArgAction::Set)]
-    pub skip_headers: bool,
-
-    /// If true, avoid headers when opening log files (accepted, no effect).
-    #[arg(long = "skip_log_headers", value_name = "BOOL", num_args = 0..=1, require_equals = true,
-          default_value = "false", default_missing_value = "true", value_parser = goflag::parse_bool,
-          action = ArgAction::Set)]
-    pub skip_log_headers: bool,
-
-    /// logs at or above this threshold go to stderr (accepted, no effect).
-    #[arg(long = "stderrthreshold", value_name = "SEVERITY", default_value = "2", value_parser = parse_severity)]
-    pub stderr_threshold: String,
-
-    /// If true, adds the file directory to the header (accepted, no effect).
-    #[arg(long = "add_dir_header", value_name = "BOOL", num_args = 0..=1, require_equals = true,
-          default_value = "false", default_missing_value = "true", value_parser = goflag::parse_bool,
-          action = ArgAction::Set)]
-    pub add_dir_header: bool,
-
-    /// when logging hits line file:N, emit a stack trace (accepted, no effect).
-    #[arg(long = "log_backtrace_at", value_name = "FILE:N", default_value = ":0")]
-    pub log_backtrace_at: String,
+/// The command line, parsed.
+#[derive(Debug)]
+pub struct Parsed {
+    pub args: Args,
+    /// klog flags the command line set that have no effect here.
+    pub without_effect: Vec<&'static str>,
 }
-
-/// The klog flags that mean nothing here, by clap id and name.
-const WITHOUT_EFFECT: [(&str, &str); 9] = [
-    ("vmodule", "--vmodule"),
-    ("log_dir", "--log_dir"),
-    ("log_file_max_size", "--log_file_max_size"),
-    ("skip_headers", "--skip_headers"),
-    ("skip_log_headers", "--skip_log_headers"),
-    ("stderr_threshold", "--stderrthreshold"),
-    ("add_dir_header", "--add_dir_header"),
-    ("log_backtrace_at", "--log_backtrace_at"),
-    ("log_to_stderr", "--logtostderr"),
-];
 
 impl Args {
-    /// Parses the command line; also returns the klog flags that were given but mean nothing
-    /// here (whatever their value: clap knows what the command line set).
-    pub fn parse_from_with_ignored<I, T>(argv: I) -> Result<(Args, Vec<&'static str>), clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<std::ffi::OsString> + Clone,
-    {
-        let matches = Args::command().try_get_matches_from(argv)?;
+    /// Parses the command line as pflag does: the last of a repeated flag wins, positional
+    /// arguments are kept to be ignored, except for Go's trap of a bool literal after a bool
+    /// flag (`--daemon false` would run a daemon), which is refused with a hint.
+    pub fn parse_argv(argv: &[OsString]) -> Result<Parsed, clap::Error> {
+        let mut command = Args::command();
+        if let Some((flag, literal)) = goflag::bool_literal_after_bool_flag(&command, argv) {
+            return Err(command.error(
+                ErrorKind::InvalidValue,
+                format!(
+                    "{literal:?} after {flag} is not its value: Go would set {flag} to true and \
+                     ignore {literal:?}; write {flag}={literal}"
+                ),
+            ));
+        }
+        let matches = command.try_get_matches_from_mut(argv)?;
         let args = Args::from_arg_matches(&matches)?;
-        let ignored = WITHOUT_EFFECT
-            .iter()
-            .filter(|(id, _)| matches.value_source(id) == Some(ValueSource::CommandLine))
-            .map(|(_, name)| *name)
-            .collect();
-        Ok((args, ignored))
+        Ok(Parsed {
+            args,
+            without_effect: klog::without_effect(&matches),
+        })
+    }
+
+    /// A usage error about a flag's value, with the usage hint (exit code 2).
+    pub fn usage_error(message: impl std::fmt::Display) -> clap::Error {
+        Args::command().error(ErrorKind::ValueValidation, message)
     }
 }
 
@@ -204,15 +160,6 @@ fn parse_sync_interval(text: &str) -> Result<Duration, String> {
 
 fn parse_lock_timeout(text: &str) -> Result<Duration, String> {
     goflag::parse_duration_within(text, MIN_LOCK_TIMEOUT, MAX_LOCK_TIMEOUT)
-}
-
-fn parse_severity(text: &str) -> Result<String, String> {
-    match text.to_ascii_uppercase().as_str() {
-        "0" | "1" | "2" | "3" | "INFO" | "WARNING" | "ERROR" | "FATAL" => Ok(text.to_string()),
-        _ => Err(format!(
-            "invalid severity {text:?}: use INFO, WARNING, ERROR, FATAL or 0-3"
-        )),
-    }
 }
 
 /// Which iptables implementation writes the rules.
@@ -465,46 +412,105 @@ mod tests {
         );
     }
 
+    fn parse_argv(args: &[&str]) -> Result<Parsed, clap::Error> {
+        let argv: Vec<OsString> = std::iter::once("apiserver-proxy-sidecar")
+            .chain(args.iter().copied())
+            .map(OsString::from)
+            .collect();
+        Args::parse_argv(&argv)
+    }
+
     #[test]
     fn klog_flags_are_accepted() {
-        let (args, ignored) = Args::parse_from_with_ignored([
-            "apiserver-proxy-sidecar",
+        let parsed = parse_argv(&[
             "--ip-address=10.96.0.2",
             "--v=2",
             "--vmodule=foo=3",
             "--logtostderr=true",
             "--alsologtostderr",
+            "--alsologtostderrthreshold=WARNING",
             "--log_dir=/tmp",
             "--log_file=/tmp/x.log",
             "--log_file_max_size=10",
             "--skip_headers",
             "--skip_log_headers=false",
             "--stderrthreshold=WARNING",
+            "--legacy_stderr_threshold_behavior=false",
+            "--one_output",
             "--add_dir_header",
             "--log_backtrace_at=main.go:12",
         ])
         .unwrap();
-        assert_eq!(args.klog.verbosity, 2);
-        assert_eq!(args.klog.log_file, "/tmp/x.log");
+        assert_eq!(parsed.args.klog.v, 2);
+        assert_eq!(parsed.args.klog.log_file, "/tmp/x.log");
+        assert!(parsed.args.klog.one_output && !parsed.args.klog.legacy_stderr_threshold_behavior);
         // Given on the command line counts, whatever the value (even the default's).
         assert_eq!(
-            ignored,
-            [
-                "--vmodule",
-                "--log_dir",
-                "--log_file_max_size",
-                "--skip_headers",
-                "--skip_log_headers",
-                "--stderrthreshold",
-                "--add_dir_header",
-                "--log_backtrace_at",
-                "--logtostderr"
-            ]
+            parsed.without_effect,
+            ["--vmodule", "--log_file_max_size", "--log_backtrace_at"]
         );
-        let (_, ignored) =
-            Args::parse_from_with_ignored(["apiserver-proxy-sidecar", "--ip-address=10.96.0.2"])
-                .unwrap();
-        assert!(ignored.is_empty(), "{ignored:?}");
+        let parsed = parse_argv(&["--ip-address=10.96.0.2"]).unwrap();
+        assert!(parsed.without_effect.is_empty());
+        assert_eq!(parsed.args.logging_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn parsed_as_pflag_parses() {
+        // The last of a repeated flag wins.
+        let parsed = parse_argv(&[
+            "--ip-address=10.96.0.2",
+            "--ip-address=10.96.0.3",
+            "--daemon",
+            "--cleanup",
+            "--daemon=false",
+            "--v=1",
+            "-v=3",
+            "--logging-format=json",
+            "--logging-format=text",
+        ])
+        .unwrap();
+        let (klog_v, format) = (parsed.args.klog.v, parsed.args.logging_format);
+        let config = parsed.args.into_config().unwrap();
+        assert_eq!(config.ip, IpAddr::from([10, 96, 0, 3]));
+        assert!(!config.daemon && config.cleanup);
+        assert_eq!((klog_v, format), (3, LogFormat::Text));
+        // Positional arguments are kept, to be ignored.
+        let parsed =
+            parse_argv(&["run", "--ip-address=10.96.0.2", "extra", "--", "--daemon"]).unwrap();
+        assert_eq!(parsed.args.positional, ["run", "extra", "--daemon"]);
+        assert!(parsed.args.daemon);
+        // Go's trap is refused with a hint, as a usage error.
+        for args in [
+            &["--ip-address=10.96.0.2", "--daemon", "false"][..],
+            &["--setup-iptables", "0", "--ip-address=10.96.0.2"],
+            &["--ip-address=10.96.0.2", "--cleanup", "true"],
+        ] {
+            let err = parse_argv(args).expect_err(&format!("{args:?}"));
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+            assert!(err.to_string().contains("Go would set"), "{err}");
+        }
+        // Not a bool literal: an ignored positional argument, as in Go.
+        let parsed = parse_argv(&["--ip-address=10.96.0.2", "--daemon", "no"]).unwrap();
+        assert!(parsed.args.daemon);
+        assert_eq!(parsed.args.positional, ["no"]);
+    }
+
+    #[test]
+    fn usage_errors_exit_2_help_exits_0() {
+        for args in [
+            &["--bogus"][..],
+            &["--daemon=no"],
+            &["--sync-interval=90"],
+            &["--v=loud"],
+            &["--logging-format=yaml"],
+        ] {
+            let err = parse_argv(args).expect_err(&format!("{args:?}"));
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+        assert_eq!(Args::usage_error("--port=\"0\"").exit_code(), 2);
+        for args in [["--help"], ["-h"], ["--version"]] {
+            assert_eq!(parse_argv(&args).expect_err("help").exit_code(), 0);
+        }
     }
 
     #[test]

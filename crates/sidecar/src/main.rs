@@ -2,53 +2,68 @@
 // SPDX-License-Identifier: Apache-2.0
 
 //! The binary's edge: flags, logging, signals, exit codes; the rest lives in the library.
+//!
+//! Exit codes: 0 done (and `--help`, `--version`), 1 a runtime failure, 2 a usage error (an
+//! unknown flag or a bad value, printed with the usage hint, as pflag does), 128 + the signal
+//! when a signal cuts a one-shot run or a cleanup short.
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use sidecar::cli::{Args, KlogArgs};
+use common::logging::{self, Settings};
+use sidecar::cli::Args;
 use sidecar::error_chain;
 use sidecar::run::{self, Outcome, Stop};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
-use tracing::{debug, error};
-use tracing_subscriber::filter::Targets;
-use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::util::SubscriberInitExt;
+use tracing::{debug, error, warn};
+
+const PROGRAM: &str = "apiserver-proxy-sidecar";
 
 fn main() -> ExitCode {
-    let (args, ignored) = match Args::parse_from_with_ignored(std::env::args_os()) {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let parsed = match Args::parse_argv(&argv) {
         Ok(parsed) => parsed,
-        Err(error) => {
-            // --help and --version print and exit 0; every bad flag exits 1 like the original.
-            let _ = error.print();
-            return if error.use_stderr() {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(error) => return usage(&error),
     };
-    if let Err(error) = init_logging(&args.klog) {
-        eprintln!("error: {error:#}");
-        return ExitCode::FAILURE;
-    }
-    for flag in ignored {
-        debug!(flag, "accepted for compatibility; it has no effect here");
-    }
-    let logs_to_file_only = !args.klog.log_file.is_empty() && !args.klog.also_log_to_stderr;
-    // A fatal error always reaches stderr, where an init container's failure is looked for.
-    let fatal = |message: String| {
-        error!("{message}");
-        if logs_to_file_only {
-            eprintln!("error: {message}");
-        }
-        ExitCode::FAILURE
-    };
+    let mut args = parsed.args;
+    let klog = args.klog.clone();
+    let format = args.logging_format;
+    let positional = std::mem::take(&mut args.positional);
     let config = match args.into_config() {
         Ok(config) => config,
-        Err(error) => return fatal(error.to_string()),
+        Err(error) => return usage(&Args::usage_error(error)),
+    };
+    // RUST_LOG takes `level` or `target=level,...` directives, as env_logger's simple form.
+    // netlink-proto's own warnings (a full notification buffer) are handled and reported here.
+    let level = logging::level_for_verbosity(klog.v)
+        .as_str()
+        .to_ascii_lowercase();
+    let directives =
+        std::env::var("RUST_LOG").unwrap_or_else(|_| format!("{level},netlink_proto=error"));
+    if let Err(error) = logging::init(Settings {
+        klog: &klog,
+        format,
+        program: PROGRAM,
+        version: sidecar::VERSION,
+        directives: &directives,
+    }) {
+        eprintln!("error: {}", error_chain(&error));
+        return ExitCode::FAILURE;
+    }
+    if !positional.is_empty() {
+        warn!(
+            arguments = positional.join(" "),
+            "ignoring positional arguments, as the Go binary did"
+        );
+    }
+    for flag in parsed.without_effect {
+        debug!(flag, "accepted for compatibility; it has no effect here");
+    }
+    let fatal = |message: String| {
+        error!("{message}");
+        ExitCode::FAILURE
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -69,6 +84,12 @@ fn main() -> ExitCode {
     }
 }
 
+/// Prints a usage error with the usage hint (exit code 2), or the help or version (exit 0).
+fn usage(error: &clap::Error) -> ExitCode {
+    let _ = error.print();
+    ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2))
+}
+
 /// SIGTERM and SIGINT as stop requests, each time they arrive.
 fn forward_signals() -> std::io::Result<mpsc::Receiver<Stop>> {
     let mut term = signal(SignalKind::terminate())?;
@@ -86,43 +107,4 @@ fn forward_signals() -> std::io::Result<mpsc::Receiver<Stop>> {
         }
     });
     Ok(stops)
-}
-
-fn init_logging(klog: &KlogArgs) -> anyhow::Result<()> {
-    let level = match klog.verbosity {
-        0 => "info",
-        1..=4 => "debug",
-        _ => "trace",
-    };
-    // RUST_LOG takes `level` or `target=level,...` directives, as env_logger's simple form.
-    // netlink-proto's own warnings (a full notification buffer) are handled and reported here.
-    let directives =
-        std::env::var("RUST_LOG").unwrap_or_else(|_| format!("{level},netlink_proto=error"));
-    let filter: Targets = directives
-        .parse()
-        .with_context(|| format!("invalid RUST_LOG={directives:?}"))?;
-    let writer = if klog.log_file.is_empty() {
-        BoxMakeWriter::new(std::io::stderr)
-    } else {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&klog.log_file)
-            .with_context(|| format!("cannot open --log_file={}", klog.log_file))?;
-        let file = std::sync::Arc::new(file);
-        if klog.also_log_to_stderr {
-            BoxMakeWriter::new(file.and(std::io::stderr))
-        } else {
-            BoxMakeWriter::new(file)
-        }
-    };
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(writer)
-                .with_ansi(false),
-        )
-        .with(filter)
-        .init();
-    Ok(())
 }

@@ -1,9 +1,9 @@
 // SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
 // SPDX-License-Identifier: Apache-2.0
 
-//! The sidecar's life from start to exit: one sync and out (`--daemon=false`), or the daemon
-//! until the first stop request, then the cleanup (`--cleanup`) until it is done or a second
-//! stop request abandons it. Stop requests come through a channel, fed by signal handlers in
+//! The sidecar's life from start to exit: one sync and out (`--daemon=false`; with `--cleanup`
+//! the sync, then the cleanup), or the daemon until the first stop request, then the cleanup
+//! (`--cleanup`) until it is done or a second stop request abandons it. Stop requests come through a channel, fed by signal handlers in
 //! the binary and by tests directly.
 
 use std::sync::Arc;
@@ -119,18 +119,29 @@ pub async fn run(config: Config, mut stops: mpsc::Receiver<Stop>) -> Result<Outc
     if !is_daemon {
         // An init container must stop promptly: a stop abandons the sync (which kills a
         // running iptables child and frees the lock).
-        return Ok(tokio::select! {
-            result = sidecar.sync() => match result {
-                Ok(()) => {
-                    info!("everything is in place");
-                    Outcome::Done
-                }
-                Err(errors) => Outcome::NotInPlace(errors),
-            },
+        let synced = tokio::select! {
+            result = sidecar.sync() => result,
             stop = next_stop(&mut stops) => {
                 error!(signal = stop.name, "stopped before everything was in place");
-                Outcome::Interrupted(stop)
+                return Ok(Outcome::Interrupted(stop));
             }
+        };
+        if synced.is_ok() {
+            info!("everything is in place");
+        }
+        if !cleanup {
+            return Ok(match synced {
+                Ok(()) => Outcome::Done,
+                Err(errors) => Outcome::NotInPlace(errors),
+            });
+        }
+        // --cleanup with --daemon=false: set up, then tear down at exit, as one-shot "remove
+        // the address" jobs expect; the teardown runs even when the set-up failed in part.
+        let torn_down = cleanup_until_stopped(&mut sidecar, &mut stops).await;
+        return Ok(match (synced, torn_down) {
+            (_, Outcome::CleanupAbandoned(stop)) => Outcome::CleanupAbandoned(stop),
+            (Err(errors), _) => Outcome::NotInPlace(errors),
+            (Ok(()), outcome) => outcome,
         });
     }
 
@@ -146,7 +157,12 @@ pub async fn run(config: Config, mut stops: mpsc::Receiver<Stop>) -> Result<Outc
     if !cleanup {
         return Ok(Outcome::Done);
     }
-    Ok(tokio::select! {
+    Ok(cleanup_until_stopped(&mut sidecar, &mut stops).await)
+}
+
+/// The cleanup, until it is done or a stop request abandons it.
+async fn cleanup_until_stopped(sidecar: &mut Sidecar, stops: &mut mpsc::Receiver<Stop>) -> Outcome {
+    tokio::select! {
         result = sidecar.teardown() => match result {
             Ok(()) => {
                 info!("cleaned up");
@@ -154,9 +170,9 @@ pub async fn run(config: Config, mut stops: mpsc::Receiver<Stop>) -> Result<Outc
             }
             Err(errors) => Outcome::CleanupIncomplete(errors),
         },
-        second = next_stop(&mut stops) => {
-            error!(signal = second.name, "second signal: cleanup abandoned");
-            Outcome::CleanupAbandoned(second)
+        stop = next_stop(stops) => {
+            error!(signal = stop.name, "second signal: cleanup abandoned");
+            Outcome::CleanupAbandoned(stop)
         }
-    })
+    }
 }
