@@ -141,8 +141,8 @@ pub struct KlogArgs {
           action = ArgAction::Set)]
     pub alsologtostderr: bool,
 
-    /// logs at or above this threshold go to stderr when --alsologtostderr=true (no effect when
-    /// --logtostderr=true, or unless --legacy_stderr_threshold_behavior=false).
+    /// logs at or above this threshold go to stderr when --alsologtostderr=true and
+    /// --legacy_stderr_threshold_behavior=false (no effect when --logtostderr=true).
     #[arg(long = "alsologtostderrthreshold", value_name = "SEVERITY", default_value = "0",
           value_parser = parse_severity, allow_negative_numbers = true)]
     pub alsologtostderrthreshold: Severity,

@@ -59,7 +59,8 @@ fn addresses_that_cannot_be_global_are_refused_and_nothing_is_touched() {
             panic!("{ip} was not refused: {}", daemon.log());
         }
         let code = daemon.child.wait().expect("exit status").code();
-        assert_eq!(code, Some(1), "{ip}: {}", daemon.log());
+        // A value refused before anything starts is a usage error.
+        assert_eq!(code, Some(2), "{ip}: {}", daemon.log());
         assert!(
             daemon
                 .log()
@@ -210,7 +211,7 @@ fn start_with_rules(ns: &Netns, backend: &str) -> support::Daemon {
 
 /// How many syncs the daemon has logged (at debug level).
 fn syncs(daemon: &support::Daemon) -> usize {
-    daemon.log().matches("sync why=").count()
+    daemon.log().matches("sync\" why=").count()
 }
 
 #[test]
@@ -304,7 +305,7 @@ fn a_rule_inserted_above_ours_stays_above_it() {
     );
 }
 
-/// Starts the sidecar as a daemon and expects it to refuse its flags at once: exit code 1 and
+/// Starts the sidecar as a daemon and expects it to refuse its flags at once: exit code 2 and
 /// `needle` in its log. A daemon still running after 5 s accepted them.
 fn expect_refused(ns: &Netns, args: &[&str], needle: &str) {
     let mut daemon = ns.spawn_sidecar(args);
@@ -313,7 +314,7 @@ fn expect_refused(ns: &Netns, args: &[&str], needle: &str) {
         panic!("{args:?} was accepted: {}", daemon.log());
     }
     let code = daemon.child.wait().expect("exit status").code();
-    assert_eq!(code, Some(1), "{args:?}: {}", daemon.log());
+    assert_eq!(code, Some(2), "{args:?}: {}", daemon.log());
     assert!(daemon.log().contains(needle), "{args:?}: {}", daemon.log());
 }
 

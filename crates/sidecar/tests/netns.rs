@@ -162,7 +162,7 @@ fn rules_exactly_once_on_legacy_and_auto_follows_the_host() {
         let output = ns.sidecar_once(&["--ip-address", IP, "--setup-iptables", "--daemon=false"]);
         assert!(output.status.success(), "{}", stderr(&output));
         assert!(
-            stderr(&output).contains("backend=legacy"),
+            stderr(&output).contains("backend=\"legacy\""),
             "{}",
             stderr(&output)
         );
@@ -620,11 +620,12 @@ fn one_shot_exit_codes() {
         (&["--ip-address", IP, "--daemon=perhaps"], "invalid boolean"),
         (&["--ip-address", IP, "--bogus"], "--bogus"),
     ];
+    // Usage errors: exit code 2 with the usage hint, as pflag.
     for (args, needle) in cases {
         let output = ns.sidecar_once(args);
         assert_eq!(
             output.status.code(),
-            Some(1),
+            Some(2),
             "{args:?}: {}",
             stderr(&output)
         );
@@ -1041,6 +1042,7 @@ fn log_file_receives_the_logs() {
         "--ip-address",
         IP,
         "--daemon=false",
+        "--logtostderr=false",
         &format!("--log_file={}", log.display()),
         "--v=2",
     ]);
@@ -1055,11 +1057,12 @@ fn log_file_receives_the_logs() {
         "--ip-address",
         IP,
         "--daemon=false",
+        "--logtostderr=false",
         "--log_file=/nonexistent/dir/x.log",
     ]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(
-        stderr(&bad).contains("cannot open --log_file=/nonexistent/dir/x.log"),
+        stderr(&bad).contains("cannot open log file /nonexistent/dir/x.log"),
         "{}",
         stderr(&bad)
     );
