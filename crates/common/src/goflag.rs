@@ -186,7 +186,11 @@ pub fn bool_literal_after_bool_flag(
             Kind::Value
         }
     };
-    let mut args = argv.iter().skip(1).map(|arg| arg.to_string_lossy());
+    let mut args = argv
+        .iter()
+        .skip(1)
+        .map(|arg| arg.to_string_lossy())
+        .peekable();
     while let Some(arg) = args.next() {
         if arg == "--" {
             return None;
@@ -205,10 +209,8 @@ pub fn bool_literal_after_bool_flag(
         };
         match found.map(kind) {
             Some(Kind::Bool) => {
-                if let Some(next) = args.next() {
-                    if parse_bool(&next).is_ok() {
-                        return Some((arg.into_owned(), next.into_owned()));
-                    }
+                if let Some(next) = args.peek().filter(|next| parse_bool(next).is_ok()) {
+                    return Some((arg.into_owned(), next.clone().into_owned()));
                 }
             }
             Some(Kind::Value) => {
@@ -382,7 +384,8 @@ mod tests {
             bool_literal_after_bool_flag(&command, &argv)
         };
         let hit = |flag: &str, literal: &str| Some((flag.to_string(), literal.to_string()));
-        let cases: &[(&[&str], Option<(String, String)>)] = &[
+        type Case<'a> = (&'a [&'a str], Option<(String, String)>);
+        let cases: &[Case] = &[
             (&["--daemon", "false"], hit("--daemon", "false")),
             (&["--setup-iptables", "0"], hit("--setup-iptables", "0")),
             (&["--daemon", "True"], hit("--daemon", "True")),
@@ -390,6 +393,10 @@ mod tests {
             (&["--daemon=false", "false"], None),
             (&["--daemon", "no"], None),
             (&["--daemon", "--setup-iptables"], None),
+            (
+                &["--daemon", "--setup-iptables", "false"],
+                hit("--setup-iptables", "false"),
+            ),
             (&["--daemon"], None),
             // The value of a flag that takes one, even when it reads like a flag.
             (&["--interface", "--daemon", "false"], None),
