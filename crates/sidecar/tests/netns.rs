@@ -849,7 +849,7 @@ fn steady_state_ticks_only_read() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("ip monitor");
-    let tick = "iptables sync why=\"periodic sync\"";
+    let tick = "\"iptables sync\" why=\"periodic sync\"";
     let ticks_before = daemon.log().matches(tick).count();
     std::thread::sleep(Duration::from_millis(1000));
     let ticks = daemon.log().matches(tick).count() - ticks_before;
