@@ -92,30 +92,28 @@ pub fn init(settings: Settings<'_>) -> Result<(), InitError> {
         })?;
     let sink = Sink::open(settings)?;
     let klog = settings.klog;
-    let result = match settings.format {
-        LogFormat::Text => tracing_subscriber::registry()
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .event_format(KlogText {
-                        skip_headers: klog.skip_headers,
-                        add_dir_header: klog.add_dir_header,
-                        pid: std::process::id(),
-                    })
-                    .fmt_fields(KlogFields)
-                    .with_writer(sink),
-            )
-            .with(filter)
-            .try_init(),
-        LogFormat::Json => tracing_subscriber::registry()
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .event_format(JsonLines)
-                    .fmt_fields(JsonFields)
-                    .with_writer(sink),
-            )
-            .with(filter)
-            .try_init(),
+    // One layer type for both formats: a second instantiation of the fmt layer would grow the
+    // sidecar's binary, and with it its resident set.
+    let (events, fields) = match settings.format {
+        LogFormat::Text => (
+            Lines::Klog(KlogText {
+                skip_headers: klog.skip_headers,
+                add_dir_header: klog.add_dir_header,
+                pid: std::process::id(),
+            }),
+            SpanFields::Klog(KlogFields),
+        ),
+        LogFormat::Json => (Lines::Json(JsonLines), SpanFields::Json(JsonFields)),
     };
+    let result = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .event_format(events)
+                .fmt_fields(fields)
+                .with_writer(sink),
+        )
+        .with(filter)
+        .try_init();
     result.map_err(InitError::AlreadyInstalled)
 }
 
@@ -486,6 +484,52 @@ where
         line.push_str(&fields.rest);
         line.push_str("}\n");
         writer.write_str(&line)
+    }
+}
+
+/// Either format, chosen at run time.
+#[derive(Debug, Clone, Copy)]
+pub enum Lines {
+    Klog(KlogText),
+    Json(JsonLines),
+}
+
+impl<S, N> FormatEvent<S, N> for Lines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        match self {
+            Lines::Klog(format) => format.format_event(ctx, writer, event),
+            Lines::Json(format) => format.format_event(ctx, writer, event),
+        }
+    }
+}
+
+/// The span fields of either format, chosen at run time.
+#[derive(Debug, Clone, Copy)]
+pub enum SpanFields {
+    Klog(KlogFields),
+    Json(JsonFields),
+}
+
+impl<'w> FormatFields<'w> for SpanFields {
+    fn format_fields<R: tracing_subscriber::field::RecordFields>(
+        &self,
+        writer: Writer<'w>,
+        fields: R,
+    ) -> fmt::Result {
+        let style = match self {
+            SpanFields::Klog(_) => Style::Klog,
+            SpanFields::Json(_) => Style::Json,
+        };
+        format_span_fields(style, writer, fields)
     }
 }
 
