@@ -118,6 +118,8 @@ struct Row {
     out: Out,
     /// Text that must appear in the log.
     needle: &'static str,
+    /// A check of its own, given the test's directory and stderr.
+    extra: Option<fn(&Path, &str)>,
     /// Where Go differs, and why (the README's "Differences from the Go original").
     note: &'static str,
 }
@@ -136,6 +138,7 @@ const fn once(
         rules,
         out,
         needle: "",
+        extra: None,
         note: "",
     }
 }
@@ -149,6 +152,7 @@ const fn usage(args: &'static [&'static str]) -> Row {
         rules: None,
         out: Out::Usage,
         needle: "",
+        extra: None,
         note: "",
     }
 }
@@ -164,6 +168,10 @@ impl Row {
     }
     const fn needle(mut self, needle: &'static str) -> Row {
         self.needle = needle;
+        self
+    }
+    const fn extra(mut self, check: fn(&Path, &str)) -> Row {
+        self.extra = Some(check);
         self
     }
     const fn note(mut self, note: &'static str) -> Row {
@@ -272,8 +280,16 @@ fn rows() -> Vec<Row> {
         once(&["--help"], None, None, Out::Help),
         once(&["-h", "--ip-address=10.96.0.2"], None, None, Out::Help),
         once(&["--version"], None, None, Out::Help),
+        once(&["--ip-address=10.96.0.2", "--daemon=false", "--logtostderr=false", "--log_dir={dir}/logs", "extra"], LO, None, Out::Logs(dir(Fmt::Klog)))
+            .extra(warning_in_warning_and_info_files),
+        once(&["--ip-address=10.96.0.2", "--daemon=false", "--logtostderr=false", "--log_dir={dir}/logs", "--one_output", "extra"], LO, None, Out::Logs(dir(Fmt::Klog)))
+            .extra(warning_in_its_own_file_only),
+        once(&["--ip-address=10.96.0.2", "--daemon=false", "--setup-iptables", "--xtables-lock=/nonexistent/dir/lock", "--logtostderr=false", "--log_file={dir}/x.log"], LO, None, Out::Logs(file(Fmt::Klog)))
+            .code(1)
+            .extra(error_lines_on_stderr),
         once(&["--ip-address=10.96.0.2", "--daemon=false", "--logtostderr=false", "--log_file=/nonexistent/dir/x.log"], None, None, Out::Logs(NOWHERE))
             .code(1)
+            .extra(log_file_refused)
             .note("klog exits 2 when it cannot create its file; a runtime failure (1) here"),
     ]
 }
@@ -510,11 +526,68 @@ fn run_row(number: usize, row: &Row, header: &Regex, dummy: bool) {
                 "{what}: no {:?} in {all}",
                 row.needle
             );
-            if row.code == 1 {
-                assert!(err.contains("cannot open log file"), "{what}: {err}");
-            }
         }
     }
+    if let Some(check) = row.extra {
+        check(ns.dir(), &err);
+    }
+}
+
+/// A runtime failure: exit 1, and the reason on stderr (klog's stderr threshold is ERROR) as
+/// klog error lines only, while the info lines went to the file alone.
+fn error_lines_on_stderr(dir: &Path, err: &str) {
+    let header = klog_header();
+    assert!(!err.is_empty(), "no error on stderr");
+    for line in err.lines() {
+        assert!(line.starts_with('E') && header.is_match(line), "{line}");
+    }
+    assert!(err.contains("cannot open the xtables lock"), "{err}");
+    let file = read(&dir.join("x.log")).unwrap_or_default();
+    assert!(
+        file.contains("\"starting\"") && file.contains("cannot open the xtables lock"),
+        "{file}"
+    );
+}
+
+/// The start failed: the reason on stderr, plain, as klog's own failure is.
+fn log_file_refused(_: &Path, err: &str) {
+    assert!(
+        err.contains("cannot open log file /nonexistent/dir/x.log"),
+        "{err}"
+    );
+}
+
+fn per_severity(dir: &Path, severity: &str) -> String {
+    read(
+        &dir.join("logs")
+            .join(format!("apiserver-proxy-sidecar.{severity}")),
+    )
+    .unwrap_or_default()
+}
+
+/// klog's per-severity files: a warning is in the WARNING file and, as every line of a higher
+/// severity, in the INFO file too.
+fn warning_in_warning_and_info_files(dir: &Path, _: &str) {
+    let warnings = per_severity(dir, "WARNING");
+    assert!(
+        warnings
+            .lines()
+            .any(|line| line.starts_with('W') && line.contains("ignoring positional")),
+        "{warnings}"
+    );
+    assert!(!warnings.contains("\"starting\""), "{warnings}");
+    assert!(per_severity(dir, "INFO").contains("ignoring positional"));
+    assert!(
+        !dir.join("logs")
+            .join("apiserver-proxy-sidecar.ERROR")
+            .exists()
+    );
+}
+
+/// `--one_output`: the warning in the WARNING file only.
+fn warning_in_its_own_file_only(dir: &Path, _: &str) {
+    assert!(per_severity(dir, "WARNING").contains("ignoring positional"));
+    assert!(!per_severity(dir, "INFO").contains("ignoring positional"));
 }
 
 fn wait_child(child: &mut std::process::Child, limit: Duration, what: &str) -> Option<i32> {
