@@ -81,6 +81,8 @@ pub struct Found {
     pub index: u32,
     pub prefix_len: u8,
     pub scope: AddressScope,
+    /// Whether its preferred lifetime is over (the kernel never picks it as a source then).
+    pub deprecated: bool,
 }
 
 impl From<&AddressEntry> for Found {
@@ -89,6 +91,7 @@ impl From<&AddressEntry> for Found {
             index: entry.index,
             prefix_len: entry.prefix_len,
             scope: entry.scope,
+            deprecated: entry.deprecated,
         }
     }
 }
@@ -100,6 +103,9 @@ pub struct AddressPlan {
     pub delete: Vec<usize>,
     /// Whether to add the address to the link (after the deletions).
     pub add: bool,
+    /// Whether to deprecate the IPv6 copy in place (re-added with a preferred lifetime of 0,
+    /// which replaces its lifetimes without removing it), so that it is never a source.
+    pub deprecate: bool,
 }
 
 /// Whether a found address is a copy of the managed one, `ip` with a full-length prefix.
@@ -123,6 +129,7 @@ pub fn plan(ip: IpAddr, link_index: u32, found: &[Found]) -> AddressPlan {
         let right = entry.index == link_index && entry.scope == AddressScope::Universe;
         if right && !in_place {
             in_place = true;
+            plan.deprecate = ip.is_ipv6() && !entry.deprecated;
         } else {
             plan.delete.push(position);
         }
@@ -215,6 +222,7 @@ mod tests {
             index,
             prefix_len,
             scope,
+            deprecated: true,
         }
     }
 
@@ -309,7 +317,35 @@ mod tests {
             let plan = plan(*ip, LINK, found);
             assert_eq!(&plan.delete, delete, "{name}");
             assert_eq!(plan.add, *add, "{name}");
+            assert!(!plan.deprecate, "{name}");
         }
+    }
+
+    #[test]
+    fn an_ipv6_copy_that_may_be_a_source_is_deprecated_in_place() {
+        let preferred = Found {
+            deprecated: false,
+            ..found(LINK, 128, AddressScope::Universe)
+        };
+        let plan = plan(ip("fd00::10"), LINK, &[preferred]);
+        assert_eq!(
+            plan,
+            AddressPlan {
+                delete: vec![],
+                add: false,
+                deprecate: true
+            }
+        );
+        // IPv4 has no such state: a copy in place stays as it is.
+        let v4 = Found {
+            deprecated: false,
+            ..found(LINK, 32, AddressScope::Universe)
+        };
+        assert_eq!(plan_v4(&[v4]), AddressPlan::default());
+    }
+
+    fn plan_v4(found: &[Found]) -> AddressPlan {
+        plan(ip("10.96.0.2"), LINK, found)
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::time::Duration;
 use futures_util::TryStreamExt;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::address::{
-    AddressAttribute, AddressHeaderFlags, AddressMessage, AddressScope,
+    AddressAttribute, AddressHeaderFlags, AddressMessage, AddressScope, CacheInfo,
 };
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
@@ -42,6 +42,7 @@ pub struct AddressEntry {
     pub index: u32,
     pub prefix_len: u8,
     pub scope: AddressScope,
+    pub deprecated: bool,
     message: AddressMessage,
 }
 
@@ -63,6 +64,9 @@ fn hint(error: &io::Error) -> &'static str {
         _ => "",
     }
 }
+
+/// A lifetime that never ends (`INFINITY_LIFE_TIME`).
+const FOREVER: u32 = u32::MAX;
 
 const EPERM: i32 = 1;
 const ENODEV: i32 = 19;
@@ -220,6 +224,10 @@ impl Netif {
                         index: message.header.index,
                         prefix_len: message.header.prefix_len,
                         scope: message.header.scope,
+                        deprecated: message
+                            .header
+                            .flags
+                            .contains(AddressHeaderFlags::Deprecated),
                         message,
                     });
                 }
@@ -230,7 +238,9 @@ impl Netif {
     }
 
     /// Puts `ip` on the link with a full-length prefix and global scope (host scope would break
-    /// Cilium's BPF masquerading). Replaces a copy with another prefix or scope.
+    /// Cilium's BPF masquerading), or updates the copy there in place. An IPv6 address gets a
+    /// preferred lifetime of 0: it stays reachable but the kernel never picks it as the source
+    /// of the node's own traffic (IPv4 has no such state).
     pub async fn add_address(&self, link: &Link, ip: IpAddr) -> Result<(), NetifError> {
         let action = || format!("add {ip} to interface {}", link.name);
         let mut request = self
@@ -243,6 +253,13 @@ impl Netif {
             // The address is this node's own: no duplicate address detection, which would keep
             // it tentative (unusable) for a while, or for good on a link without carrier.
             request.message_mut().header.flags |= AddressHeaderFlags::Nodad;
+            let mut lifetimes = CacheInfo::default();
+            lifetimes.ifa_preferred = 0;
+            lifetimes.ifa_valid = FOREVER;
+            request
+                .message_mut()
+                .attributes
+                .push(AddressAttribute::CacheInfo(lifetimes));
         }
         let request = request.execute();
         self.bounded(action, async { request.await.map_err(failed(action())) })

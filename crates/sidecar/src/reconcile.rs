@@ -219,6 +219,13 @@ impl AddressKeeper {
                 .map_err(StepError::Address)?;
             info!(%ip, interface, "{} address", self.verb());
             self.metrics.repaired("address");
+        } else if plan.deprecate {
+            self.netif
+                .add_address(&link, ip)
+                .await
+                .map_err(StepError::Address)?;
+            info!(%ip, interface, "deprecated the address in place: never a source address");
+            self.metrics.repaired("address_lifetime");
         }
         Ok(())
     }

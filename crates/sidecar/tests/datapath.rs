@@ -223,7 +223,7 @@ impl Cluster {
         ]);
         let server = apiserver.spawn_logged(server);
 
-        let mut flags = vec!["--iptables-backend=nft"];
+        let mut flags = vec!["--iptables-backend=nft", "--sync-interval=1s"];
         if rules {
             flags.push("--setup-iptables");
         }
@@ -415,4 +415,108 @@ fn connections_succeed_again_right_after_the_address_is_deleted() {
         outages[2], outages[4]
     );
     assert!(outages[4] < Duration::from_secs(1), "{outages:?}");
+}
+
+/// The source address the node picks for its own traffic to `destination`.
+fn source_for(node: &Netns, destination: &str) -> String {
+    let route = node.sh("ip", &["route", "get", destination]);
+    let mut words = route.split_whitespace();
+    words.find(|word| *word == "src");
+    words.next().unwrap_or_default().to_string()
+}
+
+/// The node's own traffic (kubelet probing a pod, say) through a device without an address of
+/// its own, as CNI plugins' host-side veths are: which address does the kernel pick as source?
+#[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
+fn the_proxy_address_as_a_source_of_the_nodes_own_traffic() {
+    let mut cluster = Cluster::new("dpsrc", true);
+    let (node, pod) = (&cluster.node, &cluster.pod);
+    node.sh(
+        "ip",
+        &[
+            "link", "add", "vbare", "type", "veth", "peer", "name", "eth1", "netns", &pod.name,
+        ],
+    );
+    pod.sh("ip", &["addr", "add", "203.0.113.2/32", "dev", "eth1"]);
+    pod.sh(
+        "ip",
+        &["addr", "add", "fd00:10:244::2/128", "dev", "eth1", "nodad"],
+    );
+    pod.sh("ip", &["link", "set", "eth1", "up"]);
+    node.sh("ip", &["link", "set", "vbare", "up"]);
+    node.sh("ip", &["route", "add", "203.0.113.2/32", "dev", "vbare"]);
+    node.sh(
+        "ip",
+        &["-6", "route", "add", "fd00:10:244::2/128", "dev", "vbare"],
+    );
+
+    // IPv6: the sidecar's address is deprecated (preferred lifetime 0), so the node's own
+    // address is picked although the proxy's shares the longer prefix with the pod's.
+    assert!(
+        node.sh("ip", &["-6", "addr", "show", "dev", "lo"])
+            .contains("deprecated"),
+        "{}",
+        node.sh("ip", &["-6", "addr", "show", "dev", "lo"])
+    );
+    assert_eq!(source_for(node, "fd00:10:244::2"), "2001:db8:1::1");
+    // Made preferred again by hand, it would be the source; the next sync deprecates it again.
+    node.sh(
+        "ip",
+        &[
+            "addr",
+            "change",
+            &format!("{IPV6}/128"),
+            "dev",
+            "lo",
+            "preferred_lft",
+            "forever",
+            "nodad",
+        ],
+    );
+    assert_eq!(source_for(node, "fd00:10:244::2"), IPV6);
+    let fixed = wait_for(Duration::from_secs(5), || {
+        source_for(node, "fd00:10:244::2") != IPV6
+    });
+    assert!(fixed.is_some(), "{}", cluster.sidecars[1].log());
+    assert!(
+        cluster.sidecars[1]
+            .log()
+            .contains("deprecated the address in place")
+    );
+    assert_eq!(
+        cluster.get(IPV6, Duration::from_secs(3)).as_deref(),
+        Some("200")
+    );
+
+    // IPv4 has no such state: on lo, the first interface of every namespace, the proxy address
+    // is picked before any other interface's.
+    assert_eq!(source_for(node, "203.0.113.2"), IPV4);
+    eprintln!(
+        "IPv4 on lo: the node's traffic to a pod behind an address-less veth leaves from {IPV4}"
+    );
+
+    // On a dedicated link, created after the node's own interfaces, it is not.
+    cluster.sidecars[0].terminate();
+    node.sh("ip", &["addr", "del", &format!("{IPV4}/32"), "dev", "lo"]);
+    node.sh("ip", &["link", "add", "apxproxy", "type", "bridge"]);
+    node.sh("ip", &["link", "set", "apxproxy", "up"]);
+    cluster.sidecars[0] = node.spawn_sidecar(&[
+        "--ip-address",
+        IPV4,
+        "--interface=apxproxy",
+        "--setup-iptables",
+        "--iptables-backend=nft",
+    ]);
+    let moved = wait_for(Duration::from_secs(5), || {
+        node.sh("ip", &["-o", "addr", "show", "dev", "apxproxy"])
+            .contains(IPV4)
+    });
+    assert!(moved.is_some(), "{}", cluster.sidecars[0].log());
+    assert_eq!(source_for(node, "203.0.113.2"), "192.0.2.1");
+    eprintln!("IPv4 on a dedicated link: it leaves from the node's own 192.0.2.1");
+    assert_eq!(
+        cluster.get(IPV4, Duration::from_secs(3)).as_deref(),
+        Some("200")
+    );
 }
