@@ -90,7 +90,7 @@ impl Metrics {
         );
         registry.register(
             "repairs",
-            "Changes made to reach the wanted state, by kind (interface, address, duplicate_address, iptables_rule, duplicate_rule)",
+            "Changes made to reach the wanted state, by kind (interface, address, address_lifetime, duplicate_address, iptables_rule, duplicate_rule, adopted_rule, stale_rule)",
             repairs.clone(),
         );
         registry.register(

@@ -300,9 +300,17 @@ impl RuleKeeper {
                 .await
                 .map_err(as_error)?
         };
-        for rule in &plan.delete {
+        for rule in &plan.duplicates {
             info!(%rule, "removed duplicate iptables rule");
             self.metrics.repaired("duplicate_rule");
+        }
+        for rule in &plan.adopted {
+            info!(%rule, "adopted iptables rule: comment added in place");
+            self.metrics.repaired("adopted_rule");
+        }
+        for rule in &plan.stale {
+            info!(%rule, "removed iptables rule no longer wanted");
+            self.metrics.repaired("stale_rule");
         }
         for rule in &plan.insert {
             info!(%rule, why = rule.why, "{} iptables rule", self.verb());
