@@ -8,8 +8,8 @@
 #   scripts/image-build.sh <sidecar|webhook> [--out DIR]
 #
 # 1. scripts/build-release.sh <package> (the one release build), with the version from $VERSION
-#    (default: git describe, else the Cargo version) in APISERVER_PROXY_VERSION, which the
-#    binaries' --version prints.
+#    (default: the workspace version in Cargo.toml, as `make docker-images` passes it) in
+#    APISERVER_PROXY_VERSION, which the binaries' --version prints.
 # 2. Lays out the final image's files under DIR (default: $CARGO_TARGET_DIR/image/<component>),
 #    which the Dockerfile copies onto its base image:
 #    - sidecar: the binary, iptables with both backends (xtables-nft-multi, xtables-legacy-multi,
@@ -46,10 +46,7 @@ out="${out:-$target_dir/image/$component}"
 full_check="${IMAGE_BUILD_FULL_CHECK:-0}"
 
 cargo_version="$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml)"
-if [ -z "${VERSION:-}" ]; then
-  VERSION="$(git describe --tags --always --dirty 2>/dev/null || true)"
-  VERSION="${VERSION:-$cargo_version}"
-fi
+VERSION="${VERSION:-$cargo_version}"
 export APISERVER_PROXY_VERSION="$VERSION"
 
 note() { echo "image-build: $*"; }
