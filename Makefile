@@ -83,9 +83,11 @@ image-builds:
 
 # Every manifest in deploy/ rendered and validated offline against the Kubernetes schemas,
 # plus a self-test that the validator catches broken manifests.
+# And README's "Deploying" certificate steps, as written, on a fresh directory.
 validate-manifests:
 	./scripts/validate-manifests.sh
 	./scripts/test-validate-manifests.sh
+	./scripts/test-webhook-cert.sh
 
 # Update dependencies within Cargo.toml's ranges and vendor them into vendor/ (not committed);
 # Cargo.lock keeps the result. Build from vendor/ with the source replacement cargo prints.

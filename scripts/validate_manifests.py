@@ -326,6 +326,10 @@ def check_webhook(docs: list[dict], rep: Report, where: str) -> None:
         rep.check(len(issuers) == 1, f"{where}: {obj_name(cert)}: its issuer is not in the output")
     else:
         rep.check(ann is None, f"{w}: inject-ca-from without a Certificate")
+        ca = "".join(((secrets[0].get("data") or {}).get("ca.crt") or "").split()) if secrets else ""
+        bundle = "".join(str(wh["clientConfig"].get("caBundle") or "").split())
+        if ca:  # a Secret of one's own (components/own-certificate): caBundle is its CA
+            rep.check(bundle == ca, f"{w}: caBundle must be the ca.crt of Secret {secret_name}")
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -335,6 +339,13 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("deploy_dir", type=Path)
     ap.add_argument("--kubectl", default="kubectl")
+    ap.add_argument(
+        "--also-render",
+        type=Path,
+        action="append",
+        default=[],
+        help="a kustomization outside deploy_dir to check too (what scripts/webhook-cert.sh writes)",
+    )
     opts = ap.parse_args()
     rep = Report()
     root = opts.deploy_dir.resolve()
@@ -357,6 +368,11 @@ def main() -> int:
         else:
             components.add(kdir)
         used_components.update((kdir / c).resolve() for c in k.get("components") or [])
+    for kdir in opts.also_render:
+        kdir = kdir.resolve()
+        k = yaml.safe_load((kdir / "kustomization.yaml").read_text()) or {}
+        renderable.append(kdir)
+        used_components.update((kdir / c).resolve() for c in k.get("components") or [])
     for c in sorted(components - used_components):
         rep.error(f"{c.relative_to(root.parent)}: a component no kustomization uses (add an example under deploy/examples/), so nothing renders or validates it")
 
@@ -369,7 +385,7 @@ def main() -> int:
 
     n_rendered = 0
     for kdir in renderable:
-        rel = kdir.relative_to(root.parent)
+        rel = kdir.relative_to(root.parent) if kdir.is_relative_to(root.parent) else kdir
         proc = subprocess.run([opts.kubectl, "kustomize", str(kdir)], capture_output=True, text=True)
         if proc.returncode != 0:
             rep.error(f"kubectl kustomize {rel} failed: {proc.stderr.strip()}")
