@@ -34,9 +34,13 @@ demo:
 
 # The pod webhook on https://127.0.0.1:9443 (loopback only: the key in testdata/ is public) with
 # the committed test certificates; Ctrl-C stops it at once (no shutdown delay).
+# (scripts/cross-check.sh runs the aarch64 build with these arguments and checks both promises.)
+RUN_ARGS = --apiserver-fqdn=foo.bar. --cert-dir testdata --host=127.0.0.1 --shutdown-delay=0s
 run:
-	$(CARGO) run --locked -p apiserver-proxy-pod-webhook -- --apiserver-fqdn=foo.bar. --cert-dir testdata \
-	  --host=127.0.0.1 --shutdown-delay=0s
+	$(CARGO) run --locked -p apiserver-proxy-pod-webhook -- $(RUN_ARGS)
+.PHONY: print-run-args
+print-run-args:
+	@echo $(RUN_ARGS)
 
 # Regenerate testdata/: CA, server and client certificates (valid until 2126), admission.json.
 testdata:
@@ -80,6 +84,12 @@ image-builds:
 	VERSION=$(VERSION) ./scripts/image-build.sh webhook
 	"$$(./scripts/ci-venv.sh)/python" scripts/check_dockerfiles.py
 	./scripts/test-webhook-deploy.sh
+
+# Both binaries cross-built for aarch64 as the images build them, run under qemu-aarch64: --help,
+# and the webhook as `make run` starts it, answering README's "Try it" request as README shows.
+# Installs the cross toolchain and qemu-user (Debian, as root) and the rustup target when missing.
+cross-check:
+	./scripts/cross-check.sh
 
 # Every manifest in deploy/ rendered and validated offline against the Kubernetes schemas,
 # plus a self-test that the validator catches broken manifests.
