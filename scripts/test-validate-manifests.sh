@@ -73,6 +73,12 @@ expect_failure "missing resource file" "does not exist" webhook/kustomization.ya
   't.replace("  - service.yaml\n", "  - service.yaml\n  - gone.yaml\n")'
 expect_failure "cert-manager without CA injection" "inject-ca-from" components/cert-manager/kustomization.yaml \
   't.replace("cert-manager.io/inject-ca-from", "example.com/other")'
+expect_failure "sidecar metrics on every address" "must be on loopback, or on the node's IP" sidecar/daemonset.yaml \
+  't.replace("--metrics-bind-address=127.0.0.1:16910", "--metrics-bind-address=0.0.0.0:16910").replace("host: 127.0.0.1", "host: 0.0.0.0")'
+expect_failure "sidecar metrics on the node's IP, nothing scrapes them" "need the PodMonitor" components/metrics/podmonitor-sidecar.yaml \
+  't.replace("      app.kubernetes.io/name: apiserver-proxy\n", "      app.kubernetes.io/name: other\n")'
+expect_failure "webhook scraped without verifying its certificate" "must verify the serving certificate" components/metrics/servicemonitor-webhook.yaml \
+  't.replace("serverName: apiserver-proxy-pod-webhook.apiserver-proxy.svc", "insecureSkipVerify: true")'
 expect_failure "a component nothing renders" "a component no kustomization uses" examples/with-cert-manager/kustomization.yaml \
   't.replace("components:\n  - ../../components/cert-manager\n", "")'
 

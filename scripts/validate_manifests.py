@@ -180,6 +180,7 @@ def check_daemonset(ds: dict, docs: list[dict], rep: Report, where: str) -> None
                         hg.get("path") == "/healthz" and str(hg.get("port")) == port and hg.get("host", "") in (host, ""),
                         f"{cw}: the liveness probe must be /healthz on --metrics-bind-address {metrics}",
                     )
+                    check_sidecar_metrics(c, host, int(port), docs, ds, rep, cw)
             mounts = {m["name"]: m["mountPath"] for m in c.get("volumeMounts") or []}
             rep.check(
                 bool(lock_vols) and mounts.get(lock_vols[0]) == "/run/xtables.lock",
@@ -210,6 +211,35 @@ def check_daemonset(ds: dict, docs: list[dict], rep: Report, where: str) -> None
         cms = [d for d in find(docs, "ConfigMap") if d["metadata"]["name"] in cm_names]
         if rep.check(len(cms) == 1, f"{w}: Envoy's ConfigMap {cm_names} is not in the output"):
             check_envoy(cms[0], ip, rep, where)
+
+
+LOOPBACK = {"127.0.0.1", "[::1]", "localhost"}
+
+
+def check_sidecar_metrics(c: dict, host: str, port: int, docs: list[dict], ds: dict, rep: Report, cw: str) -> None:
+    """Loopback by default; the node's IP (downward API) only together with a PodMonitor."""
+    if host in LOOPBACK:
+        return
+    env = {e["name"]: e for e in c.get("env") or []}
+    var = host[2:-1] if host.startswith("$(") and host.endswith(")") else None
+    field = (((env.get(var) or {}).get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath")
+    if not rep.check(
+        field == "status.hostIP",
+        f"{cw}: --metrics-bind-address must be on loopback, or on the node's IP from the downward API ($(VAR) with VAR from status.hostIP); is {host}",
+    ):
+        return
+    labels = ds["spec"]["template"]["metadata"]["labels"]
+    ports = {p.get("name"): p["containerPort"] for p in c.get("ports") or []}
+    mons = [
+        d for d in find(docs, "PodMonitor")
+        if d["metadata"].get("namespace") == ds["metadata"].get("namespace") and pod_matches(d["spec"]["selector"], labels)
+    ]
+    if rep.check(len(mons) == 1, f"{cw}: metrics on the node's IP need the PodMonitor that scrapes them (components/metrics)"):
+        eps = mons[0]["spec"].get("podMetricsEndpoints") or []
+        rep.check(
+            any(ports.get(e.get("port")) == port and e.get("path", "/metrics") == "/metrics" for e in eps),
+            f"{cw}: {obj_name(mons[0])} must scrape /metrics on a named containerPort {port}",
+        )
 
 
 def check_envoy(cm: dict, ip: str | None, rep: Report, where: str) -> None:
@@ -330,6 +360,20 @@ def check_webhook(docs: list[dict], rep: Report, where: str) -> None:
         bundle = "".join(str(wh["clientConfig"].get("caBundle") or "").split())
         if ca:  # a Secret of one's own (components/own-certificate): caBundle is its CA
             rep.check(bundle == ca, f"{w}: caBundle must be the ca.crt of Secret {secret_name}")
+
+    for mon in find(docs, "ServiceMonitor"):
+        mw = f"{where}: {obj_name(mon)}"
+        svc_labels = svc["metadata"].get("labels") or {}
+        rep.check(mon["metadata"].get("namespace") == ns and pod_matches(mon["spec"]["selector"], svc_labels), f"{mw}: must select {obj_name(svc)}")
+        (ep,) = mon["spec"]["endpoints"]
+        tls = ep.get("tlsConfig") or {}
+        rep.check(ep.get("port") == sp.get("name") and ep.get("scheme") == "https" and ep.get("path") == "/metrics", f"{mw}: must scrape https /metrics on the Service's port {sp.get('name')}")
+        rep.check(
+            tls.get("serverName") == f"{svc['metadata']['name']}.{ns}.svc"
+            and (tls.get("ca") or {}).get("secret") == {"name": secret_name, "key": "ca.crt"}
+            and not tls.get("insecureSkipVerify"),
+            f"{mw}: must verify the serving certificate: serverName {svc['metadata']['name']}.{ns}.svc, ca from Secret {secret_name} key ca.crt",
+        )
 
 
 # --- main -------------------------------------------------------------------------------------
