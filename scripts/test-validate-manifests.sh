@@ -79,8 +79,8 @@ expect_failure "sidecar metrics on the node's IP, nothing scrapes them" "need th
   't.replace("      app.kubernetes.io/name: apiserver-proxy\n", "      app.kubernetes.io/name: other\n")'
 expect_failure "webhook scraped without verifying its certificate" "must verify the serving certificate" components/metrics/servicemonitor-webhook.yaml \
   't.replace("serverName: apiserver-proxy-pod-webhook.apiserver-proxy.svc", "insecureSkipVerify: true")'
-expect_failure "a component nothing renders" "a component no kustomization uses" examples/with-cert-manager/kustomization.yaml \
-  't.replace("components:\n  - ../../components/cert-manager\n", "")'
+expect_failure "a component nothing renders" "a component no kustomization uses" examples/with-metrics/kustomization.yaml \
+  't.replace("  - ../../components/metrics\n", "")'
 
 # No manifest at all.
 rm -rf "$tmp/empty" && mkdir -p "$tmp/empty"
