@@ -45,8 +45,8 @@ case "$package" in
     ;;
   apiserver-proxy-pod-webhook)
     if [ "$target" = "$host" ]; then
-      # Without --target, as before: RUSTFLAGS would otherwise not reach build scripts alike,
-      # and the path stays target/release/.
+      # The host build without --target: its binary stays at target/release/, where the
+      # benchmarks and tests look for it.
       cargo build --release --locked -p "$package" --bin "$package" >&2
       echo "$target_dir/release/$package"
     else
