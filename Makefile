@@ -53,9 +53,11 @@ testdata:
 override VERSION := $(shell sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml)
 IMAGE_REGISTRY ?= localhost
 DOCKER ?= docker
-# Empty: the machine's own platform, loaded into the local engine. A list such as
-# linux/amd64,linux/arm64 builds each with buildx; a multi-platform result cannot be loaded, so
-# set DOCKER_OUTPUT=--push (with IMAGE_REGISTRY pointing at your registry) or an --output=... .
+# PLATFORMS empty: the machine's own platform, loaded into the local engine. A list such as
+# linux/amd64,linux/arm64 builds each with buildx (the build stage runs on each platform:
+# natively or under QEMU); a multi-platform result cannot be loaded into the engine, so it is
+# pushed (DOCKER_OUTPUT, default --push: set IMAGE_REGISTRY to your registry) or written where
+# DOCKER_OUTPUT=--output=... says.
 PLATFORMS ?=
 DOCKER_OUTPUT ?= --push
 DOCKER_BUILD = $(if $(PLATFORMS),$(DOCKER) buildx build --platform=$(PLATFORMS) $(DOCKER_OUTPUT),$(DOCKER) build)
