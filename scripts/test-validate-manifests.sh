@@ -49,6 +49,8 @@ expect_failure "no xtables lock" "xtables" sidecar/daemonset.yaml \
   't.replace("type: FileOrCreate", "type: File")'
 expect_failure "read-only sidecar without a writable /run" "/run must be an emptyDir" sidecar/daemonset.yaml \
   't.replace("            - name: run\n              mountPath: /run\n", "", 1)'
+expect_failure "sidecar without a readiness probe" "readinessProbe must be /readyz" sidecar/daemonset.yaml \
+  't.replace("path: /readyz", "path: /healthz")'
 expect_failure "failurePolicy Fail" "failurePolicy must be Ignore" webhook/mutatingwebhookconfiguration.yaml \
   't.replace("failurePolicy: Ignore", "failurePolicy: Fail")'
 expect_failure "selects its own namespace" "own namespace" webhook/mutatingwebhookconfiguration.yaml \

@@ -172,14 +172,14 @@ def check_daemonset(ds: dict, docs: list[dict], rep: Report, where: str) -> None
             else:
                 rep.check(daemon in (None, "true"), f"{cw}: the container must run as a daemon")
                 metrics = flag(args, "--metrics-bind-address")
-                probe = c.get("livenessProbe") or {}
                 if metrics:
                     host, port = metrics.rsplit(":", 1)
-                    hg = probe.get("httpGet") or {}
-                    rep.check(
-                        hg.get("path") == "/healthz" and str(hg.get("port")) == port and hg.get("host", "") in (host, ""),
-                        f"{cw}: the liveness probe must be /healthz on --metrics-bind-address {metrics}",
-                    )
+                    for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+                        hg = (c.get(probe) or {}).get("httpGet") or {}
+                        rep.check(
+                            hg.get("path") == path and str(hg.get("port")) == port and hg.get("host", "") in (host, ""),
+                            f"{cw}: the {probe} must be {path} on --metrics-bind-address {metrics}",
+                        )
                     check_sidecar_metrics(c, host, int(port), docs, ds, rep, cw)
             mounts = {m["name"]: m["mountPath"] for m in c.get("volumeMounts") or []}
             rep.check(
