@@ -93,7 +93,7 @@ impl Metrics {
         );
         registry.register(
             "repairs",
-            "Changes made to reach the wanted state, by kind (interface, address, address_lifetime, duplicate_address, iptables_rule, duplicate_rule, adopted_rule, stale_rule)",
+            "Changes made to reach the wanted state, by kind (interface, address, address_in_place, duplicate_address, stale_address, iptables_rule, duplicate_rule, adopted_rule, stale_rule)",
             repairs.clone(),
         );
         registry.register(

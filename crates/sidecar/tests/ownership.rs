@@ -118,3 +118,52 @@ fn rules_left_from_an_earlier_ip_or_port_are_removed_and_nobody_elses() {
     let saved = ns.sh("iptables-nft-save", &["-t", "filter"]);
     assert!(saved.lines().any(|line| line == foreign), "{saved}");
 }
+
+#[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
+fn an_address_added_under_an_earlier_ip_is_removed_and_nobody_elses() {
+    let ns = Netns::new("oldip");
+    ns.sh("ip", &["link", "set", "lo", "up"]);
+    // Another program's address, and one the Go original added under an earlier IP: unmarked.
+    ns.sh("ip", &["addr", "add", "10.96.0.8/32", "dev", "lo"]);
+    let output = ns.sidecar_once(&["--ip-address=10.96.0.9", "--daemon=false"]);
+    assert!(output.status.success());
+    assert_eq!(ns.addresses_of("10.96.0.9").len(), 1);
+
+    // The advertised IP changes: the sidecar's own earlier address goes.
+    let output = ns.sidecar_once(&["--ip-address", IP, "--daemon=false"]);
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{log}");
+    assert!(ns.addresses_of("10.96.0.9").is_empty(), "{log}");
+    assert!(
+        log.contains("removed an address this sidecar added earlier"),
+        "{log}"
+    );
+    assert_eq!(ns.addresses_of(IP).len(), 1);
+    assert_eq!(ns.addresses_of("10.96.0.8").len(), 1, "not the sidecar's");
+}
+
+#[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
+fn the_go_originals_address_is_marked_in_place_once() {
+    let ns = Netns::new("markgo");
+    ns.sh("ip", &["link", "set", "lo", "up"]);
+    ns.sh("ip", &["addr", "add", &format!("{IP}/32"), "dev", "lo"]);
+    let mut daemon = ns.spawn_sidecar(&["--ip-address", IP, "--sync-interval=100ms"]);
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    let (code, _) = daemon.terminate();
+    let log = daemon.log();
+    assert_eq!(code, Some(0), "{log}");
+    // Marked once (the kernel keeps the mark: no further attempt, no warning), never removed.
+    assert_eq!(
+        log.matches("marked the address in place").count(),
+        1,
+        "{log}"
+    );
+    assert!(!log.contains("keeps no address protocol"), "{log}");
+    assert!(
+        !log.contains("restored address") && !log.contains("added address"),
+        "{log}"
+    );
+    assert_eq!(ns.addresses_of(IP).len(), 1);
+}
