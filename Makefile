@@ -25,7 +25,6 @@ fmt:
 lint:
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
-# The pod webhook on https://localhost:9443 with the committed test certificates.
 .PHONY: run testdata demo
 
 # As root: the sidecar with --setup-iptables in a throwaway network namespace and the webhook on
@@ -33,24 +32,51 @@ lint:
 demo:
 	./scripts/demo.sh
 
+# The pod webhook on https://127.0.0.1:9443 (loopback only: the key in testdata/ is public) with
+# the committed test certificates; Ctrl-C stops it at once (no shutdown delay).
+# (scripts/cross-check.sh runs the aarch64 build with these arguments and checks both promises.)
+RUN_ARGS = --apiserver-fqdn=foo.bar. --cert-dir testdata --host=127.0.0.1 --shutdown-delay=0s
 run:
-	$(CARGO) run --locked -p apiserver-proxy-pod-webhook -- --apiserver-fqdn=foo.bar. --cert-dir testdata
+	$(CARGO) run --locked -p apiserver-proxy-pod-webhook -- $(RUN_ARGS)
+.PHONY: print-run-args
+print-run-args:
+	@echo $(RUN_ARGS)
 
 # Regenerate testdata/: CA, server and client certificates (valid until 2126), admission.json.
 testdata:
 	$(CARGO) run --locked -p apiserver-proxy-pod-webhook --example gen-testdata -- testdata
 
 # --- Packaging: images, manifests, licensing ------------------------------------------------
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# One version: the workspace's in Cargo.toml. It is the image tag here, the binaries' --version
+# (APISERVER_PROXY_VERSION) and the newTag under images: in deploy/; scripts/check-version.sh
+# fails when they disagree.
+override VERSION := $(shell sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml)
 IMAGE_REGISTRY ?= localhost
 DOCKER ?= docker
+# PLATFORMS empty: the machine's own platform, loaded into the local engine. A list such as
+# linux/amd64,linux/arm64 builds each with buildx (the build stage runs on each platform:
+# natively or under QEMU); a multi-platform result cannot be loaded into the engine, so it is
+# pushed (DOCKER_OUTPUT, default --push: set IMAGE_REGISTRY to your registry) or written where
+# DOCKER_OUTPUT=--output=... says.
+PLATFORMS ?=
+DOCKER_OUTPUT ?= --push
+DOCKER_BUILD = $(if $(PLATFORMS),$(DOCKER) buildx build --platform=$(PLATFORMS) $(DOCKER_OUTPUT),$(DOCKER) build)
 
-.PHONY: docker-images image-builds validate-manifests revendor reuse
+.PHONY: docker-images image-builds validate-manifests revendor reuse check-version cross-check
 
-# Container images, on a machine with a Docker engine (BuildKit).
+# Container images, on a machine with a Docker engine (BuildKit; buildx for PLATFORMS).
 docker-images:
-	$(DOCKER) build -f Dockerfile.sidecar --build-arg VERSION=$(VERSION) -t $(IMAGE_REGISTRY)/apiserver-proxy-sidecar:$(VERSION) .
-	$(DOCKER) build -f Dockerfile.webhook --build-arg VERSION=$(VERSION) -t $(IMAGE_REGISTRY)/apiserver-proxy-pod-webhook:$(VERSION) .
+	$(DOCKER_BUILD) -f Dockerfile.sidecar --build-arg VERSION=$(VERSION) -t $(IMAGE_REGISTRY)/apiserver-proxy-sidecar:$(VERSION) .
+	$(DOCKER_BUILD) -f Dockerfile.webhook --build-arg VERSION=$(VERSION) -t $(IMAGE_REGISTRY)/apiserver-proxy-pod-webhook:$(VERSION) .
+
+# The version in Cargo.toml, the Makefile's image tags and deploy/'s images: agree.
+check-version:
+	./scripts/check-version.sh
+.PHONY: print-version print-image-tags
+print-version:
+	@echo $(VERSION)
+print-image-tags:
+	@$(MAKE) -s -n docker-images DOCKER=docker | sed -n 's/.* -t \([^ ]*\) .*/\1/p'
 
 # The Dockerfiles' build steps without Docker (scripts/image-build.sh, which they run too), the
 # checks of the result, that the Dockerfiles still match it, and the built webhook run the way
@@ -61,11 +87,19 @@ image-builds:
 	"$$(./scripts/ci-venv.sh)/python" scripts/check_dockerfiles.py
 	./scripts/test-webhook-deploy.sh
 
+# Both binaries cross-built for aarch64 as the images build them, run under qemu-aarch64: --help,
+# and the webhook as `make run` starts it, answering README's "Try it" request as README shows.
+# Installs the cross toolchain and qemu-user (Debian, as root) and the rustup target when missing.
+cross-check:
+	./scripts/cross-check.sh
+
 # Every manifest in deploy/ rendered and validated offline against the Kubernetes schemas,
 # plus a self-test that the validator catches broken manifests.
+# And README's "Deploying" certificate steps, as written, on a fresh directory.
 validate-manifests:
 	./scripts/validate-manifests.sh
 	./scripts/test-validate-manifests.sh
+	./scripts/test-webhook-cert.sh
 
 # Update dependencies within Cargo.toml's ranges and vendor them into vendor/ (not committed);
 # Cargo.lock keeps the result. Build from vendor/ with the source replacement cargo prints.

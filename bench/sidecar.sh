@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-20}
 IP=10.96.0.2
-BIN=$(scripts/build-release.sh apiserver-proxy-sidecar 2>/dev/null)
+BIN=$(scripts/build-release.sh apiserver-proxy-sidecar) # cargo reports on stderr, errors included
 command -v strace >/dev/null || { echo "bench needs strace" >&2; exit 1; }
 
 work=$(mktemp -d)

@@ -3,7 +3,11 @@
 """Checks that Dockerfile.sidecar and Dockerfile.webhook do what `make image-builds` checks.
 
 No Docker engine runs in CI, so this ties the Dockerfiles to the no-Docker path instead:
-- each build stage runs scripts/image-build.sh for its component into /image, with VERSION;
+- each build stage runs scripts/image-build.sh for its component into /image, with VERSION and
+  BuildKit's TARGETARCH (which image-build.sh checks against the binary, so a multi-platform
+  build cannot package the wrong architecture), and a build cache per architecture;
+- the sidecar's build stage installs the Debian packages whose tools the image carries
+  (iptables, iproute2), and its layout has them (iptables of both backends, ip);
 - the final stage copies from the file layout image-build.sh made (the paths must exist in
   $CARGO_TARGET_DIR/image/<component>, so run `make image-builds` first), on a distroless base,
   as the user the manifests in deploy/ expect (sidecar root, webhook 65532), with the binary as
@@ -25,11 +29,15 @@ EXPECT = {
         "binary": "apiserver-proxy-sidecar",
         "base": "gcr.io/distroless/static-debian12",
         "user": "0:0",
+        "packages": ["iptables", "iproute2"],
+        "files": ["usr/sbin/xtables-nft-multi", "usr/sbin/xtables-legacy-multi", "usr/sbin/ip", "usr/sbin/iptables-legacy"],
     },
     "webhook": {
         "binary": "apiserver-proxy-pod-webhook",
         "base": "gcr.io/distroless/cc-debian12",
         "user": "65532:65532",
+        "packages": [],
+        "files": [],
     },
 }
 errors: list[str] = []
@@ -65,10 +73,18 @@ def main() -> int:
         runs = [r for w, r in build if w == "RUN" and "image-build.sh" in r]
         check(
             len(runs) == 1
-            and re.search(rf'VERSION="\$\{{VERSION\}}" \./scripts/image-build\.sh {component} --out /image$', runs[0]) is not None,
-            f"{df.name}: the build stage must run VERSION=\"${{VERSION}}\" ./scripts/image-build.sh {component} --out /image",
+            and re.search(rf'TARGETARCH="\$\{{TARGETARCH\}}" VERSION="\$\{{VERSION\}}" \./scripts/image-build\.sh {component} --out /image$', runs[0]) is not None,
+            f"{df.name}: the build stage must run TARGETARCH=\"${{TARGETARCH}}\" VERSION=\"${{VERSION}}\" ./scripts/image-build.sh {component} --out /image",
+        )
+        check(
+            len(runs) == 1 and "target=/src/target,id=target-${TARGETARCH}" in runs[0],
+            f"{df.name}: the build stage's target/ cache must be per architecture (id=target-${{TARGETARCH}})",
         )
         check(("ARG", "VERSION=") in build, f"{df.name}: the build stage must declare ARG VERSION")
+        check(("ARG", "TARGETARCH") in build, f"{df.name}: the build stage must declare ARG TARGETARCH")
+        installs = " ".join(r for w, r in build if w == "RUN" and "apt-get install" in r).split()
+        for pkg in want["packages"]:
+            check(pkg in installs, f"{df.name}: the build stage must apt-get install {pkg}")
         base = final[0][1]
         base = re.sub(r"\$\{(\w+)\}", lambda m: args.get(m.group(1), m.group(0)), base)
         check(base.startswith(want["base"] + ":"), f"{df.name}: final base must be {want['base']}, is {base}")
@@ -86,6 +102,8 @@ def main() -> int:
                 src = layout / m.group(1).removeprefix("/image/")
                 check(src.exists(), f"{df.name}: COPY source {m.group(1)} is not in the layout image-build.sh makes ({src})")
         check((layout / "usr/local/bin" / want["binary"]).is_file(), f"{component}: the layout has no /usr/local/bin/{want['binary']}")
+        for f in want["files"]:
+            check((layout / f).exists(), f"{component}: the layout has no /{f}")
 
     patterns = [
         p.strip()

@@ -5,32 +5,47 @@
 # The build steps of Dockerfile.sidecar and Dockerfile.webhook, runnable without Docker.
 # Each Dockerfile runs this very script in its build stage, so the two cannot drift.
 #
-#   scripts/image-build.sh <sidecar|webhook> [--out DIR]
+#   scripts/image-build.sh <sidecar|webhook> [--out DIR] [--target TRIPLE]
 #
 # 1. scripts/build-release.sh <package> (the one release build), with the version from $VERSION
-#    (default: git describe, else the Cargo version) in APISERVER_PROXY_VERSION, which the
-#    binaries' --version prints.
+#    (default: the workspace version in Cargo.toml, as `make docker-images` passes it) in
+#    APISERVER_PROXY_VERSION, which the binaries' --version prints.
+#    In a Docker build, TARGETARCH (BuildKit's, passed by the Dockerfiles) must match the
+#    binary's architecture: the build stage runs natively on the target platform.
 # 2. Lays out the final image's files under DIR (default: $CARGO_TARGET_DIR/image/<component>),
 #    which the Dockerfile copies onto its base image:
 #    - sidecar: the binary, iptables with both backends (xtables-nft-multi, xtables-legacy-multi,
-#      every iptables/ip6tables{,-nft,-legacy}{,-save,-restore} name, the xtables extensions)
-#      and every shared library they load, so it runs on distroless/static (no libc of its own);
+#      every iptables/ip6tables{,-nft,-legacy}{,-save,-restore} name, the xtables extensions),
+#      ip from iproute2 (for debugging with kubectl exec) and every shared library they load, so
+#      it runs on distroless/static (no libc of its own);
 #    - webhook: the binary alone, checked to need nothing beyond what distroless/cc provides
 #      (glibc, libgcc_s).
 # 3. Checks the result: --version prints the version; for the sidecar, as root, both iptables
-#    backends run from DIR in a chroot and, when network namespaces are available, write and
-#    read the sidecar's kind of rule in a throwaway one. IMAGE_BUILD_FULL_CHECK=1 (CI) turns a
-#    check that cannot run here into a failure.
+#    backends and ip run from DIR in a chroot and, when network namespaces are available, in a
+#    throwaway one and with only the capabilities deploy/ gives the sidecar (read from its
+#    DaemonSet): the iptables tools write and read the sidecar's kind of rule, ip lists the
+#    address, and the sidecar, run as the DaemonSet's init container runs it, creates its dummy
+#    link (where the kernel has the driver), address and rules with either backend. NET_RAW is
+#    shown to be needed: iptables-legacy fails without it. IMAGE_BUILD_FULL_CHECK=1 (CI) turns
+#    a check that cannot run here into a failure.
+#
+# --target TRIPLE cross-compiles (scripts/build-release.sh --target) into
+# DIR (default $CARGO_TARGET_DIR/image/<component>-TRIPLE) and runs the binary under
+# qemu-<arch> (package qemu-user); the sidecar's iptables and ip are left out there, as they are
+# the target architecture's Debian packages, which a Docker build for that platform installs.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 component="${1:-}"
 shift || true
 out=""
+target=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) out="$2"; shift 2 ;;
     --out=*) out="${1#--out=}"; shift ;;
+    --target) target="$2"; shift 2 ;;
+    --target=*) target="${1#--target=}"; shift ;;
     *) echo "image-build: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -42,14 +57,13 @@ esac
 
 cd "$root"
 target_dir="${CARGO_TARGET_DIR:-$root/target}"
-out="${out:-$target_dir/image/$component}"
+host="$(rustc -vV | sed -n 's/^host: //p')"
+[ "$target" != "$host" ] || target=""
+out="${out:-$target_dir/image/$component${target:+-$target}}"
 full_check="${IMAGE_BUILD_FULL_CHECK:-0}"
 
 cargo_version="$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml)"
-if [ -z "${VERSION:-}" ]; then
-  VERSION="$(git describe --tags --always --dirty 2>/dev/null || true)"
-  VERSION="${VERSION:-$cargo_version}"
-fi
+VERSION="${VERSION:-$cargo_version}"
 export APISERVER_PROXY_VERSION="$VERSION"
 
 note() { echo "image-build: $*"; }
@@ -60,9 +74,25 @@ cannot() { # a check that cannot run on this machine
 }
 
 # --- 1. build -------------------------------------------------------------------------------
-note "$component: APISERVER_PROXY_VERSION=$VERSION scripts/build-release.sh $package"
-bin="$("$root/scripts/build-release.sh" "$package")"
+note "$component: APISERVER_PROXY_VERSION=$VERSION scripts/build-release.sh $package${target:+ --target $target}"
+bin="$("$root/scripts/build-release.sh" "$package" ${target:+--target "$target"})"
 [ -x "$bin" ] || fail "$bin was not built"
+machine="$(readelf -h "$bin" | sed -n 's/^ *Machine: *//p')"
+run=() # how to run the binary here: directly, or under qemu for another architecture
+if [ -n "$target" ]; then
+  arch="${target%%-*}"
+  command -v "qemu-$arch" >/dev/null || fail "qemu-$arch missing (Debian: apt-get install qemu-user)"
+  run=("qemu-$arch" -L "/usr/$arch-linux-gnu")
+fi
+if [ -n "${TARGETARCH:-}" ]; then
+  case "$TARGETARCH" in
+    amd64) want="Advanced Micro Devices X86-64" ;;
+    arm64) want="AArch64" ;;
+    *) fail "TARGETARCH=$TARGETARCH: only amd64 and arm64 are built" ;;
+  esac
+  [ "$machine" = "$want" ] || fail "TARGETARCH=$TARGETARCH, but $bin is for $machine: the build stage must run on the target platform"
+fi
+note "$component: $bin ($machine)"
 
 # --- 2. the image's files -------------------------------------------------------------------
 rm -rf "$out"
@@ -74,14 +104,17 @@ libs_of() {
   ldd "$@" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// && $1 !~ /:$/ { print $1 }' | sort -u
 }
 
-if [ "$component" = sidecar ]; then
+if [ "$component" = sidecar ] && [ -n "$target" ]; then
+  cannot "the sidecar image's iptables and ip for $target (that architecture's Debian packages: a Docker build for its platform)"
+elif [ "$component" = sidecar ]; then
   sbin=/usr/sbin
-  if [ ! -x "$sbin/xtables-nft-multi" ] || [ ! -x "$sbin/xtables-legacy-multi" ]; then
-    "$root/scripts/install-test-deps.sh" # installs Debian's iptables when missing (as root)
+  if [ ! -x "$sbin/xtables-nft-multi" ] || [ ! -x "$sbin/xtables-legacy-multi" ] || ! command -v ip >/dev/null; then
+    "$root/scripts/install-test-deps.sh" # installs Debian's iptables and iproute2 when missing (as root)
   fi
   for multi in xtables-nft-multi xtables-legacy-multi; do
     [ -x "$sbin/$multi" ] || fail "$sbin/$multi missing: install Debian's iptables package in the build stage"
   done
+  ip="$(readlink -f "$(command -v ip)")" || fail "ip missing: install Debian's iproute2 package in the build stage"
   libc="$(ldd "$sbin/xtables-nft-multi" | awk '/libc\.so/ { print $3 }')"
   libdir="$(dirname "$(readlink -f "$libc")")" # e.g. /usr/lib/x86_64-linux-gnu
   xtlib="$libdir/xtables"
@@ -89,6 +122,8 @@ if [ "$component" = sidecar ]; then
 
   mkdir -p "$out/usr/sbin" "$out$libdir" "$out/run" "$out/etc" "$out/proc" "$out/dev"
   cp "$sbin/xtables-nft-multi" "$sbin/xtables-legacy-multi" "$out/usr/sbin/"
+  cp "$ip" "$out/usr/sbin/ip"
+  [ -d /etc/iproute2 ] && cp -a /etc/iproute2 "$out/etc/" # names of tables, protocols, scopes
   for fam in iptables ip6tables; do
     for suffix in "" -save -restore; do
       ln -s xtables-nft-multi "$out/usr/sbin/$fam-nft$suffix"
@@ -102,7 +137,7 @@ if [ "$component" = sidecar ]; then
 
   # Every library the binaries and extensions load, under its soname, in the multiarch dir;
   # the loader where the ELF interpreter path says.
-  mapfile -t libs < <(libs_of "$bin" "$sbin/xtables-nft-multi" "$sbin/xtables-legacy-multi" "$xtlib"/*.so)
+  mapfile -t libs < <(libs_of "$bin" "$sbin/xtables-nft-multi" "$sbin/xtables-legacy-multi" "$ip" "$xtlib"/*.so)
   for lib in "${libs[@]}"; do
     case "$lib" in
       */ld-linux*) mkdir -p "$out$(dirname "$lib")"; cp -L "$lib" "$out$lib" ;;
@@ -113,10 +148,12 @@ if [ "$component" = sidecar ]; then
 else
   # distroless/cc provides glibc and libgcc_s, nothing else.
   allowed='^(linux-vdso\.so\.1|libc\.so\.6|libm\.so\.6|libgcc_s\.so\.1|libdl\.so\.2|libpthread\.so\.0|librt\.so\.1|ld-linux-x86-64\.so\.2|ld-linux-aarch64\.so\.1)$'
+  # From the ELF headers (the needed libraries and the loader), so it works for any architecture.
   while read -r lib; do
     [ -n "$lib" ] || continue
     grep -Eq "$allowed" <<<"$lib" || fail "$binary links $lib, which distroless/cc does not provide"
-  done < <(ldd "$bin" | awk '{ print $1 }' | xargs -n1 basename)
+  done < <(readelf -d "$bin" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'
+           readelf -l "$bin" | sed -n 's/.*Requesting program interpreter: \(.*\)]/\1/p' | xargs -r -n1 basename)
   note "webhook: binary $(du -h "$bin" | cut -f1), links only glibc/libgcc_s (distroless/cc)"
 fi
 
@@ -127,8 +164,8 @@ check_version() { # OUTPUT
   note "$component: --version: $1"
 }
 
-if [ "$component" = webhook ]; then
-  check_version "$("$bin" --version)"
+if [ "$component" = webhook ] || [ -n "$target" ]; then
+  check_version "$("${run[@]}" "$bin" --version)"
   exit 0
 fi
 
@@ -141,11 +178,37 @@ check_version "$(chroot "$out" /usr/local/bin/$binary --version)"
 for tool in iptables-nft iptables-legacy ip6tables-nft ip6tables-legacy iptables-nft-save iptables-legacy-save iptables; do
   v="$(chroot "$out" "/usr/sbin/$tool" --version 2>&1)" || fail "$tool does not run from the image's files: $v"
 done
-note "sidecar: iptables from the image's files: $(chroot "$out" /usr/sbin/iptables-nft --version), $(chroot "$out" /usr/sbin/iptables-legacy --version)"
+v="$(chroot "$out" /usr/sbin/ip -V 2>&1)" || fail "ip does not run from the image's files: $v"
+v="$(tail -1 <<<"$v")" # without libbpf's note that it has no /proc to read its version from
+note "sidecar: from the image's files: $(chroot "$out" /usr/sbin/iptables-nft --version), $(chroot "$out" /usr/sbin/iptables-legacy --version), $v"
 if ! unshare --net true 2>/dev/null; then
   cannot "writing rules from the image's files needs network namespaces"
   exit 0
 fi
+
+# The capabilities deploy/ gives the sidecar (its DaemonSet, rendered), and nothing more, for
+# everything below; plus SYS_CHROOT, only to enter the image's files (it grants nothing on the
+# network). Mounts are made before, as root.
+if [ ! -f "$root/deploy/kustomization.yaml" ]; then
+  cannot "the sidecar's capabilities in deploy/ (no deploy/ here)"
+  exit 0
+fi
+venv="$("$root/scripts/ci-venv.sh")"
+caps="$("$venv/kubectl" kustomize "$root/deploy" | "$venv/python" -c '
+import sys, yaml
+(ds,) = [d for d in yaml.safe_load_all(sys.stdin) if d and d["kind"] == "DaemonSet"]
+pod = ds["spec"]["template"]["spec"]
+sets = {tuple(sorted(c["securityContext"]["capabilities"]["add"]))
+        for c in pod["initContainers"] + pod["containers"] if "apiserver-proxy-sidecar" in c["image"]}
+assert len(sets) == 1, sets
+print(",".join("+" + c.lower() for c in sets.pop()))
+')" || fail "cannot read the sidecar's capabilities from deploy/"
+note "sidecar: the capabilities deploy/ gives it: $caps"
+with_caps() { # CAPS: a command prefix running as root with only CAPS (and SYS_CHROOT)
+  echo "setpriv --bounding-set=-all,$1,+sys_chroot --inh-caps=-all,$1,+sys_chroot --ambient-caps=-all,$1,+sys_chroot --"
+}
+priv="$(with_caps "$caps")"
+
 for backend in nft legacy; do
   # The chroot gets /proc and /dev, as a container has them (iptables-legacy-save lists tables
   # from /proc, the sidecar spawns with /dev/null), in a private mount namespace that takes the
@@ -154,20 +217,40 @@ for backend in nft legacy; do
     mount -t proc proc '$out/proc'
     mount --rbind /dev '$out/dev'
     mount -t tmpfs -o size=1m tmpfs '$out/run'
-    chroot '$out' /usr/sbin/iptables-$backend -w 5 -t raw -I PREROUTING -d 10.96.0.2/32 -p tcp -m tcp --dport 443 -j NOTRACK
-    chroot '$out' /usr/sbin/iptables-$backend -w 5 -t filter -I INPUT -d 10.96.0.2/32 -p tcp -m tcp --dport 443 -j ACCEPT
-    chroot '$out' /usr/sbin/ip6tables-$backend -w 5 -t raw -I OUTPUT -s fd00::2/128 -p tcp -m tcp --sport 443 -j NOTRACK
-    chroot '$out' /usr/sbin/iptables-$backend-save
-    chroot '$out' /usr/sbin/ip6tables-$backend-save
-  " 2>&1)" || fail "iptables-$backend from the image's files cannot write rules: $got"
+    $priv chroot '$out' /usr/sbin/ip link set lo up
+    $priv chroot '$out' /usr/sbin/ip addr add 10.96.0.2/32 dev lo scope global
+    $priv chroot '$out' /usr/sbin/ip -o addr show dev lo
+    $priv chroot '$out' /usr/sbin/iptables-$backend -w 5 -t raw -I PREROUTING -d 10.96.0.2/32 -p tcp -m tcp --dport 443 -j NOTRACK
+    $priv chroot '$out' /usr/sbin/iptables-$backend -w 5 -t filter -I INPUT -d 10.96.0.2/32 -p tcp -m tcp --dport 443 -j ACCEPT
+    $priv chroot '$out' /usr/sbin/ip6tables-$backend -w 5 -t raw -I OUTPUT -s fd00::2/128 -p tcp -m tcp --sport 443 -j NOTRACK
+    $priv chroot '$out' /usr/sbin/iptables-$backend-save
+    $priv chroot '$out' /usr/sbin/ip6tables-$backend-save
+  " 2>&1)" || fail "iptables-$backend or ip from the image's files cannot work with only $caps: $got"
   n="$(grep -cE -- '-j (NOTRACK|CT --notrack|ACCEPT)' <<<"$got" || true)"
   [ "$n" = 3 ] || fail "iptables-$backend-save from the image's files shows $n of 3 rules: $got"
-  note "sidecar: iptables-$backend from the image's files wrote and read 3 rules in a throwaway network namespace"
+  grep -q 'inet 10.96.0.2/32 scope global' <<<"$got" || fail "ip addr from the image's files does not show the address: $got"
+  note "sidecar: with only $caps, ip and iptables-$backend from the image's files put an address and 3 rules in place and read them back, in a throwaway network namespace"
 done
 
+# NET_RAW is needed: iptables-legacy opens a raw socket.
+if got="$(unshare --net --mount --propagation private -- sh -ec "
+    mount -t proc proc '$out/proc'
+    mount -t tmpfs -o size=1m tmpfs '$out/run'
+    $(with_caps +net_admin) chroot '$out' /usr/sbin/iptables-legacy -w 5 -t raw -S" 2>&1)"; then
+  fail "iptables-legacy works with NET_ADMIN alone: NET_RAW is not needed, drop it from deploy/"
+fi
+note "sidecar: iptables-legacy fails with NET_ADMIN alone ($(tail -1 <<<"$got")): NET_RAW is needed"
+
 # The sidecar itself from the image's files, once per backend, as the DaemonSet's init container
-# runs it: read-only root filesystem, an emptyDir on /run, the host's /run/xtables.lock mounted
-# in. The address and all five rules must be in place, exit 0.
+# runs it: only deploy/'s capabilities, read-only root filesystem, an emptyDir on /run, the host's
+# /run/xtables.lock mounted in, its dummy link (on lo where this kernel has no dummy driver). The
+# link, the address (as the image's ip shows it) and all five rules must be in place, exit 0.
+if unshare --net -- ip link add probe type dummy 2>/dev/null; then
+  dev=apiserver-proxy
+else
+  dev=lo
+  note "NOTE: this kernel has no dummy link driver: the sidecar puts the address on lo; creating the dummy link is not checked here"
+fi
 touch /run/xtables.lock # the host's file (hostPath FileOrCreate)
 for backend in nft legacy; do
   got="$(unshare --net --mount --propagation private -- sh -ec "
@@ -179,12 +262,12 @@ for backend in nft legacy; do
     touch '$out/run/xtables.lock'
     mount --bind /run/xtables.lock '$out/run/xtables.lock'
     ip link set lo up
-    chroot '$out' /usr/local/bin/$binary --ip-address=10.96.0.2 --interface=lo --setup-iptables \\
+    $priv chroot '$out' /usr/local/bin/$binary --ip-address=10.96.0.2 --interface=$dev --setup-iptables \\
       --port=443 --daemon=false --iptables-backend=$backend
-    ip -o addr show dev lo | grep -q 'inet 10.96.0.2/32 scope global' || { echo 'address missing'; exit 1; }
-    chroot '$out' /usr/sbin/iptables-$backend-save
-  " 2>&1)" || fail "the sidecar from the image's files failed with --iptables-backend=$backend: $got"
+    $priv chroot '$out' /usr/sbin/ip -o addr show dev $dev | grep -q 'inet 10.96.0.2/32 scope global' || { echo 'address missing'; exit 1; }
+    $priv chroot '$out' /usr/sbin/iptables-$backend-save
+  " 2>&1)" || fail "the sidecar from the image's files failed with only $caps and --iptables-backend=$backend: $got"
   n="$(grep -cE -- '^-A (PREROUTING|OUTPUT|INPUT) .*10\.96\.0\.2/32 .*(NOTRACK|CT --notrack|ACCEPT)' <<<"$got" || true)"
   [ "$n" = 5 ] || fail "after the sidecar (--iptables-backend=$backend), iptables-$backend-save shows $n of 5 rules: $got"
-  note "sidecar: the sidecar from the image's files (read-only, --daemon=false, --iptables-backend=$backend) put the address and 5 rules in place"
+  note "sidecar: the sidecar from the image's files (only $caps, read-only, --daemon=false, --interface=$dev, --iptables-backend=$backend) put the address and 5 rules in place"
 done

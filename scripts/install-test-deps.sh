@@ -5,7 +5,8 @@
 # Installs the system tools the tests drive for real, when they are missing.
 # The namespace tests need root, ip (iproute2), iptables-nft/-legacy and their -save tools,
 # setpriv and flock (util-linux), strace (to count what a steady-state tick runs), curl, and
-# openssl (an old-TLS client for the webhook's tests).
+# openssl (an old-TLS client for the webhook's tests, and the data-path test's TLS server);
+# the data-path test also needs haproxy (the SNI-passthrough proxy) and conntrack.
 set -euo pipefail
 
 need=()
@@ -19,6 +20,8 @@ done
 command -v strace >/dev/null 2>&1 || need+=(strace)
 command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v openssl >/dev/null 2>&1 || need+=(openssl) # the webhook's TLS 1.0/1.1 refusal test
+command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
+command -v conntrack >/dev/null 2>&1 || need+=(conntrack)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0

@@ -2,7 +2,8 @@
 # SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
 # SPDX-License-Identifier: Apache-2.0
 #
-# Proves that scripts/validate_manifests.py catches what it claims to: breaks a copy of deploy/
+# Proves that scripts/validate-manifests.sh (kubernetes-validate, then our policy checks in
+# scripts/validate_manifests.py) catches what it claims to: breaks a copy of deploy/
 # in one way at a time and expects a failure naming the problem. Also: no manifest at all fails.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -19,7 +20,7 @@ expect_failure() {
     "$bin/python" -c 'import sys; p=sys.argv[1]; t=open(p).read(); n=eval(sys.argv[2]); assert n!=t, "edit changed nothing"; open(p,"w").write(n)' \
       "$tmp/deploy/$file" "$edit"
   fi
-  if out="$("$bin/python" "$root/scripts/validate_manifests.py" "$tmp/deploy" --kubectl "$bin/kubectl" 2>&1)"; then
+  if out="$("$root/scripts/validate-manifests.sh" "$tmp/deploy" 2>&1)"; then
     echo "FAIL: $name: validation passed"; failed=$((failed + 1))
   elif ! grep -Eq -- "$want" <<<"$out"; then
     echo "FAIL: $name: no error matching /$want/:"; echo "$out" | tail -5; failed=$((failed + 1))
@@ -38,6 +39,8 @@ expect_failure "schema: wrong type" "hostNetwork" sidecar/daemonset.yaml \
   't.replace("hostNetwork: true", "hostNetwork: \"yes\"")'
 expect_failure "schema: unknown field (strict)" "Additional properties|additional properties|not allowed" webhook/service.yaml \
   't.replace("  type: ClusterIP", "  type: ClusterIP\n  typo: 1")'
+expect_failure "schema: a core kind's apiVersion misspelt" "Couldn't find schema for kind PodDisruptionBudget" webhook/poddisruptionbudget.yaml \
+  't.replace("apiVersion: policy/v1", "apiVersion: policy/v2")'
 expect_failure "IP mismatch with Envoy" "listener must be on" sidecar/envoy.yaml \
   't.replace("address: 10.96.0.2", "address: 10.96.0.3")'
 expect_failure "init container as daemon" "needs --daemon=false" sidecar/daemonset.yaml \
@@ -46,6 +49,8 @@ expect_failure "no xtables lock" "xtables" sidecar/daemonset.yaml \
   't.replace("type: FileOrCreate", "type: File")'
 expect_failure "read-only sidecar without a writable /run" "/run must be an emptyDir" sidecar/daemonset.yaml \
   't.replace("            - name: run\n              mountPath: /run\n", "", 1)'
+expect_failure "sidecar without a readiness probe" "readinessProbe must be /readyz" sidecar/daemonset.yaml \
+  't.replace("path: /readyz", "path: /healthz")'
 expect_failure "failurePolicy Fail" "failurePolicy must be Ignore" webhook/mutatingwebhookconfiguration.yaml \
   't.replace("failurePolicy: Ignore", "failurePolicy: Fail")'
 expect_failure "selects its own namespace" "own namespace" webhook/mutatingwebhookconfiguration.yaml \
@@ -70,10 +75,18 @@ expect_failure "missing resource file" "does not exist" webhook/kustomization.ya
   't.replace("  - service.yaml\n", "  - service.yaml\n  - gone.yaml\n")'
 expect_failure "cert-manager without CA injection" "inject-ca-from" components/cert-manager/kustomization.yaml \
   't.replace("cert-manager.io/inject-ca-from", "example.com/other")'
+expect_failure "sidecar metrics on every address" "must be on loopback, or on the node's IP" sidecar/daemonset.yaml \
+  't.replace("--metrics-bind-address=127.0.0.1:16910", "--metrics-bind-address=0.0.0.0:16910").replace("host: 127.0.0.1", "host: 0.0.0.0")'
+expect_failure "sidecar metrics on the node's IP, nothing scrapes them" "need the PodMonitor" components/metrics/podmonitor-sidecar.yaml \
+  't.replace("      app.kubernetes.io/name: apiserver-proxy\n", "      app.kubernetes.io/name: other\n")'
+expect_failure "webhook scraped without verifying its certificate" "must verify the serving certificate" components/metrics/servicemonitor-webhook.yaml \
+  't.replace("serverName: apiserver-proxy-pod-webhook.apiserver-proxy.svc", "insecureSkipVerify: true")'
+expect_failure "a component nothing renders" "a component no kustomization uses" examples/with-metrics/kustomization.yaml \
+  't.replace("  - ../../components/metrics\n", "")'
 
 # No manifest at all.
 rm -rf "$tmp/empty" && mkdir -p "$tmp/empty"
-if "$bin/python" "$root/scripts/validate_manifests.py" "$tmp/empty" --kubectl "$bin/kubectl" >/dev/null 2>&1; then
+if "$root/scripts/validate-manifests.sh" "$tmp/empty" >/dev/null 2>&1; then
   echo "FAIL: empty deploy/ passed"; failed=$((failed + 1))
 else
   echo "ok: empty deploy/ fails"; passed=$((passed + 1))

@@ -77,18 +77,26 @@ fn unusable_v6(ip: Ipv6Addr) -> Option<&'static str> {
 /// One address on the node carrying the proxy's IP, as rtnetlink reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Found {
+    pub ip: IpAddr,
     /// The link the address is on.
     pub index: u32,
     pub prefix_len: u8,
     pub scope: AddressScope,
+    /// Whether its preferred lifetime is over (the kernel never picks it as a source then).
+    pub deprecated: bool,
+    /// Whether it carries the sidecar's mark.
+    pub marked: bool,
 }
 
 impl From<&AddressEntry> for Found {
     fn from(entry: &AddressEntry) -> Self {
         Found {
+            ip: entry.ip,
             index: entry.index,
             prefix_len: entry.prefix_len,
             scope: entry.scope,
+            deprecated: entry.deprecated,
+            marked: entry.protocol == Some(crate::netif::ADDRESS_PROTOCOL),
         }
     }
 }
@@ -100,6 +108,12 @@ pub struct AddressPlan {
     pub delete: Vec<usize>,
     /// Whether to add the address to the link (after the deletions).
     pub add: bool,
+    /// Whether to deprecate the IPv6 copy in place (re-added with a preferred lifetime of 0,
+    /// which replaces its lifetimes without removing it), so that it is never a source.
+    pub deprecate: bool,
+    /// Whether the copy in place lacks the sidecar's mark (the Go original's, say): re-added
+    /// in place with it, where the kernel keeps marks.
+    pub mark: bool,
 }
 
 /// Whether a found address is a copy of the managed one, `ip` with a full-length prefix.
@@ -123,6 +137,8 @@ pub fn plan(ip: IpAddr, link_index: u32, found: &[Found]) -> AddressPlan {
         let right = entry.index == link_index && entry.scope == AddressScope::Universe;
         if right && !in_place {
             in_place = true;
+            plan.deprecate = ip.is_ipv6() && !entry.deprecated;
+            plan.mark = !entry.marked;
         } else {
             plan.delete.push(position);
         }
@@ -138,6 +154,23 @@ pub fn plan(ip: IpAddr, link_index: u32, found: &[Found]) -> AddressPlan {
 }
 
 /// The copies the teardown deletes: those on the sidecar's link.
+/// The addresses the sidecar added under another IP of the same family (marked, full-length
+/// prefix), to remove: positions in `found`, every address on the node. The other family is
+/// another sidecar's to keep.
+pub fn stale(ip: IpAddr, found: &[Found]) -> Vec<usize> {
+    found
+        .iter()
+        .enumerate()
+        .filter(|(_, entry)| {
+            entry.marked
+                && entry.ip != ip
+                && entry.ip.is_ipv4() == ip.is_ipv4()
+                && entry.prefix_len == full_prefix(entry.ip)
+        })
+        .map(|(position, _)| position)
+        .collect()
+}
+
 pub fn teardown(ip: IpAddr, link_index: u32, found: &[Found]) -> Vec<usize> {
     found
         .iter()
@@ -212,9 +245,12 @@ mod tests {
 
     fn found(index: u32, prefix_len: u8, scope: AddressScope) -> Found {
         Found {
+            ip: ip("10.96.0.2"),
             index,
             prefix_len,
             scope,
+            deprecated: true,
+            marked: true,
         }
     }
 
@@ -309,7 +345,66 @@ mod tests {
             let plan = plan(*ip, LINK, found);
             assert_eq!(&plan.delete, delete, "{name}");
             assert_eq!(plan.add, *add, "{name}");
+            assert!(!plan.deprecate && !plan.mark, "{name}");
         }
+    }
+
+    #[test]
+    fn an_ipv6_copy_that_may_be_a_source_is_deprecated_in_place() {
+        let preferred = Found {
+            deprecated: false,
+            ..found(LINK, 128, AddressScope::Universe)
+        };
+        let plan = plan(ip("fd00::10"), LINK, &[preferred]);
+        assert_eq!(
+            plan,
+            AddressPlan {
+                delete: vec![],
+                add: false,
+                deprecate: true,
+                mark: false,
+            }
+        );
+        // IPv4 has no such state: a copy in place stays as it is.
+        let v4 = Found {
+            deprecated: false,
+            ..found(LINK, 32, AddressScope::Universe)
+        };
+        assert_eq!(plan_v4(&[v4]), AddressPlan::default());
+    }
+
+    #[test]
+    fn an_unmarked_copy_is_marked_in_place() {
+        let unmarked = Found {
+            marked: false,
+            ..found(LINK, 32, AddressScope::Universe)
+        };
+        let plan = plan_v4(&[unmarked]);
+        assert!(plan.mark && !plan.add && plan.delete.is_empty());
+    }
+
+    #[test]
+    fn only_marked_full_length_addresses_of_another_ip_are_stale() {
+        let at = |text: &str, prefix_len: u8, marked: bool| Found {
+            ip: ip(text),
+            marked,
+            ..found(LINK, prefix_len, AddressScope::Universe)
+        };
+        let on_node = [
+            at("10.96.0.2", 32, true),       // the wanted one
+            at("240.107.17.226", 32, true),  // an earlier IP of ours
+            at("100.107.17.226", 32, false), // the Go original's earlier IP: not ours to judge
+            at("192.168.1.5", 24, true),     // not a proxy address
+            at("fd00:10:96::2", 128, true),  // the other family: another sidecar's
+            at("127.0.0.1", 8, false),
+        ];
+        assert_eq!(stale(ip("10.96.0.2"), &on_node), [1]);
+        assert_eq!(stale(ip("fd00::2"), &on_node), [4]);
+        assert!(stale(ip("10.96.0.2"), &on_node[..1]).is_empty());
+    }
+
+    fn plan_v4(found: &[Found]) -> AddressPlan {
+        plan(ip("10.96.0.2"), LINK, found)
     }
 
     #[test]

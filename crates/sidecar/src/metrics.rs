@@ -44,6 +44,8 @@ struct PartState {
     expected: bool,
     /// When its last sync finished, failed or not; the start-up time before that.
     last_completed: Instant,
+    /// Whether a sync has finished yet.
+    synced: bool,
     last_error: Option<String>,
 }
 
@@ -52,6 +54,7 @@ impl PartState {
         PartState {
             expected,
             last_completed: Instant::now(),
+            synced: false,
             last_error: None,
         }
     }
@@ -90,7 +93,7 @@ impl Metrics {
         );
         registry.register(
             "repairs",
-            "Changes made to reach the wanted state, by kind (interface, address, duplicate_address, iptables_rule, duplicate_rule)",
+            "Changes made to reach the wanted state, by kind (interface, address, address_in_place, duplicate_address, stale_address, iptables_rule, duplicate_rule, adopted_rule, stale_rule)",
             repairs.clone(),
         );
         registry.register(
@@ -154,6 +157,7 @@ impl Metrics {
         };
         let state = &mut parts[part as usize];
         state.last_completed = Instant::now();
+        state.synced = true;
         state.last_error = error.map(|error| error_chain(error));
         if parts
             .iter()
@@ -172,6 +176,35 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
         text
+    }
+
+    /// 200 while everything asked for is in place: each side's last sync left it so (a failed
+    /// sync names what it could not do); 503 with the list of what is missing otherwise.
+    fn readiness(&self) -> (StatusCode, String) {
+        let Ok(parts) = self.parts.lock() else {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "state unavailable\n".into(),
+            );
+        };
+        let missing: Vec<String> = parts
+            .iter()
+            .zip(["address", "iptables rules"])
+            .filter(|(part, _)| part.expected)
+            .filter_map(|(part, name)| match (&part.last_error, part.synced) {
+                (Some(error), _) => Some(format!("- {name}: {error}")),
+                (None, false) => Some(format!("- {name}: not synced yet")),
+                (None, true) => None,
+            })
+            .collect();
+        if missing.is_empty() {
+            (StatusCode::OK, "ready\n".into())
+        } else {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready:\n{}\n", missing.join("\n")),
+            )
+        }
     }
 
     /// 200 while every side keeps finishing its syncs (failed ones too: a failing sync is
@@ -272,6 +305,10 @@ fn respond(request: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Byte
             let (status, body) = metrics.health();
             (status, "text/plain", body)
         }
+        "/readyz" => {
+            let (status, body) = metrics.readiness();
+            (status, "text/plain", body)
+        }
         "/metrics" => (
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -320,6 +357,34 @@ mod tests {
         let (status, body) = metrics.health();
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(body.contains("no iptables sync"), "{body}");
+    }
+
+    #[test]
+    fn ready_only_while_every_expected_side_is_in_place() {
+        let metrics = Metrics::new(Duration::from_secs(60), true);
+        let (status, body) = metrics.readiness();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body,
+            "not ready:\n- address: not synced yet\n- iptables rules: not synced yet\n"
+        );
+        metrics.part_synced(Part::Address, None);
+        let error = StepError::IptablesBackend(crate::firewall::FirewallError::BinaryMissing {
+            binary: "iptables-nft-save".into(),
+        });
+        metrics.part_synced(Part::Rules, Some(&error));
+        let (status, body) = metrics.readiness();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            body.starts_with("not ready:\n- iptables rules: iptables: cannot pick a backend: iptables-nft-save not found"),
+            "{body}"
+        );
+        metrics.part_synced(Part::Rules, None);
+        assert_eq!(metrics.readiness(), (StatusCode::OK, "ready\n".to_string()));
+        // Without --setup-iptables, only the address counts.
+        let metrics = Metrics::new(Duration::from_secs(60), false);
+        metrics.part_synced(Part::Address, None);
+        assert_eq!(metrics.readiness().0, StatusCode::OK);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::time::Duration;
 use futures_util::TryStreamExt;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::address::{
-    AddressAttribute, AddressHeaderFlags, AddressMessage, AddressScope,
+    AddressAttribute, AddressHeaderFlags, AddressMessage, AddressScope, CacheInfo,
 };
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use rtnetlink::packet_core::{NetlinkMessage, NetlinkPayload};
@@ -39,11 +39,19 @@ pub struct Link {
 /// One copy of the proxy's address on some interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddressEntry {
+    pub ip: IpAddr,
     pub index: u32,
     pub prefix_len: u8,
     pub scope: AddressScope,
+    pub deprecated: bool,
+    /// The address protocol (`IFA_PROTO`, Linux 5.18 and later), which marks who added it.
+    pub protocol: Option<u8>,
     message: AddressMessage,
 }
+
+/// The address protocol the sidecar marks its addresses with, so that it recognises them
+/// later (an earlier IP, say). Values 0 to 3 are the kernel's own.
+pub const ADDRESS_PROTOCOL: u8 = 0x70;
 
 /// A netlink request that failed, with what was being done.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +71,9 @@ fn hint(error: &io::Error) -> &'static str {
         _ => "",
     }
 }
+
+/// A lifetime that never ends (`INFINITY_LIFE_TIME`).
+const FOREVER: u32 = u32::MAX;
 
 const EPERM: i32 = 1;
 const ENODEV: i32 = 19;
@@ -203,25 +214,15 @@ impl Netif {
         .await
     }
 
-    /// Every copy of `ip` on any interface.
-    pub async fn addresses_of(&self, ip: IpAddr) -> Result<Vec<AddressEntry>, NetifError> {
-        let action = || format!("list the addresses {ip}");
-        let mut dump = self
-            .handle()
-            .address()
-            .get()
-            .set_address_filter(ip)
-            .execute();
+    /// Every address on every interface.
+    pub async fn addresses(&self) -> Result<Vec<AddressEntry>, NetifError> {
+        let action = || "list the addresses".to_string();
+        let mut dump = self.handle().address().get().execute();
         self.bounded(action, async {
             let mut found = Vec::new();
             while let Some(message) = dump.try_next().await.map_err(failed(action()))? {
-                if address_of(&message) == Some(ip) {
-                    found.push(AddressEntry {
-                        index: message.header.index,
-                        prefix_len: message.header.prefix_len,
-                        scope: message.header.scope,
-                        message,
-                    });
+                if let Some(ip) = address_of(&message) {
+                    found.push(entry(ip, message));
                 }
             }
             Ok(found)
@@ -229,8 +230,18 @@ impl Netif {
         .await
     }
 
-    /// Puts `ip` on the link with a full-length prefix and global scope (host scope would break
-    /// Cilium's BPF masquerading). Replaces a copy with another prefix or scope.
+    /// Every copy of `ip` on any interface.
+    pub async fn addresses_of(&self, ip: IpAddr) -> Result<Vec<AddressEntry>, NetifError> {
+        let mut found = self.addresses().await?;
+        found.retain(|entry| entry.ip == ip);
+        Ok(found)
+    }
+
+    /// Puts `ip` on the link with a full-length prefix, global scope (host scope would break
+    /// Cilium's BPF masquerading) and the sidecar's mark ([`ADDRESS_PROTOCOL`]), or updates the
+    /// copy there in place. An IPv6 address gets a
+    /// preferred lifetime of 0: it stays reachable but the kernel never picks it as the source
+    /// of the node's own traffic (IPv4 has no such state).
     pub async fn add_address(&self, link: &Link, ip: IpAddr) -> Result<(), NetifError> {
         let action = || format!("add {ip} to interface {}", link.name);
         let mut request = self
@@ -239,10 +250,21 @@ impl Netif {
             .add(link.index, ip, full_prefix(ip))
             .replace();
         request.message_mut().header.scope = AddressScope::Universe;
+        request
+            .message_mut()
+            .attributes
+            .push(AddressAttribute::Protocol(ADDRESS_PROTOCOL.into()));
         if ip.is_ipv6() {
             // The address is this node's own: no duplicate address detection, which would keep
             // it tentative (unusable) for a while, or for good on a link without carrier.
             request.message_mut().header.flags |= AddressHeaderFlags::Nodad;
+            let mut lifetimes = CacheInfo::default();
+            lifetimes.ifa_preferred = 0;
+            lifetimes.ifa_valid = FOREVER;
+            request
+                .message_mut()
+                .attributes
+                .push(AddressAttribute::CacheInfo(lifetimes));
         }
         let request = request.execute();
         self.bounded(action, async { request.await.map_err(failed(action())) })
@@ -257,6 +279,28 @@ impl Netif {
             gone_is_done(request.await, EADDRNOTAVAIL, action)
         })
         .await
+    }
+}
+
+fn entry(ip: IpAddr, message: AddressMessage) -> AddressEntry {
+    let protocol = message
+        .attributes
+        .iter()
+        .find_map(|attribute| match attribute {
+            AddressAttribute::Protocol(protocol) => Some(u8::from(*protocol)),
+            _ => None,
+        });
+    AddressEntry {
+        ip,
+        index: message.header.index,
+        prefix_len: message.header.prefix_len,
+        scope: message.header.scope,
+        deprecated: message
+            .header
+            .flags
+            .contains(AddressHeaderFlags::Deprecated),
+        protocol,
+        message,
     }
 }
 

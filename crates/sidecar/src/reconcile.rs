@@ -14,7 +14,7 @@ use crate::cli::{BackendChoice, Config};
 use crate::error_chain;
 use crate::firewall::{Backend, Firewall, FirewallError};
 use crate::metrics::{Metrics, Part};
-use crate::netif::{Link, Netif, NetifError};
+use crate::netif::{AddressEntry, Link, Netif, NetifError};
 use crate::rules::{Rule, wanted_rules};
 
 /// A failed step of a sync or teardown.
@@ -74,8 +74,19 @@ pub struct AddressKeeper {
     pub(crate) link_index: Option<u32>,
     /// Whether a down, unmanaged interface was already reported.
     reported_down: bool,
+    /// Whether the kernel keeps the sidecar's address mark, as far as is known.
+    marks: Marks,
     /// Whether the first sync has run (later changes are logged as restores).
     started: bool,
+}
+
+/// What is known of the kernel's address marks.
+#[derive(Debug, Default)]
+struct Marks {
+    /// Whether the address was added with the mark: if a copy lacks it after that, the
+    /// kernel keeps none.
+    attempted: bool,
+    reported_unsupported: bool,
 }
 
 /// Keeps the five iptables rules.
@@ -107,6 +118,7 @@ impl Sidecar {
                 created_link: None,
                 link_index: None,
                 reported_down: false,
+                marks: Marks::default(),
                 started: false,
             },
         }
@@ -195,12 +207,21 @@ impl AddressKeeper {
         }
         self.link_index = Some(link.index);
 
-        let copies = self
-            .netif
-            .addresses_of(ip)
-            .await
-            .map_err(StepError::Address)?;
-        let found: Vec<Found> = copies.iter().map(Found::from).collect();
+        let every = self.netif.addresses().await.map_err(StepError::Address)?;
+        let all: Vec<Found> = every.iter().map(Found::from).collect();
+        for entry in address::stale(ip, &all)
+            .iter()
+            .filter_map(|at| every.get(*at))
+        {
+            self.netif
+                .delete_address(entry)
+                .await
+                .map_err(StepError::Address)?;
+            info!(ip = %entry.ip, index = entry.index, "removed an address this sidecar added earlier, no longer wanted");
+            self.metrics.repaired("stale_address");
+        }
+        let copies: Vec<&AddressEntry> = every.iter().filter(|entry| entry.ip == ip).collect();
+        let found: Vec<Found> = copies.iter().map(|entry| Found::from(*entry)).collect();
         let plan = address::plan(ip, link.index, &found);
         for copy in plan.delete.iter().filter_map(|at| copies.get(*at)) {
             // The kernel does not change the scope of an existing address: delete and re-add.
@@ -212,13 +233,37 @@ impl AddressKeeper {
                   "removed address from another interface, or with a wrong scope");
             self.metrics.repaired("duplicate_address");
         }
+        // A mark that did not stick the last time will not stick now: the kernel keeps none.
+        let mark = plan.mark && !plan.add && self.marks.attempted;
+        if mark && !self.marks.reported_unsupported {
+            warn!(
+                %ip,
+                "the kernel keeps no address protocol (Linux 5.18 and later do): an address this sidecar added under an earlier IP cannot be recognised; name it with --remove-ip-address"
+            );
+            self.marks.reported_unsupported = true;
+        }
+        let mark = plan.mark && !plan.add && !self.marks.attempted;
         if plan.add {
             self.netif
                 .add_address(&link, ip)
                 .await
                 .map_err(StepError::Address)?;
+            self.marks.attempted = true;
             info!(%ip, interface, "{} address", self.verb());
             self.metrics.repaired("address");
+        } else if plan.deprecate || mark {
+            self.netif
+                .add_address(&link, ip)
+                .await
+                .map_err(StepError::Address)?;
+            self.marks.attempted = true;
+            if plan.deprecate {
+                info!(%ip, interface, "deprecated the address in place: never a source address");
+            }
+            if mark {
+                info!(%ip, interface, "marked the address in place as this sidecar's");
+            }
+            self.metrics.repaired("address_in_place");
         }
         Ok(())
     }
@@ -293,9 +338,17 @@ impl RuleKeeper {
                 .await
                 .map_err(as_error)?
         };
-        for rule in &plan.delete {
+        for rule in &plan.duplicates {
             info!(%rule, "removed duplicate iptables rule");
             self.metrics.repaired("duplicate_rule");
+        }
+        for rule in &plan.adopted {
+            info!(%rule, "adopted iptables rule: comment added in place");
+            self.metrics.repaired("adopted_rule");
+        }
+        for rule in &plan.stale {
+            info!(%rule, "removed iptables rule no longer wanted");
+            self.metrics.repaired("stale_rule");
         }
         for rule in &plan.insert {
             info!(%rule, why = rule.why, "{} iptables rule", self.verb());

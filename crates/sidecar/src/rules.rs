@@ -3,59 +3,127 @@
 
 //! The five iptables rules, pure: what they are, how to find them in `iptables-save` output, and
 //! the `iptables-restore` input that makes a ruleset exact.
+//!
+//! Every rule carries a comment naming the project and the rule's purpose, so that the sidecar
+//! recognises what it wrote: a commented rule no longer wanted (the IP or the port changed) is
+//! removed, and the same rule without the comment (as the Go original wrote it) is adopted,
+//! replaced by the commented form where it stands.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
+
+/// How every comment the sidecar writes begins.
+pub const COMMENT_PREFIX: &str = "apiserver-proxy: ";
 
 /// One rule the sidecar keeps, in the canonical form `iptables-save` prints.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
     pub table: &'static str,
     pub chain: &'static str,
-    /// The rule after `-A CHAIN`, as whitespace-separated tokens.
+    /// The rule after `-A CHAIN`, with its comment, as tokens (a quoted token unquoted).
     pub spec: Vec<String>,
-    /// Why the rule exists, for logs and docs.
+    /// The same rule without the comment, as the Go original wrote it.
+    pub bare: Vec<String>,
+    /// Why the rule exists, for logs, docs and its comment.
     pub why: &'static str,
+}
+
+/// A rule found in a dump, to be deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    pub table: String,
+    pub chain: String,
+    pub spec: Vec<String>,
+}
+
+/// Tokens as `iptables-restore` reads them: quoted when they hold a space or a quote.
+fn quoted(spec: &[String]) -> String {
+    let quote = |token: &String| {
+        if token.is_empty() || token.contains([' ', '"', '\\', '\t']) {
+            format!("\"{}\"", token.replace('\\', "\\\\").replace('"', "\\\""))
+        } else {
+            token.clone()
+        }
+    };
+    spec.iter().map(quote).collect::<Vec<_>>().join(" ")
+}
+
+/// Splits an `iptables-save` rule into tokens, unquoting `"..."` (with `\"` and `\\` escapes).
+fn tokens(line: &str) -> Vec<String> {
+    let mut tokens = Vec::new();
+    let mut chars = line.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        if c.is_whitespace() {
+            chars.next();
+            continue;
+        }
+        let mut token = String::new();
+        if c == '"' {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => token.extend(chars.next()),
+                    '"' => break,
+                    c => token.push(c),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                token.push(c);
+                chars.next();
+            }
+        }
+        tokens.push(token);
+    }
+    tokens
 }
 
 impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "-t {} {} {}",
-            self.table,
-            self.chain,
-            self.spec.join(" ")
-        )
+        write!(f, "-t {} {} {}", self.table, self.chain, quoted(&self.spec))
+    }
+}
+
+impl Rule {
+    /// The rule as `iptables-save` prints it: `-A CHAIN ...`.
+    pub fn saved(&self) -> String {
+        format!("-A {} {}", self.chain, quoted(&self.spec))
+    }
+}
+
+impl fmt::Display for Line {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "-t {} {} {}", self.table, self.chain, quoted(&self.spec))
     }
 }
 
 /// The five rules for a proxy listening on `ip`:`port`, in the order of the original README.
 pub fn wanted_rules(ip: IpAddr, port: u16) -> Vec<Rule> {
-    let host = match ip {
-        IpAddr::V4(_) => format!("{ip}/32"),
-        IpAddr::V6(_) => format!("{ip}/128"),
-    };
-    let rule = |table, chain, direction: &str, port_match: &str, target: &str, why| Rule {
-        table,
-        chain,
-        spec: [
-            direction,
-            &host,
-            "-p",
-            "tcp",
-            "-m",
-            "tcp",
-            port_match,
-            &port.to_string(),
-            "-j",
-            target,
-        ]
-        .iter()
-        .map(|token| token.to_string())
-        .collect(),
-        why,
+    let host = format!("{ip}/{}", crate::netif::full_prefix(ip));
+    let port = port.to_string();
+    let rule = |table, chain, direction: &str, port_match: &str, target: &str, why| {
+        let matches = [
+            direction, &host, "-p", "tcp", "-m", "tcp", port_match, &port,
+        ];
+        let comment = format!("{COMMENT_PREFIX}{why}");
+        let to_strings = |tokens: &[&str]| tokens.iter().map(|t| t.to_string()).collect::<Vec<_>>();
+        Rule {
+            table,
+            chain,
+            spec: to_strings(
+                &[
+                    &matches[..],
+                    &["-m", "comment", "--comment", &comment, "-j", target],
+                ]
+                .concat(),
+            ),
+            bare: to_strings(&[&matches[..], &["-j", target]].concat()),
+            why,
+        }
     };
     vec![
         rule(
@@ -80,7 +148,7 @@ pub fn wanted_rules(ip: IpAddr, port: u16) -> Vec<Rule> {
             "-s",
             "--sport",
             "NOTRACK",
-            "the proxy's replies need no conntrack entry",
+            "replies from the local proxy need no conntrack entry",
         ),
         rule(
             "filter",
@@ -122,7 +190,7 @@ impl Ruleset {
                     ruleset.chain_names.push(name.to_string());
                 }
             } else if let Some(rule) = line.strip_prefix("-A ") {
-                let mut tokens = rule.split_whitespace().map(str::to_string);
+                let mut tokens = tokens(rule).into_iter();
                 if let Some(chain) = tokens.next() {
                     ruleset
                         .chains
@@ -143,39 +211,45 @@ impl Ruleset {
             .map_or(&[], Vec::as_slice)
     }
 
-    /// Where the copies of `rule` are in its chain (0 is the top), top first.
+    /// Where the copies of `rule`, with or without its comment, are in its chain (0 is the
+    /// top), top first.
     pub fn positions(&self, rule: &Rule) -> Vec<usize> {
         self.chain_of(rule)
             .iter()
             .enumerate()
-            .filter(|(_, spec)| **spec == rule.spec)
+            .filter(|(_, spec)| **spec == rule.spec || **spec == rule.bare)
             .map(|(at, _)| at)
             .collect()
     }
 
-    /// How many copies of `rule` the dump holds.
+    /// How many copies of `rule`, with or without its comment, the dump holds.
     pub fn count(&self, rule: &Rule) -> usize {
         self.positions(rule).len()
     }
 
-    /// How many rules above position `at` of `rule`'s chain stay when the copies of the wanted
-    /// rules below their top copy are deleted.
-    fn staying_above(&self, rule: &Rule, at: usize, wanted: &[Rule]) -> usize {
-        let chain = self.chain_of(rule);
-        let is_extra_copy = |position: usize, spec: &Vec<String>| {
-            wanted.iter().any(|other| {
-                other.table == rule.table
-                    && other.chain == rule.chain
-                    && other.spec == *spec
-                    && chain.iter().position(|top| top == spec) < Some(position)
-            })
-        };
-        chain
-            .iter()
-            .take(at)
-            .enumerate()
-            .filter(|(position, spec)| !is_extra_copy(*position, spec))
-            .count()
+    /// The rules carrying the sidecar's comment that are none of `wanted`.
+    fn stale(&self, wanted: &[Rule]) -> Vec<Line> {
+        let mut stale = Vec::new();
+        for ((table, chain), rules) in &self.chains {
+            for spec in rules {
+                let ours = spec
+                    .windows(2)
+                    .any(|pair| pair[0] == "--comment" && pair[1].starts_with(COMMENT_PREFIX));
+                let wanted = wanted
+                    .iter()
+                    .any(|rule| rule.table == table && rule.chain == chain && rule.spec == *spec);
+                if ours && !wanted {
+                    stale.push(Line {
+                        table: table.clone(),
+                        chain: chain.clone(),
+                        spec: spec.clone(),
+                    });
+                }
+            }
+        }
+        // A stable order, for the restore input and the log.
+        stale.sort_by(|a, b| (&a.table, &a.chain, &a.spec).cmp(&(&b.table, &b.chain, &b.spec)));
+        stale
     }
 
     /// Number of rules in every table.
@@ -214,53 +288,110 @@ fn canonical_host(token: &str) -> Option<String> {
     Some(format!("{ip}/{prefix}"))
 }
 
-/// What to change so that each wanted rule is present the right number of times.
+/// What to change so that each wanted rule is present exactly once, with its comment.
 ///
 /// A missing rule is inserted at the top of its chain. A rule in place is never moved: Calico
 /// and kube-proxy insert their own rules at position 1 too, and moving ours back on every sync
 /// would fight them. Of several copies the one nearest the top is kept, as it is the one that
-/// decides: `-D` by rule removes the first match, so every copy is deleted and the top one put
-/// back where it was, all in one atomic `iptables-restore`.
+/// decides; a copy without the comment (the Go original's) is replaced by the commented form
+/// where it stands. `-D` by rule removes the first match, so every copy is deleted and the rule
+/// put back where the top copy was, all in one atomic `iptables-restore`.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Plan {
-    /// Rules to insert at the top of their chain.
+    /// Rules missing, inserted at the top of their chain.
     pub insert: Vec<Rule>,
-    /// Copies to remove, one entry per copy.
-    pub delete: Vec<Rule>,
-    /// Rules with extra copies: deleted too, and put back at this position (1 is the top) of
-    /// their chain as it is after the plan, which is where their top copy was.
+    /// Extra copies removed.
+    pub duplicates: Vec<Line>,
+    /// Rules whose kept copy lacked the comment, rewritten in place.
+    pub adopted: Vec<Rule>,
+    /// Commented rules no longer wanted, removed.
+    pub stale: Vec<Line>,
+    /// Every deletion, in order.
+    delete: Vec<Line>,
+    /// Rules deleted and put back at this position (1 is the top) of their chain as it is
+    /// after the deletions and the rules put back above them.
     reinsert: Vec<(Rule, usize)>,
+}
+
+fn line_of(rule: &Rule, spec: &[String]) -> Line {
+    Line {
+        table: rule.table.to_string(),
+        chain: rule.chain.to_string(),
+        spec: spec.to_vec(),
+    }
 }
 
 impl Plan {
     /// Makes every wanted rule present exactly once, keeping the copy nearest the top.
     pub fn ensure(current: &Ruleset, wanted: &[Rule]) -> Self {
         let mut plan = Plan::default();
+        // Per chain, the positions the plan deletes, and the tops of the rules it puts back.
+        let mut deleted: HashMap<(&str, &str), HashSet<usize>> = HashMap::new();
+        let mut tops: Vec<(&Rule, usize)> = Vec::new();
         for rule in wanted {
-            match current.positions(rule).as_slice() {
-                [] => plan.insert.push(rule.clone()),
-                [_] => {}
-                [top, extra @ ..] => {
-                    plan.delete
-                        .extend(std::iter::repeat_n(rule.clone(), extra.len()));
-                    let position = 1 + current.staying_above(rule, *top, wanted);
-                    plan.reinsert.push((rule.clone(), position));
-                }
+            let chain = current.chain_of(rule);
+            let positions = current.positions(rule);
+            let Some((&top, extra)) = positions.split_first() else {
+                plan.insert.push(rule.clone());
+                continue;
+            };
+            let commented = chain[top] == rule.spec;
+            if commented && extra.is_empty() {
+                continue;
             }
+            if !commented {
+                plan.adopted.push(rule.clone());
+            }
+            for &at in extra {
+                plan.duplicates.push(line_of(rule, &chain[at]));
+            }
+            for &at in &positions {
+                plan.delete.push(line_of(rule, &chain[at]));
+            }
+            deleted
+                .entry((rule.table, rule.chain))
+                .or_default()
+                .extend(&positions);
+            tops.push((rule, top));
         }
-        // Put back top first: each lands below those already back, as it was.
-        plan.reinsert.sort_by_key(|(_, position)| *position);
+        plan.stale = current.stale(wanted);
+        plan.delete.extend(plan.stale.iter().cloned());
+        // Put back top first: each lands below the rules that stay above it and those already
+        // back, as it was.
+        tops.sort_by_key(|(_, top)| *top);
+        for (i, (rule, top)) in tops.iter().enumerate() {
+            let gone = deleted.get(&(rule.table, rule.chain));
+            let staying = (0..*top)
+                .filter(|at| !gone.is_some_and(|gone| gone.contains(at)))
+                .count();
+            let back_above = tops[..i]
+                .iter()
+                .filter(|(other, _)| other.table == rule.table && other.chain == rule.chain)
+                .count();
+            plan.reinsert
+                .push(((*rule).clone(), 1 + staying + back_above));
+        }
         plan
     }
 
-    /// Removes every copy of every wanted rule.
+    /// Removes every copy of every wanted rule, with or without its comment, and every other
+    /// rule carrying the sidecar's comment.
     pub fn remove(current: &Ruleset, wanted: &[Rule]) -> Self {
         let mut plan = Plan::default();
         for rule in wanted {
-            plan.delete
-                .extend(std::iter::repeat_n(rule.clone(), current.count(rule)));
+            let chain = current.chain_of(rule);
+            for at in current.positions(rule) {
+                plan.delete.push(line_of(rule, &chain[at]));
+            }
         }
+        plan.stale = current.stale(wanted);
+        plan.delete.extend(plan.stale.iter().cloned());
         plan
+    }
+
+    /// Every rule the plan deletes (for a teardown, everything it removes).
+    pub fn deletions(&self) -> &[Line] {
+        &self.delete
     }
 
     pub fn is_empty(&self) -> bool {
@@ -269,32 +400,29 @@ impl Plan {
 
     /// The `iptables-restore --noflush` input that carries the plan out atomically per table.
     pub fn restore_input(&self) -> String {
-        let reinsert = || self.reinsert.iter().map(|(rule, _)| rule);
         let mut tables: Vec<&str> = Vec::new();
-        for rule in self.delete.iter().chain(reinsert()).chain(&self.insert) {
-            if !tables.contains(&rule.table) {
-                tables.push(rule.table);
+        let deleted = self.delete.iter().map(|line| line.table.as_str());
+        let inserted = self.insert.iter().map(|rule| rule.table);
+        for table in deleted.chain(inserted) {
+            if !tables.contains(&table) {
+                tables.push(table);
             }
         }
         let mut input = String::new();
         for table in tables {
             input.push_str(&format!("*{table}\n"));
-            for rule in self.delete.iter().chain(reinsert()) {
-                if rule.table == table {
-                    input.push_str(&format!("-D {} {}\n", rule.chain, rule.spec.join(" ")));
-                }
+            for line in self.delete.iter().filter(|line| line.table == table) {
+                input.push_str(&format!("-D {} {}\n", line.chain, quoted(&line.spec)));
             }
-            for (rule, position) in &self.reinsert {
-                if rule.table == table {
-                    input.push_str(&format!(
-                        "-I {} {position} {}\n",
-                        rule.chain,
-                        rule.spec.join(" ")
-                    ));
-                }
+            for (rule, position) in self.reinsert.iter().filter(|(rule, _)| rule.table == table) {
+                input.push_str(&format!(
+                    "-I {} {position} {}\n",
+                    rule.chain,
+                    quoted(&rule.spec)
+                ));
             }
             for rule in self.insert.iter().filter(|rule| rule.table == table) {
-                input.push_str(&format!("-I {} 1 {}\n", rule.chain, rule.spec.join(" ")));
+                input.push_str(&format!("-I {} 1 {}\n", rule.chain, quoted(&rule.spec)));
             }
             input.push_str("COMMIT\n");
         }
@@ -328,7 +456,7 @@ COMMIT
 ";
 
     #[test]
-    fn the_five_rules_of_the_original() {
+    fn the_five_rules_of_the_original_each_with_its_comment() {
         let rules: Vec<String> = wanted_rules(IpAddr::from([10, 96, 0, 2]), 443)
             .iter()
             .map(ToString::to_string)
@@ -336,12 +464,20 @@ COMMIT
         assert_eq!(
             rules,
             [
-                "-t raw PREROUTING -d 10.96.0.2/32 -p tcp -m tcp --dport 443 -j NOTRACK",
-                "-t raw OUTPUT -d 10.96.0.2/32 -p tcp -m tcp --dport 443 -j NOTRACK",
-                "-t raw OUTPUT -s 10.96.0.2/32 -p tcp -m tcp --sport 443 -j NOTRACK",
-                "-t filter INPUT -d 10.96.0.2/32 -p tcp -m tcp --dport 443 -j ACCEPT",
-                "-t filter OUTPUT -s 10.96.0.2/32 -p tcp -m tcp --sport 443 -j ACCEPT",
+                "-t raw PREROUTING -d 10.96.0.2/32 -p tcp -m tcp --dport 443 -m comment --comment \"apiserver-proxy: incoming connections to the local proxy need no conntrack entry\" -j NOTRACK",
+                "-t raw OUTPUT -d 10.96.0.2/32 -p tcp -m tcp --dport 443 -m comment --comment \"apiserver-proxy: connections from this host to the local proxy need no conntrack entry\" -j NOTRACK",
+                "-t raw OUTPUT -s 10.96.0.2/32 -p tcp -m tcp --sport 443 -m comment --comment \"apiserver-proxy: replies from the local proxy need no conntrack entry\" -j NOTRACK",
+                "-t filter INPUT -d 10.96.0.2/32 -p tcp -m tcp --dport 443 -m comment --comment \"apiserver-proxy: untracked packets to the proxy must not be dropped by INVALID-state rules\" -j ACCEPT",
+                "-t filter OUTPUT -s 10.96.0.2/32 -p tcp -m tcp --sport 443 -m comment --comment \"apiserver-proxy: untracked replies from the proxy must not be dropped by INVALID-state rules\" -j ACCEPT",
             ]
+        );
+        let bare: Vec<String> = wanted_rules(IpAddr::from([10, 96, 0, 2]), 443)
+            .iter()
+            .map(|rule| rule.bare.join(" "))
+            .collect();
+        assert_eq!(
+            bare[0],
+            "-d 10.96.0.2/32 -p tcp -m tcp --dport 443 -j NOTRACK"
         );
     }
 
@@ -367,18 +503,33 @@ COMMIT
     }
 
     #[test]
-    fn ensure_inserts_missing_and_deletes_extra_copies() {
+    fn ensure_adopts_the_bare_copies_and_deletes_extra_ones() {
         let wanted = wanted_rules(IpAddr::from([10, 96, 0, 2]), 443);
         let plan = Plan::ensure(&Ruleset::parse(V4_SAVE), &wanted);
         assert_eq!(plan.insert, [wanted[3].clone()]);
-        assert_eq!(plan.delete, [wanted[2].clone()]);
+        assert_eq!(plan.duplicates.len(), 1);
+        assert_eq!(plan.duplicates[0].spec, wanted[2].bare);
+        // Every rule in place was written by the Go original, without a comment.
         assert_eq!(
-            plan.restore_input(),
-            "*raw\n-D OUTPUT -s 10.96.0.2/32 -p tcp -m tcp --sport 443 -j NOTRACK\n\
-             -D OUTPUT -s 10.96.0.2/32 -p tcp -m tcp --sport 443 -j NOTRACK\n\
-             -I OUTPUT 2 -s 10.96.0.2/32 -p tcp -m tcp --sport 443 -j NOTRACK\nCOMMIT\n\
-             *filter\n-I INPUT 1 -d 10.96.0.2/32 -p tcp -m tcp --dport 443 -j ACCEPT\nCOMMIT\n"
+            plan.adopted,
+            [
+                wanted[0].clone(),
+                wanted[1].clone(),
+                wanted[2].clone(),
+                wanted[4].clone()
+            ]
         );
+        assert!(plan.stale.is_empty());
+        let input = plan.restore_input();
+        assert!(
+            input.starts_with(
+                "*raw\n-D PREROUTING -d 10.96.0.2/32 -p tcp -m tcp --dport 443 -j NOTRACK\n"
+            ),
+            "{input}"
+        );
+        assert!(input.contains(&format!("-I PREROUTING 1 {}\n", quoted(&wanted[0].spec))));
+        assert!(input.contains(&format!("-I INPUT 1 {}\n", quoted(&wanted[3].spec))));
+        assert_eq!(input.matches("COMMIT").count(), 2);
     }
 
     #[test]
@@ -386,29 +537,82 @@ COMMIT
         let wanted = wanted_rules(IpAddr::from([10, 96, 0, 2]), 443);
         let plan = Plan::ensure(&Ruleset::parse(""), &wanted);
         assert_eq!(plan.insert, wanted);
-        assert!(plan.delete.is_empty());
+        assert!(plan.deletions().is_empty());
         let input = plan.restore_input();
         assert!(input.starts_with("*raw\n-I PREROUTING 1 -d 10.96.0.2/32"));
         assert_eq!(input.matches("COMMIT").count(), 2);
     }
 
-    #[test]
-    fn steady_state_plans_nothing() {
-        let wanted = wanted_rules(IpAddr::from([10, 96, 0, 2]), 443);
-        let save: String = wanted
+    /// An `iptables-save` dump holding exactly `rules`.
+    fn dump(rules: &[Rule]) -> String {
+        rules
             .iter()
             .map(|rule| {
                 format!(
                     "*{}\n-A {} {}\nCOMMIT\n",
                     rule.table,
                     rule.chain,
-                    rule.spec.join(" ")
+                    quoted(&rule.spec)
                 )
             })
-            .collect();
-        let plan = Plan::ensure(&Ruleset::parse(&save), &wanted);
-        assert!(plan.is_empty());
+            .collect()
+    }
+
+    #[test]
+    fn steady_state_plans_nothing() {
+        let wanted = wanted_rules(IpAddr::from([10, 96, 0, 2]), 443);
+        let plan = Plan::ensure(&Ruleset::parse(&dump(&wanted)), &wanted);
+        assert!(plan.is_empty(), "{plan:?}");
         assert_eq!(plan.restore_input(), "");
+    }
+
+    #[test]
+    fn commented_rules_no_longer_wanted_are_removed_and_foreign_ones_kept() {
+        let old = wanted_rules(IpAddr::from([10, 96, 0, 9]), 443);
+        let old_port = wanted_rules(IpAddr::from([10, 96, 0, 2]), 6443);
+        let wanted = wanted_rules(IpAddr::from([10, 96, 0, 2]), 443);
+        let foreign = "*filter\n-A INPUT -s 192.0.2.1/32 -m comment --comment \"kube-proxy: x y\" -j ACCEPT\n\
+                       -A INPUT -s 192.0.2.2/32 -m comment --comment apiserver-proxy -j ACCEPT\nCOMMIT\n";
+        let save = format!(
+            "{}{}{}{foreign}",
+            dump(&old),
+            dump(&old_port),
+            dump(&wanted)
+        );
+        let plan = Plan::ensure(&Ruleset::parse(&save), &wanted);
+        assert!(plan.insert.is_empty() && plan.adopted.is_empty() && plan.duplicates.is_empty());
+        assert_eq!(plan.stale.len(), 10, "{plan:?}");
+        assert!(
+            plan.stale
+                .iter()
+                .all(|line| !line.spec.contains(&"10.96.0.2/32".to_string())
+                    || line.spec.contains(&"6443".to_string()))
+        );
+        // Teardown removes ours, current and stale, and nothing foreign.
+        let plan = Plan::remove(&Ruleset::parse(&save), &wanted);
+        assert_eq!(plan.deletions().len(), 15);
+        let input = plan.restore_input();
+        assert!(!input.contains("192.0.2."), "{input}");
+    }
+
+    #[test]
+    fn tokens_round_trip_through_quoting() {
+        let cases: &[(&str, &[&str])] = &[
+            ("-j ACCEPT", &["-j", "ACCEPT"]),
+            ("--comment \"a b\" -j X", &["--comment", "a b", "-j", "X"]),
+            (
+                "--comment \"say \\\"hi\\\"\" -j X",
+                &["--comment", "say \"hi\"", "-j", "X"],
+            ),
+            ("--comment \"back\\\\slash\"", &["--comment", "back\\slash"]),
+            ("--comment \"\"", &["--comment", ""]),
+            ("  -p   tcp  ", &["-p", "tcp"]),
+        ];
+        for (line, want) in cases {
+            let got = tokens(line);
+            assert_eq!(got, *want, "{line}");
+            assert_eq!(tokens(&quoted(&got)), got, "{line}");
+        }
     }
 
     #[test]
@@ -480,12 +684,27 @@ COMMIT
     #[test]
     fn of_several_copies_the_one_nearest_the_top_stays_where_it_is() {
         let wanted = wanted_rules(IpAddr::from([10, 96, 0, 2]), 443);
-        let spec = |at: usize| wanted[at].spec.join(" ");
+        let spec = |at: usize| quoted(&wanted[at].spec);
         let (d_out, s_out) = (spec(1), spec(2));
         let (accept, drop) = (spec(3), "-p tcp -m tcp --dport 443 -j DROP".to_string());
+        let bare_accept = wanted[3].bare.join(" ");
         let foreign = "-s 192.0.2.1/32 -j ACCEPT".to_string();
         // (table, chain, rules top first, expected after the sync)
         let cases: Vec<(&str, &str, Vec<&String>, Vec<&String>)> = vec![
+            // The Go original's rule below a foreign one: the commented form takes its place.
+            (
+                "filter",
+                "INPUT",
+                vec![&foreign, &bare_accept, &drop],
+                vec![&foreign, &accept, &drop],
+            ),
+            // Of a bare copy above and a commented one below, the place of the top one wins.
+            (
+                "filter",
+                "INPUT",
+                vec![&bare_accept, &drop, &accept],
+                vec![&accept, &drop],
+            ),
             // The finding: a DROP appended, then a second ACCEPT below it.
             (
                 "filter",
@@ -556,7 +775,7 @@ COMMIT
         let wanted = wanted_rules(IpAddr::from([10, 96, 0, 2]), 443);
         let plan = Plan::remove(&Ruleset::parse(V4_SAVE), &wanted);
         assert!(plan.insert.is_empty());
-        assert_eq!(plan.delete.len(), 5);
+        assert_eq!(plan.deletions().len(), 5);
         assert!(Plan::remove(&Ruleset::parse(""), &wanted).is_empty());
     }
 }

@@ -32,7 +32,7 @@ impl RuleKeeper {
             Err(error) => errors.push(error),
             Ok(Some(firewall)) => match firewall.remove(&self.wanted).await {
                 Ok(plan) => {
-                    for rule in &plan.delete {
+                    for rule in plan.deletions() {
                         info!(%rule, "removed iptables rule");
                     }
                 }

@@ -109,7 +109,7 @@ fn sidecar_survives_chaos_and_converges_to_the_exact_state() {
             }
             3 => {
                 // Duplicate copies of one of the five rules, appended behind the sidecar's back.
-                let (table, line) = &support::expected_rules(HOST, 443)[chaos.next(5) as usize];
+                let (table, line) = &support::bare_rules(HOST, 443)[chaos.next(5) as usize];
                 let mut args = vec!["-t", table.as_str()];
                 args.extend(line.split_whitespace());
                 for _ in 0..=chaos.next(3) {
@@ -169,7 +169,7 @@ fn sidecar_survives_chaos_and_converges_to_the_exact_state() {
     );
 
     // Then each kind of breakage once more, alone: the sidecar repairs it and its log names it.
-    let (raw_table, raw_line) = &support::expected_rules(HOST, 443)[0];
+    let (raw_table, raw_line) = &support::bare_rules(HOST, 443)[0];
     let mut duplicate = vec!["-t", raw_table.as_str()];
     duplicate.extend(raw_line.split_whitespace());
     let breakages: [(&str, &str, Vec<&str>); 4] = [

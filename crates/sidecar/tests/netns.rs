@@ -714,6 +714,7 @@ fn missing_iptables_binaries_are_named() {
 #[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn daemon_keeps_retrying_until_iptables_appears() {
     let ns = Netns::new("retrybin");
+    ns.sh("ip", &["link", "set", "lo", "up"]);
     let bin = ns.dir().join("bin");
     std::fs::create_dir(&bin).expect("bin dir");
     let mut command = ns.sidecar(&[
@@ -721,6 +722,7 @@ fn daemon_keeps_retrying_until_iptables_appears() {
         IP,
         "--setup-iptables",
         "--sync-interval=500ms",
+        "--metrics-bind-address=127.0.0.1:16913",
     ]);
     command.env("PATH", &bin);
     let mut daemon = ns.spawn_logged(command);
@@ -743,6 +745,22 @@ fn daemon_keeps_retrying_until_iptables_appears() {
         1,
         "the address does not wait for iptables"
     );
+    // Not ready, and /readyz says what is missing; alive all the same.
+    let readyz = || {
+        ns.http_get("http://127.0.0.1:16913/readyz")
+            .unwrap_or_default()
+    };
+    let not_ready = readyz();
+    assert!(
+        not_ready.starts_with("not ready:\n- iptables rules: ")
+            && not_ready.contains("-save not found")
+            && !not_ready.contains("- address"),
+        "{not_ready}"
+    );
+    assert!(
+        ns.http_get("http://127.0.0.1:16913/healthz")
+            .is_some_and(|body| body.starts_with("ok"))
+    );
     // The binaries appear (e.g. a fixed image): the next retry picks a backend and writes.
     for tool in [
         "iptables-nft-save",
@@ -756,6 +774,11 @@ fn daemon_keeps_retrying_until_iptables_appears() {
         wait_for(Duration::from_secs(5), || all_rules_in_place(&ns)).is_some(),
         "{}",
         log()
+    );
+    assert!(
+        wait_for(Duration::from_secs(5), || readyz() == "ready\n").is_some(),
+        "{}",
+        readyz()
     );
     assert!(daemon.is_running(), "the daemon died: {}", log());
 }

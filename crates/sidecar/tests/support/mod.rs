@@ -254,21 +254,33 @@ pub fn wait_for(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Dura
     None
 }
 
-/// The five rules' lines in `iptables-save` form for `ip/prefix` and `port`.
+/// The five rules' lines in `iptables-save` form (with their comments) for `ip/prefix` and
+/// `port`, by table.
 pub fn expected_rules(host: &str, port: u16) -> [(String, String); 5] {
-    let rule = |table: &str, chain: &str, direction: &str, port_match: &str, target: &str| {
+    let ip = host
+        .split('/')
+        .next()
+        .and_then(|ip| ip.parse().ok())
+        .expect("IP/PREFIX");
+    let rules = sidecar::rules::wanted_rules(ip, port);
+    std::array::from_fn(|at| (rules[at].table.to_string(), rules[at].saved()))
+}
+
+/// The same lines as the Go original wrote them, without comments.
+pub fn bare_rules(host: &str, port: u16) -> [(String, String); 5] {
+    let ip = host
+        .split('/')
+        .next()
+        .and_then(|ip| ip.parse().ok())
+        .expect("IP/PREFIX");
+    let rules = sidecar::rules::wanted_rules(ip, port);
+    std::array::from_fn(|at| {
+        let rule = &rules[at];
         (
-            table.to_string(),
-            format!("-A {chain} {direction} {host} -p tcp -m tcp {port_match} {port} -j {target}"),
+            rule.table.to_string(),
+            format!("-A {} {}", rule.chain, rule.bare.join(" ")),
         )
-    };
-    [
-        rule("raw", "PREROUTING", "-d", "--dport", "NOTRACK"),
-        rule("raw", "OUTPUT", "-d", "--dport", "NOTRACK"),
-        rule("raw", "OUTPUT", "-s", "--sport", "NOTRACK"),
-        rule("filter", "INPUT", "-d", "--dport", "ACCEPT"),
-        rule("filter", "OUTPUT", "-s", "--sport", "ACCEPT"),
-    ]
+    })
 }
 
 impl Netns {
