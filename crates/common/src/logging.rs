@@ -896,13 +896,16 @@ mod tests {
         assert_eq!(lines.len(), 2, "{text}");
         // I1130 14:39:27.273949      42 logging.rs:600] "added address" ...
         let (header, rest) = lines[0].split_once("] ").expect("header");
-        assert!(header.starts_with('I'), "{header}");
+        // Severity, mmdd, time with microseconds, the pid right-aligned in 7, file:line.
+        let bytes = header.as_bytes();
+        assert_eq!(bytes[0], b'I', "{header}");
+        assert!(bytes[1..5].iter().all(u8::is_ascii_digit), "{header}");
+        assert_eq!(&header[5..6], " ");
         assert_eq!(
-            header.len(),
-            "I1130 14:39:27.273949      42 logging.rs:".len()
-                + header.rsplit(':').next().map_or(0, str::len),
-            "{header}"
+            (&header[8..9], &header[11..12], &header[14..15]),
+            (":", ":", ".")
         );
+        assert!(bytes[15..21].iter().all(u8::is_ascii_digit), "{header}");
         assert!(header.contains("      42 logging.rs:"), "{header}");
         assert_eq!(
             rest,
