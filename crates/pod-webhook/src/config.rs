@@ -76,6 +76,12 @@ pub struct Limits {
     /// waits for others to finish (it never fails for it); one larger than the whole budget
     /// takes all of it. Bounds memory when many large pods arrive together.
     pub body_budget_bytes: usize,
+    /// The first bytes of each body, read without a share of the body budget: small reviews
+    /// never wait for it, and a body takes its share only once more than this has arrived.
+    pub body_unbudgeted_bytes: usize,
+    /// Once a body has its share of the budget, time for the rest of it to arrive: a client
+    /// that stops sending cannot hold the share for long.
+    pub body_fill_timeout: Duration,
     /// HTTP/2: streams open at once on one connection.
     pub h2_max_concurrent_streams: u32,
     /// HTTP/2: streams reset by the client before being handled (rapid reset, CVE-2023-44487).
@@ -93,6 +99,8 @@ impl Default for Limits {
             max_header_bytes: 16 * 1024,
             max_body_bytes: 7 * 1024 * 1024,
             body_budget_bytes: 1024 * 1024,
+            body_unbudgeted_bytes: 16 * 1024,
+            body_fill_timeout: Duration::from_secs(2),
             h2_max_concurrent_streams: 100,
             h2_max_pending_reset_streams: 20,
         }

@@ -72,7 +72,7 @@ struct Shared {
     ready: AtomicBool,
     terminating: AtomicBool,
     /// Permits for bytes of request bodies in memory ([`crate::config::Limits::body_budget_bytes`]).
-    body_budget: Semaphore,
+    body_budget: Arc<Semaphore>,
     body_budget_permits: u32,
 }
 
@@ -138,7 +138,7 @@ impl Webhook {
                 metrics: Arc::new(Metrics::new(WEBHOOK_PATH)),
                 ready: AtomicBool::new(false),
                 terminating: AtomicBool::new(false),
-                body_budget: Semaphore::new(body_budget_permits as usize),
+                body_budget: Arc::new(Semaphore::new(body_budget_permits as usize)),
                 body_budget_permits,
             }),
         })
@@ -711,33 +711,67 @@ async fn answer(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body
     if declared.is_some_and(|len| len > limits.max_body_bytes as u64) {
         return Err(too_large());
     }
-    // Wait for room in the body budget before reading: the declared length, or the whole
-    // budget for a body of unknown length (kube-apiserver always declares it). Held until the
-    // review is done, since the review borrows from the body.
-    let want = declared.map_or(u64::MAX, |len| len.max(1));
-    let permits = u32::try_from(want)
-        .unwrap_or(u32::MAX)
-        .min(shared.body_budget_permits);
-    let _budget = shared
-        .body_budget
-        .acquire_many(permits)
-        .await
-        // Never closed; should it ever be, refuse rather than read unbounded.
-        .map_err(|_| Failure::new(StatusCode::SERVICE_UNAVAILABLE, "body budget closed"))?;
-    // Read into one buffer sized by Content-Length (kube-apiserver sends it): one copy, no
-    // list of chunks to join afterwards.
-    let capacity = declared.map_or(0, |len| len as usize).min(1 << 20);
-    let mut body = Vec::with_capacity(capacity);
     let mut incoming = req.into_body();
-    while let Some(frame) = incoming.frame().await {
+    let mut body = Vec::with_capacity(
+        declared
+            .map_or(0, |len| len as usize)
+            .min(limits.body_unbudgeted_bytes),
+    );
+    // The share of the body budget, taken only once the bytes beyond the unbudgeted part have
+    // begun to arrive, so that a head announcing a large body and sending nothing holds none
+    // of it; from then on the rest must arrive within the fill timeout. Held until the review
+    // is done, since the review borrows from the body.
+    let mut budget = None;
+    let mut fill_deadline = None;
+    loop {
+        let frame = match fill_deadline {
+            None => incoming.frame().await,
+            Some(at) => tokio::time::timeout_at(at, incoming.frame())
+                .await
+                .map_err(|_| {
+                    Failure::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        format!(
+                            "body not received within {:?} of getting its share of the memory budget",
+                            limits.body_fill_timeout
+                        ),
+                    )
+                })?,
+        };
+        let Some(frame) = frame else { break };
         let frame = frame
             .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, format!("cannot read body: {e}")))?;
-        if let Ok(data) = frame.into_data() {
-            if body.len() + data.len() > limits.max_body_bytes {
-                return Err(too_large());
-            }
-            body.extend_from_slice(&data);
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let len = body.len() + data.len();
+        if len > limits.max_body_bytes {
+            return Err(too_large());
         }
+        if budget.is_none() && len > limits.body_unbudgeted_bytes {
+            let permits = budget_permits(declared, shared.body_budget_permits);
+            budget = Some(
+                shared
+                    .body_budget
+                    .clone()
+                    .acquire_many_owned(permits)
+                    .await
+                    // Never closed; should it ever be, refuse rather than read unbounded.
+                    .map_err(|_| {
+                        Failure::new(StatusCode::SERVICE_UNAVAILABLE, "body budget closed")
+                    })?,
+            );
+            fill_deadline = Some(tokio::time::Instant::now() + limits.body_fill_timeout);
+            // One buffer sized by Content-Length (kube-apiserver sends it): one copy, no list
+            // of chunks to join afterwards.
+            body.reserve(
+                declared
+                    .map_or(0, |d| d as usize)
+                    .min(1 << 20)
+                    .saturating_sub(body.len()),
+            );
+        }
+        body.extend_from_slice(&data);
     }
 
     let answer = guarded(|| review::review(&body, &shared.config.mutate))?
@@ -754,6 +788,13 @@ async fn answer(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body
         Outcome::NotApplicable => {}
     }
     Ok(response(StatusCode::OK, "application/json", answer.body))
+}
+
+/// The share of the body budget a body takes: its declared length, or the whole budget for a
+/// body of unknown length (kube-apiserver always declares it); at most the whole budget.
+fn budget_permits(declared: Option<u64>, budget: u32) -> u32 {
+    let want = declared.map_or(u64::MAX, |len| len.max(1));
+    u32::try_from(want).unwrap_or(u32::MAX).min(budget)
 }
 
 fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
@@ -813,6 +854,21 @@ mod tests {
         assert_eq!(caught, Err("handler bug".to_owned()));
         let fine = CatchPanic(Box::pin(async { 5 })).await;
         assert_eq!(fine, Ok(5));
+    }
+
+    #[test]
+    fn budget_share() {
+        let budget = 1 << 20;
+        for (declared, want) in [
+            (Some(0), 1),
+            (Some(80_000), 80_000),
+            (Some(1 << 20), budget),
+            (Some(7_000_000), budget),
+            (Some(u64::MAX), budget),
+            (None, budget),
+        ] {
+            assert_eq!(budget_permits(declared, budget), want, "{declared:?}");
+        }
     }
 
     #[test]
