@@ -82,6 +82,9 @@ pub struct Limits {
     /// Once a body has its share of the budget, time for the rest of it to arrive: a client
     /// that stops sending cannot hold the share for long.
     pub body_fill_timeout: Duration,
+    /// The largest answer to a request with a smaller body; an answer larger than this and
+    /// than its request's body is refused (400).
+    pub answer_unbudgeted_bytes: usize,
     /// HTTP/2: streams open at once on one connection.
     pub h2_max_concurrent_streams: u32,
     /// HTTP/2: streams reset by the client before being handled (rapid reset, CVE-2023-44487).
@@ -101,6 +104,7 @@ impl Default for Limits {
             body_budget_bytes: 1024 * 1024,
             body_unbudgeted_bytes: 16 * 1024,
             body_fill_timeout: Duration::from_secs(2),
+            answer_unbudgeted_bytes: 64 * 1024,
             h2_max_concurrent_streams: 100,
             h2_max_pending_reset_streams: 20,
         }

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
+use http_body_util::BodyExt;
+use hyper::body::{Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderValue};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -24,7 +24,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulConnection;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, error, info, warn};
 
@@ -535,14 +535,56 @@ impl Failure {
     }
 }
 
-type Body = Full<Bytes>;
+/// The most bytes handed to hyper at once: a client that does not read holds the rest back
+/// here rather than in hyper's or h2's buffers.
+const CHUNK: usize = 16 * 1024;
+
+/// A response body: the whole answer in memory, handed out in slices, holding the request's
+/// share of the memory budget until it has been sent (or the connection is gone).
+#[derive(Debug, Default)]
+struct Body {
+    rest: Bytes,
+    share: Option<OwnedSemaphorePermit>,
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if this.rest.is_empty() {
+            this.share = None;
+            return Poll::Ready(None);
+        }
+        let chunk = this.rest.split_to(this.rest.len().min(CHUNK));
+        if this.rest.is_empty() {
+            this.share = None;
+        }
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.rest.len() as u64)
+    }
+}
 
 fn response(
     status: StatusCode,
     content_type: &'static str,
     body: impl Into<Bytes>,
 ) -> Response<Body> {
-    let mut resp = Response::new(Full::new(body.into()));
+    let mut resp = Response::new(Body {
+        rest: body.into(),
+        share: None,
+    });
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -776,6 +818,24 @@ async fn answer(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body
 
     let answer = guarded(|| review::review(&body, &shared.config.mutate))?
         .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    // The answer must fit in the memory the request already holds, its body (freed once
+    // reviewed; at least its share of the budget), or else in the unbudgeted answer size.
+    let may_hold = body.len().max(limits.answer_unbudgeted_bytes);
+    if answer.body.len() > may_hold {
+        return Err(Failure::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the answer would be {} bytes, larger than both the request body and {} bytes; \
+                 the pod has {} containers to patch",
+                answer.body.len(),
+                limits.answer_unbudgeted_bytes,
+                match answer.outcome {
+                    Outcome::Mutated { containers } => containers,
+                    _ => 0,
+                }
+            ),
+        ));
+    }
     match &answer.outcome {
         Outcome::Mutated { containers } => {
             shared.metrics.pods_mutated.inc();
@@ -787,7 +847,10 @@ async fn answer(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body
         }
         Outcome::NotApplicable => {}
     }
-    Ok(response(StatusCode::OK, "application/json", answer.body))
+    drop(body);
+    let mut resp = response(StatusCode::OK, "application/json", answer.body);
+    resp.body_mut().share = budget;
+    Ok(resp)
 }
 
 /// The share of the body budget a body takes: its declared length, or the whole budget for a

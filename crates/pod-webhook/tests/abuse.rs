@@ -116,3 +116,111 @@ async fn a_body_that_stops_loses_its_share() {
     // Reviews go on as before.
     timed_reviews(&client, addr, 0).await;
 }
+
+/// A Pod CREATE review whose `spec.containers` is `n` empty objects.
+fn empty_containers_review(n: usize) -> String {
+    let mut containers = String::with_capacity(3 * n + 2);
+    containers.push('[');
+    for i in 0..n {
+        containers.push_str(if i == 0 { "{}" } else { ",{}" });
+    }
+    containers.push(']');
+    admission(V1, "many", json!({"spec": {"containers": "CONTAINERS"}}))
+        .to_string()
+        .replace("\"CONTAINERS\"", &containers)
+}
+
+/// 400,000 and 1,000,000 empty containers (1.2 and 3 MB) get a short 400 naming the limit, not
+/// a patch of 64 and 161 MB, and the binary's peak memory grows by a small multiple of the
+/// body at most.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_empty_containers_get_a_short_refusal() {
+    let certs = Certs::new();
+    let (server, addr) = spawn_binary(&certs, &[], std::process::Stdio::null()).await;
+    let pid = server.0.id();
+    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let base = status_kib(pid, "VmHWM:");
+    for n in [400_000, 1_000_000] {
+        let body = empty_containers_review(n);
+        let body_kib = body.len() as u64 / 1024;
+        let reply = tokio::time::timeout(
+            Duration::from_secs(30),
+            client.once(addr, review_request(body)),
+        )
+        .await
+        .expect("answered within 30 s")
+        .expect("review");
+        let text = reply.text();
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{}",
+            text.chars().take(300).collect::<String>()
+        );
+        assert!(
+            text.contains("spec.containers: more than 1000 entries"),
+            "{}",
+            text.chars().take(300).collect::<String>()
+        );
+        assert!(
+            reply.body.len() < 1024,
+            "answer of {} bytes",
+            reply.body.len()
+        );
+        let peak = status_kib(pid, "VmHWM:");
+        eprintln!(
+            "{n} empty containers, body {body_kib} KiB: peak RSS {base} KiB before, {peak} KiB after"
+        );
+        assert!(
+            peak <= base + 3 * body_kib + 4096,
+            "peak RSS grew from {base} to {peak} KiB for a {body_kib} KiB body"
+        );
+    }
+}
+
+/// Within the container limit, an answer larger than both the request's share of the memory
+/// budget and the unbudgeted answer size is refused; an ordinary many-container pod is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_larger_than_the_request_may_hold_is_refused() {
+    let certs = Certs::new();
+    let server = Server::start(config(certs.dir.path())).await;
+    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let most = vec![json!({}); 1000];
+    let body = admission(
+        V1,
+        "most",
+        json!({"spec": {"initContainers": most, "containers": most}}),
+    )
+    .to_string();
+    let reply = client
+        .once(server.addr, review_request(body))
+        .await
+        .expect("review");
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
+    assert!(
+        reply.text().contains("the answer would be")
+            && reply
+                .text()
+                .contains("the pod has 2000 containers to patch"),
+        "{}",
+        reply.text()
+    );
+
+    let fifty: Vec<_> = (0..50)
+        .map(|i| json!({"name": format!("c{i}"), "image": "registry.example/app:1"}))
+        .collect();
+    let pod = json!({"spec": {"initContainers": fifty, "containers": fifty}});
+    let reply = client
+        .once(
+            server.addr,
+            review_request(admission(V1, "fifty", pod.clone()).to_string()),
+        )
+        .await
+        .expect("review");
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let patched = apply(&pod, &reply.json());
+    assert_eq!(
+        patched["spec"]["containers"][49]["env"][0]["name"],
+        "KUBERNETES_SERVICE_HOST"
+    );
+}

@@ -415,6 +415,73 @@ pub async fn read_until_close(stream: &mut TlsStream<TcpStream>, limit: Duration
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`), in KiB.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("server status");
+    status
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field)?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("{field} missing in /proc/{pid}/status"))
+}
+
+/// A port free on 127.0.0.1 a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// A child process killed and reaped when dropped.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The webhook binary serving `certs` on 127.0.0.1 with `extra` flags, logging to `log`;
+/// returned once `/readyz` answers 200.
+pub async fn spawn_binary(
+    certs: &Certs,
+    extra: &[&str],
+    log: std::process::Stdio,
+) -> (KillOnDrop, SocketAddr) {
+    let port = free_port();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_apiserver-proxy-pod-webhook"))
+        .args(["--apiserver-fqdn=foo.bar.", "--host=127.0.0.1"])
+        .arg(format!("--port={port}"))
+        .arg("--cert-dir")
+        .arg(certs.dir.path())
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start the webhook");
+    let child = KillOnDrop(child);
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    for _ in 0..400 {
+        if let Ok(reply) = client.once(addr, get("/readyz")).await
+            && reply.status == StatusCode::OK
+        {
+            return (child, addr);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the webhook did not come up on {addr}");
+}
+
 /// Replaces the certificate the way the kubelet updates a mounted Secret: files are symlinks
 /// into `..data`, itself a symlink swapped atomically to a new timestamped directory.
 pub fn k8s_secret_write(dir: &std::path::Path, generation: u32, pem: &Pem) {
