@@ -66,6 +66,9 @@ pub struct Limits {
     /// client, not the server, ends idle connections: a server closing one just as the client
     /// sends a POST on it fails that admission request.
     pub idle_timeout: Duration,
+    /// An answer that does not move towards the client for this long (the client does not
+    /// read it) closes its connection, freeing the answer and the connection's slot.
+    pub write_timeout: Duration,
     /// Time to read a request body and answer.
     pub request_timeout: Duration,
     /// Largest request head (HTTP/1 read buffer; HTTP/2 header list).
@@ -82,8 +85,8 @@ pub struct Limits {
     /// Once a body has its share of the budget, time for the rest of it to arrive: a client
     /// that stops sending cannot hold the share for long.
     pub body_fill_timeout: Duration,
-    /// The largest answer to a request with a smaller body; an answer larger than this and
-    /// than its request's body is refused (400).
+    /// How much larger than its request's body an answer may be; a larger one is refused
+    /// (400).
     pub answer_unbudgeted_bytes: usize,
     /// HTTP/2: streams open at once on one connection.
     pub h2_max_concurrent_streams: u32,
@@ -99,6 +102,7 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             request_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
             max_body_bytes: 7 * 1024 * 1024,
             body_budget_bytes: 1024 * 1024,

@@ -253,7 +253,13 @@ struct ConnState {
     last_done: Mutex<Instant>,
     /// When the first byte arrived after the connection went idle: a request head has begun.
     head_started: Mutex<Option<Instant>>,
-    /// Wakes the connection's driver when a head begins.
+    /// Answers not yet handed to the connection in full.
+    answers: AtomicUsize,
+    /// When an answer last moved towards the client: handed to the connection, or written.
+    write_progress: Mutex<Instant>,
+    /// Since when the socket has refused to take bytes, if it does.
+    write_blocked: Mutex<Option<Instant>>,
+    /// Wakes the connection's driver when a head begins or an answer waits to be written.
     changed: tokio::sync::Notify,
 }
 
@@ -266,6 +272,8 @@ enum Wait {
     Head(Instant),
     /// Nothing going on; idle from then on.
     Idle(Instant),
+    /// An answer waits for the client to read it and must move on by then.
+    Write(Instant),
 }
 
 impl ConnState {
@@ -274,7 +282,40 @@ impl ConnState {
             in_flight: AtomicUsize::new(0),
             last_done: Mutex::new(Instant::now()),
             head_started: Mutex::new(None),
+            answers: AtomicUsize::new(0),
+            write_progress: Mutex::new(Instant::now()),
+            write_blocked: Mutex::new(None),
             changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// An answer is ready to be written; it counts until the returned guard is dropped.
+    fn answering(self: &Arc<Self>) -> Answering {
+        self.wrote();
+        if self.answers.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.changed.notify_one();
+        }
+        Answering(self.clone())
+    }
+
+    /// Part of an answer moved towards the client.
+    fn wrote(&self) {
+        *self
+            .write_progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    /// The socket took bytes (`true`) or refused them (`false`).
+    fn socket_took(&self, took: bool) {
+        let mut blocked = self.write_blocked.lock().unwrap_or_else(|p| p.into_inner());
+        match (took, blocked.is_some()) {
+            (true, true) => *blocked = None,
+            (false, false) => {
+                *blocked = Some(Instant::now());
+                self.changed.notify_one();
+            }
+            _ => {}
         }
     }
 
@@ -296,7 +337,17 @@ impl ConnState {
     }
 
     /// The next deadline; `header` is `None` where no header-read timeout applies (HTTP/2).
-    fn wait(&self, idle: Duration, header: Option<Duration>) -> Wait {
+    fn wait(&self, idle: Duration, header: Option<Duration>, write: Duration) -> Wait {
+        let blocked = *self.write_blocked.lock().unwrap_or_else(|p| p.into_inner());
+        let answering = (self.answers.load(Ordering::SeqCst) > 0).then(|| {
+            *self
+                .write_progress
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+        });
+        if let Some(since) = blocked.into_iter().chain(answering).max() {
+            return Wait::Write(since + write);
+        }
         if self.in_flight.load(Ordering::SeqCst) > 0 {
             return Wait::Busy(Instant::now() + idle);
         }
@@ -335,11 +386,15 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.state.socket_took(!result.is_pending());
+        result
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let result = Pin::new(&mut self.inner).poll_flush(cx);
+        self.state.socket_took(!result.is_pending());
+        result
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -351,11 +406,23 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.state.socket_took(!result.is_pending());
+        result
     }
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+/// Counts an answer as waiting to be written until dropped.
+#[derive(Debug)]
+struct Answering(Arc<ConnState>);
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.0.answers.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -394,6 +461,7 @@ async fn serve_connection(
         service_fn(move |req| {
             let guard = conn_state.begin();
             let shared = shared.clone();
+            let conn_state = conn_state.clone();
             async move {
                 // Beyond the review's own guard: whatever panics while handling a request
                 // becomes a 500 instead of a dropped connection.
@@ -414,6 +482,7 @@ async fn serve_connection(
                     resp.headers_mut()
                         .insert(header::CONNECTION, HeaderValue::from_static("close"));
                 }
+                resp.body_mut().answering = Some(conn_state.answering());
                 drop(guard);
                 Ok::<_, Infallible>(resp)
             }
@@ -441,6 +510,7 @@ async fn serve_connection(
             &conn_state,
             limits.idle_timeout,
             None,
+            limits.write_timeout,
         )
         .await;
     } else {
@@ -462,6 +532,7 @@ async fn serve_connection(
             &conn_state,
             limits.idle_timeout,
             Some(limits.header_read_timeout),
+            limits.write_timeout,
         )
         .await;
     }
@@ -477,6 +548,7 @@ async fn drive<C>(
     state: &ConnState,
     idle: Duration,
     header: Option<Duration>,
+    write: Duration,
 ) where
     C: GracefulConnection,
     C::Error: std::fmt::Display,
@@ -484,11 +556,11 @@ async fn drive<C>(
     let mut conn = std::pin::pin!(conn);
     let mut closing = false;
     loop {
-        let wait = state.wait(idle, header);
-        let (Wait::Busy(at) | Wait::Head(at) | Wait::Idle(at)) = wait;
+        let wait = state.wait(idle, header, write);
+        let (Wait::Busy(at) | Wait::Head(at) | Wait::Idle(at) | Wait::Write(at)) = wait;
         let deadline = tokio::time::Instant::from_std(at);
-        // Once closing gracefully only an unfinished head still needs a deadline.
-        let armed = !closing || matches!(wait, Wait::Head(_));
+        // Once closing gracefully only an unfinished head or answer still needs a deadline.
+        let armed = !closing || matches!(wait, Wait::Head(_) | Wait::Write(_));
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
@@ -502,9 +574,13 @@ async fn drive<C>(
             }
             () = state.changed.notified() => {}
             () = tokio::time::sleep_until(deadline), if armed => {
-                match state.wait(idle, header) {
+                match state.wait(idle, header, write) {
                     Wait::Head(at) if at <= Instant::now() => {
                         debug!("request head not received in time: closing the connection");
+                        return;
+                    }
+                    Wait::Write(at) if at <= Instant::now() => {
+                        debug!(timeout = ?write, "answer not read by the client in time: closing the connection");
                         return;
                     }
                     Wait::Idle(at) if at <= Instant::now() && !closing => {
@@ -545,6 +621,7 @@ const CHUNK: usize = 16 * 1024;
 struct Body {
     rest: Bytes,
     share: Option<OwnedSemaphorePermit>,
+    answering: Option<Answering>,
 }
 
 impl hyper::body::Body for Body {
@@ -558,11 +635,16 @@ impl hyper::body::Body for Body {
         let this = self.get_mut();
         if this.rest.is_empty() {
             this.share = None;
+            this.answering = None;
             return Poll::Ready(None);
         }
         let chunk = this.rest.split_to(this.rest.len().min(CHUNK));
+        if let Some(Answering(conn)) = &this.answering {
+            conn.wrote();
+        }
         if this.rest.is_empty() {
             this.share = None;
+            this.answering = None;
         }
         Poll::Ready(Some(Ok(Frame::data(chunk))))
     }
@@ -584,6 +666,7 @@ fn response(
     let mut resp = Response::new(Body {
         rest: body.into(),
         share: None,
+        answering: None,
     });
     *resp.status_mut() = status;
     resp.headers_mut()
@@ -819,13 +902,13 @@ async fn answer(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body
     let answer = guarded(|| review::review(&body, &shared.config.mutate))?
         .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, e.to_string()))?;
     // The answer must fit in the memory the request already holds, its body (freed once
-    // reviewed; at least its share of the budget), or else in the unbudgeted answer size.
-    let may_hold = body.len().max(limits.answer_unbudgeted_bytes);
+    // reviewed; at least its share of the budget), plus the unbudgeted answer size.
+    let may_hold = body.len().saturating_add(limits.answer_unbudgeted_bytes);
     if answer.body.len() > may_hold {
         return Err(Failure::new(
             StatusCode::BAD_REQUEST,
             format!(
-                "the answer would be {} bytes, larger than both the request body and {} bytes; \
+                "the answer would be {} bytes, more than {} bytes larger than the request body; \
                  the pod has {} containers to patch",
                 answer.body.len(),
                 limits.answer_unbudgeted_bytes,

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use hyper::StatusCode;
+use hyper::body::Bytes;
 use pod_webhook::WEBHOOK_PATH;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
@@ -223,4 +224,113 @@ async fn an_answer_larger_than_the_request_may_hold_is_refused() {
         patched["spec"]["containers"][49]["env"][0]["name"],
         "KUBERNETES_SERVICE_HOST"
     );
+}
+
+/// A Pod DELETE review whose uid is `len` bytes: its answer (no patch) is about as large.
+fn huge_uid_review(len: usize) -> String {
+    let mut review = admission(V1, &"u".repeat(len), json!(null));
+    review["request"]["operation"] = json!("DELETE");
+    review.to_string()
+}
+
+/// Clients that post a review with a 6 MiB uid and never read the answer: the answer that does
+/// not move within the write timeout closes its connection, so they cannot hold the two slots
+/// (or the answers' memory), and a new client is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_do_not_read_lose_their_connection() {
+    let certs = Certs::new();
+    let mut cfg = config(certs.dir.path());
+    cfg.limits.max_connections = 2;
+    cfg.limits.write_timeout = Duration::from_secs(1);
+    cfg.limits.body_budget_bytes = 32 << 20;
+    let server = Server::start(cfg).await;
+    let addr = server.addr;
+    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+
+    let body = huge_uid_review(6 << 20);
+    let request = format!(
+        "POST {WEBHOOK_PATH} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        let mut tls = client.tls_small_window(addr, 4096).await.expect("tls");
+        tls.write_all(request.as_bytes()).await.expect("request");
+        tls.flush().await.expect("flush");
+        readers.push(tls);
+    }
+    // Both slots are taken by clients that do not read; a third is served once they are cut.
+    let started = Instant::now();
+    let reply = tokio::time::timeout(Duration::from_secs(20), client.once(addr, get("/healthz")))
+        .await
+        .expect("a new client is served while the others do not read")
+        .expect("healthz");
+    assert_eq!(reply.status, StatusCode::OK);
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(6), "served after {waited:?}");
+    // The server closed them before the answer was through (reading now would let it move).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for mut tls in readers {
+        let started = Instant::now();
+        let got = read_until_close(&mut tls, Duration::from_secs(10)).await;
+        assert!(started.elapsed() < Duration::from_secs(10), "still open");
+        assert!(got.len() < body.len(), "the whole answer was sent");
+    }
+}
+
+/// Over HTTP/2, streams whose answers the client does not take (no flow-control credit)
+/// close the connection after the write timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_that_are_not_read_close_the_connection() {
+    let certs = Certs::new();
+    let mut cfg = config(certs.dir.path());
+    cfg.enable_http2 = true;
+    cfg.limits.write_timeout = Duration::from_secs(1);
+    cfg.limits.body_budget_bytes = 32 << 20;
+    let server = Server::start(cfg).await;
+    let client = Client::new(&certs.ca.cert_pem(), None, &[b"h2"]);
+    let tls = client.tls(server.addr).await.expect("tls");
+    let (mut h2, connection) = h2::client::Builder::new()
+        .initial_window_size(16 * 1024)
+        .handshake::<_, Bytes>(tls)
+        .await
+        .expect("h2 handshake");
+    let connection = tokio::spawn(connection);
+    let body = Bytes::from(huge_uid_review(1 << 20));
+    let mut responses = Vec::new();
+    for _ in 0..5 {
+        h2 = tokio::time::timeout(Duration::from_secs(10), h2.ready())
+            .await
+            .expect("ready")
+            .expect("h2 ready");
+        let request = hyper::Request::builder()
+            .method(hyper::Method::POST)
+            .uri(format!("https://localhost{WEBHOOK_PATH}"))
+            .header("content-type", "application/json")
+            .header("content-length", body.len())
+            .body(())
+            .expect("request");
+        let (response, mut stream) = h2.send_request(request, false).expect("stream");
+        stream.reserve_capacity(body.len());
+        stream.send_data(body.clone(), true).expect("body");
+        responses.push(response);
+    }
+    // The answers start (headers arrive) but their bodies are never read.
+    let mut unread = Vec::new();
+    for response in responses {
+        let head = tokio::time::timeout(Duration::from_secs(15), response)
+            .await
+            .expect("answer headers")
+            .expect("answer");
+        assert_eq!(head.status(), StatusCode::OK);
+        unread.push(head);
+    }
+    let started = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(15), connection).await;
+    assert!(
+        ended.is_ok(),
+        "connection still open after {:?}",
+        started.elapsed()
+    );
+    drop(unread);
 }

@@ -209,7 +209,23 @@ impl Client {
 
     /// Connects and completes the TLS handshake.
     pub async fn tls(&self, addr: SocketAddr) -> std::io::Result<TlsStream<TcpStream>> {
-        let tcp = TcpStream::connect(addr).await?;
+        self.tls_on(TcpStream::connect(addr).await?).await
+    }
+
+    /// Connects with a receive buffer of about `bytes` (a client that reads slowly, or not at
+    /// all, soon stops taking data) and completes the TLS handshake.
+    pub async fn tls_small_window(
+        &self,
+        addr: SocketAddr,
+        bytes: u32,
+    ) -> std::io::Result<TlsStream<TcpStream>> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.set_recv_buffer_size(bytes)?;
+        self.tls_on(socket.connect(addr).await?).await
+    }
+
+    /// Completes the TLS handshake on a connected socket.
+    pub async fn tls_on(&self, tcp: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
         let name = ServerName::try_from("localhost").expect("name");
         TlsConnector::from(self.config.clone())
             .connect(name, tcp)
