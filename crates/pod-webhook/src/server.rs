@@ -24,7 +24,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulConnection;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, error, info, warn};
 
@@ -219,9 +219,14 @@ async fn accept_loop(
     permits: Arc<Semaphore>,
     phase: watch::Receiver<Phase>,
 ) {
+    let (evict_tx, _) = watch::channel(0u64);
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
+        // Without a free slot, accept anyway: a waiting client is what makes idle connections
+        // worth closing.
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(TryAcquireError::NoPermits) => None,
+            Err(TryAcquireError::Closed) => return,
         };
         let (tcp, peer) = match listener.accept().await {
             Ok(conn) => conn,
@@ -232,13 +237,31 @@ async fn accept_loop(
                 continue;
             }
         };
+        let permit = match permit {
+            Some(permit) => permit,
+            None => {
+                // Every slot is taken: idle connections make room for the new client.
+                evict_tx.send_modify(|round| *round += 1);
+                let wait = shared.config.limits.handshake_timeout;
+                match tokio::time::timeout(wait, permits.clone().acquire_owned()).await {
+                    Ok(Ok(permit)) => permit,
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        debug!(%peer, "no connection slot freed in time: closing the new connection");
+                        continue;
+                    }
+                }
+            }
+        };
         let acceptor = TlsAcceptor::from(tls.current());
         let shared = shared.clone();
         let phase = phase.clone();
+        // Only calls for room made after it joined concern a connection.
+        let evict = evict_tx.subscribe();
         let span = tracing::debug_span!("conn", %peer);
         tokio::spawn(
             async move {
-                serve_connection(tcp, acceptor, shared, phase).await;
+                serve_connection(tcp, acceptor, shared, phase, evict).await;
                 drop(permit);
             }
             .instrument(span),
@@ -261,6 +284,24 @@ struct ConnState {
     write_blocked: Mutex<Option<Instant>>,
     /// Wakes the connection's driver when a head begins or an answer waits to be written.
     changed: tokio::sync::Notify,
+}
+
+/// A connection's timeouts.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    /// No request, head or answer under way for this long: closed gracefully.
+    idle: Duration,
+    /// A request head must be complete this long after its first byte (HTTP/1 only).
+    header: Option<Duration>,
+    /// An answer must move towards the client at least this often.
+    write: Duration,
+}
+
+/// `duration` after `at`, or as late as can be told apart from never.
+fn after(at: Instant, duration: Duration) -> Instant {
+    at.checked_add(duration)
+        .or_else(|| at.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(at)
 }
 
 /// What a connection waits for next, and until when.
@@ -337,7 +378,12 @@ impl ConnState {
     }
 
     /// The next deadline; `header` is `None` where no header-read timeout applies (HTTP/2).
-    fn wait(&self, idle: Duration, header: Option<Duration>, write: Duration) -> Wait {
+    fn wait(&self, timeouts: &Timeouts) -> Wait {
+        let Timeouts {
+            idle,
+            header,
+            write,
+        } = *timeouts;
         let blocked = *self.write_blocked.lock().unwrap_or_else(|p| p.into_inner());
         let answering = (self.answers.load(Ordering::SeqCst) > 0).then(|| {
             *self
@@ -346,15 +392,18 @@ impl ConnState {
                 .unwrap_or_else(|p| p.into_inner())
         });
         if let Some(since) = blocked.into_iter().chain(answering).max() {
-            return Wait::Write(since + write);
+            return Wait::Write(after(since, write));
         }
         if self.in_flight.load(Ordering::SeqCst) > 0 {
-            return Wait::Busy(Instant::now() + idle);
+            return Wait::Busy(after(Instant::now(), idle));
         }
         let started = *self.head_started.lock().unwrap_or_else(|p| p.into_inner());
         match (started, header) {
-            (Some(started), Some(header)) => Wait::Head(started + header),
-            _ => Wait::Idle(*self.last_done.lock().unwrap_or_else(|p| p.into_inner()) + idle),
+            (Some(started), Some(header)) => Wait::Head(after(started, header)),
+            _ => Wait::Idle(after(
+                *self.last_done.lock().unwrap_or_else(|p| p.into_inner()),
+                idle,
+            )),
         }
     }
 }
@@ -440,6 +489,7 @@ async fn serve_connection(
     acceptor: TlsAcceptor,
     shared: Arc<Shared>,
     phase: watch::Receiver<Phase>,
+    evict: watch::Receiver<u64>,
 ) {
     let limits = shared.config.limits.clone();
     let _ = tcp.set_nodelay(true);
@@ -506,11 +556,14 @@ async fn serve_connection(
         drive(
             conn,
             phase,
+            evict,
             Phase::Terminating,
             &conn_state,
-            limits.idle_timeout,
-            None,
-            limits.write_timeout,
+            Timeouts {
+                idle: limits.idle_timeout,
+                header: None,
+                write: limits.write_timeout,
+            },
         )
         .await;
     } else {
@@ -528,35 +581,39 @@ async fn serve_connection(
         drive(
             conn,
             phase,
+            evict,
             Phase::Draining,
             &conn_state,
-            limits.idle_timeout,
-            Some(limits.header_read_timeout),
-            limits.write_timeout,
+            Timeouts {
+                idle: limits.idle_timeout,
+                header: Some(limits.header_read_timeout),
+                write: limits.write_timeout,
+            },
         )
         .await;
     }
 }
 
 /// Runs a connection to its end, asking it to close gracefully when the server reaches
-/// `close_at` or when it has been idle for `idle`; a request head not complete within `header`
-/// of its first byte ends the connection at once.
+/// `close_at`, when it has been idle for the idle timeout, or when it is idle and `evict` asks
+/// for room; a request head not complete in time, or an answer that does not move, ends it at
+/// once.
 async fn drive<C>(
     conn: C,
     mut phase: watch::Receiver<Phase>,
+    mut evict: watch::Receiver<u64>,
     close_at: Phase,
     state: &ConnState,
-    idle: Duration,
-    header: Option<Duration>,
-    write: Duration,
+    timeouts: Timeouts,
 ) where
     C: GracefulConnection,
     C::Error: std::fmt::Display,
 {
     let mut conn = std::pin::pin!(conn);
     let mut closing = false;
+    let mut evictable = true;
     loop {
-        let wait = state.wait(idle, header, write);
+        let wait = state.wait(&timeouts);
         let (Wait::Busy(at) | Wait::Head(at) | Wait::Idle(at) | Wait::Write(at)) = wait;
         let deadline = tokio::time::Instant::from_std(at);
         // Once closing gracefully only an unfinished head or answer still needs a deadline.
@@ -573,14 +630,24 @@ async fn drive<C>(
                 conn.as_mut().graceful_shutdown();
             }
             () = state.changed.notified() => {}
+            changed = evict.changed(), if !closing && evictable => {
+                if changed.is_err() {
+                    // The accept loop is gone: no more room to make.
+                    evictable = false;
+                } else if matches!(state.wait(&timeouts), Wait::Idle(_)) {
+                    debug!("closing idle connection to make room for a new client");
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
             () = tokio::time::sleep_until(deadline), if armed => {
-                match state.wait(idle, header, write) {
+                match state.wait(&timeouts) {
                     Wait::Head(at) if at <= Instant::now() => {
                         debug!("request head not received in time: closing the connection");
                         return;
                     }
                     Wait::Write(at) if at <= Instant::now() => {
-                        debug!(timeout = ?write, "answer not read by the client in time: closing the connection");
+                        debug!(timeout = ?timeouts.write, "answer not read by the client in time: closing the connection");
                         return;
                     }
                     Wait::Idle(at) if at <= Instant::now() && !closing => {

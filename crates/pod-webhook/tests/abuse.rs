@@ -334,3 +334,67 @@ async fn http2_streams_that_are_not_read_close_the_connection() {
     );
     drop(unread);
 }
+
+/// With every slot taken by idle TLS connections, a new client is served at once: idle
+/// connections are closed to make room, the one with a request in flight is left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_make_room_for_new_clients() {
+    let certs = Certs::new();
+    let mut cfg = config(certs.dir.path());
+    cfg.limits.max_connections = 8;
+    let server = Server::start(cfg).await;
+    let addr = server.addr;
+    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+
+    // One connection with a request in flight: all of the body but its last byte.
+    let mut busy = client.tls(addr).await.expect("tls");
+    let head = format!(
+        "POST {WEBHOOK_PATH} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        V1_POD.len()
+    );
+    busy.write_all(head.as_bytes()).await.expect("head");
+    busy.write_all(&V1_POD.as_bytes()[..V1_POD.len() - 1])
+        .await
+        .expect("body");
+    busy.flush().await.expect("flush");
+    // Seven idle ones: some never sent a request, some are kept alive after one.
+    let mut idle = Vec::new();
+    for i in 0..7 {
+        if i % 2 == 0 {
+            idle.push(client.tls(addr).await.expect("tls"));
+        } else {
+            let mut tls = client.tls(addr).await.expect("tls");
+            tls.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
+                .await
+                .expect("request");
+            idle.push(tls);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    for round in 0..3 {
+        let started = Instant::now();
+        let reply = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.once(addr, get("/healthz")),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "round {round}: a new client is not served while idle connections hold every slot"
+            )
+        })
+        .expect("healthz");
+        assert_eq!(reply.status, StatusCode::OK);
+        assert!(
+            started.elapsed() < ANSWER_WITHIN,
+            "round {round}: served after {:?}",
+            started.elapsed()
+        );
+    }
+    // The busy connection kept its slot and its request.
+    let answer = raw_exchange(&mut busy, b"}", Duration::from_secs(2)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"uid\":\"u\""), "{answer}");
+    drop(idle);
+}
