@@ -220,6 +220,7 @@ async fn accept_loop(
     phase: watch::Receiver<Phase>,
 ) {
     let (evict_tx, _) = watch::channel(0u64);
+    let mut backoff = None;
     loop {
         // Without a free slot, accept anyway: a waiting client is what makes idle connections
         // worth closing.
@@ -229,11 +230,21 @@ async fn accept_loop(
             Err(TryAcquireError::Closed) => return,
         };
         let (tcp, peer) = match listener.accept().await {
-            Ok(conn) => conn,
+            Ok(conn) => {
+                backoff = None;
+                conn
+            }
             Err(e) => {
-                // Typically out of file descriptors: back off instead of spinning.
-                warn!(error = %e, "cannot accept a connection");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // Typically out of file descriptors: back off, longer while it lasts, instead
+                // of spinning, and warn once per episode.
+                let wait = accept_backoff(backoff);
+                if backoff.is_none() {
+                    warn!(error = %e, "cannot accept connections; retrying with back-off");
+                } else {
+                    debug!(error = %e, ?wait, "still cannot accept connections");
+                }
+                backoff = Some(wait);
+                tokio::time::sleep(wait).await;
                 continue;
             }
         };
@@ -1003,6 +1014,14 @@ async fn answer(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body
     Ok(resp)
 }
 
+/// How long to wait after a failed accept, given the previous wait in this run of failures:
+/// from 10 ms, doubling, up to 1 s.
+fn accept_backoff(previous: Option<Duration>) -> Duration {
+    previous.map_or(Duration::from_millis(10), |wait| {
+        (wait * 2).min(Duration::from_secs(1))
+    })
+}
+
 /// The share of the body budget a body takes: its declared length, or the whole budget for a
 /// body of unknown length (kube-apiserver always declares it); at most the whole budget.
 fn budget_permits(declared: Option<u64>, budget: u32) -> u32 {
@@ -1067,6 +1086,19 @@ mod tests {
         assert_eq!(caught, Err("handler bug".to_owned()));
         let fine = CatchPanic(Box::pin(async { 5 })).await;
         assert_eq!(fine, Ok(5));
+    }
+
+    #[test]
+    fn accept_backs_off() {
+        let ms = Duration::from_millis;
+        for (previous, want) in [
+            (None, ms(10)),
+            (Some(ms(10)), ms(20)),
+            (Some(ms(640)), ms(1000)),
+            (Some(ms(1000)), ms(1000)),
+        ] {
+            assert_eq!(accept_backoff(previous), want, "{previous:?}");
+        }
     }
 
     #[test]

@@ -398,3 +398,60 @@ async fn idle_connections_make_room_for_new_clients() {
     assert!(answer.contains("\"uid\":\"u\""), "{answer}");
     drop(idle);
 }
+
+/// Out of file descriptors (clients holding every one the process may open): the accept loop
+/// backs off and says so once, and the certificate check is not taken for a broken certificate
+/// (no reload error logged or counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_out_of_descriptors_is_not_a_bad_certificate() {
+    let certs = Certs::new();
+    let log_path = certs.dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let (server, addr) = spawn_binary_with_fds(&certs, &[], log.into(), Some(40)).await;
+    let mut held = Vec::new();
+    for _ in 0..60 {
+        if let Ok(Ok(tcp)) =
+            tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await
+        {
+            held.push(tcp);
+        }
+    }
+    // Several certificate checks (one a second) while no descriptor is free.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let open = std::fs::read_dir(format!("/proc/{}/fd", server.0.id()))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert!(
+        open >= 38,
+        "the server is not out of descriptors ({open} open)"
+    );
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let mut metrics = String::new();
+    for _ in 0..40 {
+        if let Ok(reply) = client.once(addr, get("/metrics")).await {
+            metrics = reply.text();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "apiserver_proxy_pod_webhook_certificate_reload_errors_total 0"),
+        "{metrics}"
+    );
+    let log = std::fs::read_to_string(&log_path).expect("log");
+    assert!(!log.contains("cannot reload the TLS certificate"), "{log}");
+    assert!(
+        log.contains("cannot check the certificate files for changes; retrying"),
+        "{log}"
+    );
+    let accept_warnings = log.matches("cannot accept connections").count();
+    assert!(
+        (1..=3).contains(&accept_warnings),
+        "{accept_warnings} accept warnings:\n{log}"
+    );
+}

@@ -212,7 +212,9 @@ fn bad_certificate_files_exit_1_naming_the_file() {
         ),
         (
             vec!["--cert-name=cut.crt"],
-            format!("certificate {d}/cut.crt is not valid PEM"),
+            format!(
+                "certificate {d}/cut.crt is not valid PEM: its \"CERTIFICATE\" section has no END line"
+            ),
         ),
         (
             vec!["--key-name=tls.crt"],

@@ -472,8 +472,27 @@ pub async fn spawn_binary(
     extra: &[&str],
     log: std::process::Stdio,
 ) -> (KillOnDrop, SocketAddr) {
+    spawn_binary_with_fds(certs, extra, log, None).await
+}
+
+/// [`spawn_binary`], with at most `max_fds` open file descriptors if given (by `prlimit`).
+pub async fn spawn_binary_with_fds(
+    certs: &Certs,
+    extra: &[&str],
+    log: std::process::Stdio,
+    max_fds: Option<u32>,
+) -> (KillOnDrop, SocketAddr) {
     let port = free_port();
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_apiserver-proxy-pod-webhook"))
+    let bin = env!("CARGO_BIN_EXE_apiserver-proxy-pod-webhook");
+    let mut command = match max_fds {
+        Some(n) => {
+            let mut prlimit = std::process::Command::new("prlimit");
+            prlimit.arg(format!("--nofile={n}:{n}")).arg("--").arg(bin);
+            prlimit
+        }
+        None => std::process::Command::new(bin),
+    };
+    let child = command
         .args(["--apiserver-fqdn=foo.bar.", "--host=127.0.0.1"])
         .arg(format!("--port={port}"))
         .arg("--cert-dir")
