@@ -29,12 +29,21 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, error, info, warn};
 
 use crate::config::{Config, Listen};
+use crate::log_limit::{self, LogLimit, Verdict};
 use crate::metrics::Metrics;
 use crate::review::{self, Outcome};
 use crate::tls::{self, TlsError, TlsStore};
 
 /// The path kube-apiserver calls.
 pub const WEBHOOK_PATH: &str = "/webhook/pod-apiserver-env";
+
+/// Failed requests logged at once before the rate applies.
+const FAILURE_LOG_BURST: u32 = 50;
+/// Failed requests logged per second after the burst.
+const FAILURE_LOG_PER_SECOND: u32 = 10;
+/// The most of a request path, or of a message quoting a client's input, put in a log line.
+const LOGGED_PATH_BYTES: usize = 128;
+const LOGGED_MESSAGE_BYTES: usize = 512;
 
 /// Why the server cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +83,8 @@ struct Shared {
     /// Permits for bytes of request bodies in memory ([`crate::config::Limits::body_budget_bytes`]).
     body_budget: Arc<Semaphore>,
     body_budget_permits: u32,
+    /// Failed requests are logged at a bounded rate (and all counted).
+    failure_log: LogLimit,
 }
 
 /// A bound, not yet serving webhook server.
@@ -140,6 +151,7 @@ impl Webhook {
                 terminating: AtomicBool::new(false),
                 body_budget: Arc::new(Semaphore::new(body_budget_permits as usize)),
                 body_budget_permits,
+                failure_log: LogLimit::new(FAILURE_LOG_BURST, FAILURE_LOG_PER_SECOND),
             }),
         })
     }
@@ -166,6 +178,7 @@ impl Webhook {
             config.cert_reload_interval,
             shared.metrics.clone(),
         ));
+        let summary = tokio::spawn(summarize_suppressed(shared.clone()));
         let addr = listener
             .local_addr()
             .map_or_else(|e| format!("unknown address ({e})"), |a| a.to_string());
@@ -208,6 +221,7 @@ impl Webhook {
             ),
         }
         reload.abort();
+        summary.abort();
         Ok(())
     }
 }
@@ -790,7 +804,19 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
     match result {
         Ok(resp) => resp,
         Err(failure) => {
-            warn!(%method, %path, status = failure.status.as_u16(), error = %failure.message, "request failed");
+            shared
+                .metrics
+                .request_failed(failure_reason(failure.status));
+            if let Verdict::Log { suppressed } = shared.failure_log.check() {
+                warn!(
+                    %method,
+                    path = %log_limit::truncate(&path, LOGGED_PATH_BYTES),
+                    status = failure.status.as_u16(),
+                    error = %log_limit::truncate(&failure.message, LOGGED_MESSAGE_BYTES),
+                    suppressed,
+                    "request failed"
+                );
+            }
             let mut resp = failure_response(&failure, allow);
             // The rest of the body was never read: close rather than drain it and wait on.
             if matches!(
@@ -801,6 +827,39 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             resp
+        }
+    }
+}
+
+/// The `reason` label of a failed request.
+fn failure_reason(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "timeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        StatusCode::INTERNAL_SERVER_ERROR => "internal",
+        _ => "other",
+    }
+}
+
+/// Says, now and then, how many failed-request lines the rate limit left out.
+async fn summarize_suppressed(shared: Arc<Shared>) {
+    let mut ticker = tokio::time::interval(log_limit::SUMMARY_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let suppressed = shared.failure_log.take_suppressed();
+        if suppressed > 0 {
+            warn!(
+                suppressed,
+                every = ?log_limit::SUMMARY_EVERY,
+                "failed requests not logged (rate limit); all are counted in apiserver_proxy_pod_webhook_request_failures_total"
+            );
         }
     }
 }
@@ -1000,11 +1059,11 @@ async fn answer(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body
     match &answer.outcome {
         Outcome::Mutated { containers } => {
             shared.metrics.pods_mutated.inc();
-            debug!(uid = %answer.uid, containers, "pod mutated");
+            debug!(uid = %log_limit::truncate(&answer.uid, LOGGED_PATH_BYTES), containers, "pod mutated");
         }
         Outcome::Skipped(reason) => {
             shared.metrics.pod_skipped(reason.as_str());
-            debug!(uid = %answer.uid, reason = reason.as_str(), "pod left unchanged");
+            debug!(uid = %log_limit::truncate(&answer.uid, LOGGED_PATH_BYTES), reason = reason.as_str(), "pod left unchanged");
         }
         Outcome::NotApplicable => {}
     }
@@ -1086,6 +1145,23 @@ mod tests {
         assert_eq!(caught, Err("handler bug".to_owned()));
         let fine = CatchPanic(Box::pin(async { 5 })).await;
         assert_eq!(fine, Ok(5));
+    }
+
+    #[test]
+    fn failure_reasons() {
+        for (status, reason) in [
+            (StatusCode::BAD_REQUEST, "bad_request"),
+            (StatusCode::NOT_FOUND, "not_found"),
+            (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            (StatusCode::REQUEST_TIMEOUT, "timeout"),
+            (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            (StatusCode::IM_A_TEAPOT, "other"),
+        ] {
+            assert_eq!(failure_reason(status), reason, "{status}");
+        }
     }
 
     #[test]

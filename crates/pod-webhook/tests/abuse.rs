@@ -455,3 +455,71 @@ async fn running_out_of_descriptors_is_not_a_bad_certificate() {
         "{accept_warnings} accept warnings:\n{log}"
     );
 }
+
+/// A client whose every request fails (a 404 on a 10 KB path, 2,000 times) gets each counted
+/// in the metrics, but the log takes a burst and then a bounded rate of short lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_requests_are_counted_and_logged_at_a_bounded_rate() {
+    const REQUESTS: usize = 2000;
+    let certs = Certs::new();
+    let log_path = certs.dir.path().join("server.log");
+    let log = std::fs::File::create(&log_path).expect("log file");
+    let (_server, addr) = spawn_binary(&certs, &[], log.into()).await;
+    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let path = format!("/{}", "p".repeat(10_000));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let client = client.clone();
+        let path = path.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = client.connect(addr).await.expect("connect");
+            for _ in 0..REQUESTS / 4 {
+                let reply = conn.send(get(&path)).await.expect("request");
+                assert_eq!(reply.status, StatusCode::NOT_FOUND);
+            }
+        }));
+    }
+    for task in tasks {
+        tokio::time::timeout(Duration::from_secs(50), task)
+            .await
+            .expect("requests done within 50 s")
+            .expect("task");
+    }
+    let elapsed = started.elapsed();
+    let log = std::fs::read_to_string(&log_path).expect("log");
+    let lines = log.matches("request failed").count();
+    let allowed = 50 + 10 * (elapsed.as_secs() as usize + 1);
+    eprintln!(
+        "{REQUESTS} failed requests in {elapsed:?}: {lines} log lines, {} bytes of log",
+        log.len()
+    );
+    let metrics = client
+        .once(addr, get("/metrics"))
+        .await
+        .expect("metrics")
+        .text();
+    let want = format!(
+        "apiserver_proxy_pod_webhook_request_failures_total{{reason=\"not_found\"}} {REQUESTS}"
+    );
+    assert!(
+        metrics.lines().any(|l| l == want),
+        "{want} missing in\n{metrics}"
+    );
+
+    assert!(
+        (50..=allowed).contains(&lines),
+        "{lines} lines logged for {REQUESTS} failures in {elapsed:?}"
+    );
+    assert!(
+        log.lines().all(|l| l.len() < 2048),
+        "a log line quotes the whole path"
+    );
+    assert!(
+        log.lines().any(|l| l
+            .split("suppressed=")
+            .nth(1)
+            .is_some_and(|n| !n.starts_with('0'))),
+        "no line says how many were left out"
+    );
+}
