@@ -523,3 +523,50 @@ async fn failed_requests_are_counted_and_logged_at_a_bounded_rate() {
         "no line says how many were left out"
     );
 }
+
+/// A second request head begun while the first request is in flight (here in the same
+/// packet) is cut off by the header-read timeout, not left for the idle timeout; a kept-alive
+/// connection with nothing pending still waits for the idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_next_head_sent_during_a_request_gets_the_header_timeout() {
+    let certs = Certs::new();
+    let mut cfg = config(certs.dir.path());
+    cfg.limits.header_read_timeout = Duration::from_millis(300);
+    cfg.limits.idle_timeout = Duration::from_secs(8);
+    let server = Server::start(cfg).await;
+    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let first = format!(
+        "POST {WEBHOOK_PATH} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{V1_POD}",
+        V1_POD.len()
+    );
+    for (case, second, cut) in [
+        (
+            "partial next head",
+            "GET /healthz HTTP/1.1\r\nhost: lo",
+            true,
+        ),
+        ("nothing more", "", false),
+    ] {
+        let mut tls = client.tls(server.addr).await.expect("tls");
+        let started = Instant::now();
+        let answer = raw_exchange(
+            &mut tls,
+            format!("{first}{second}").as_bytes(),
+            Duration::from_secs(4),
+        )
+        .await;
+        let took = started.elapsed();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{case}: {answer}");
+        if cut {
+            assert!(
+                took < Duration::from_secs(2),
+                "{case}: closed after {took:?}"
+            );
+        } else {
+            assert!(
+                took >= Duration::from_secs(4),
+                "{case}: closed after {took:?}"
+            );
+        }
+    }
+}
