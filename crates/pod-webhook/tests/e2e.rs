@@ -737,6 +737,8 @@ async fn connection_limit_holds_further_clients_back() {
     tokio::io::AsyncWriteExt::write_all(&mut first, head.as_bytes())
         .await
         .expect("first");
+    // Time for the server to read it (before that, the connection is idle).
+    tokio::time::sleep(Duration::from_millis(200)).await;
     // The second connection waits: its handshake cannot complete...
     let second = tokio::spawn({
         let client = client.clone();
