@@ -79,8 +79,8 @@ pub struct Limits {
     /// waits for others to finish (it never fails for it); one larger than the whole budget
     /// takes all of it. Bounds memory when many large pods arrive together.
     pub body_budget_bytes: usize,
-    /// The first bytes of each body, read without a share of the body budget: small reviews
-    /// never wait for it, and a body takes its share only once more than this has arrived.
+    /// Bodies up to this size are read without a share of the body budget, so small reviews
+    /// never wait for it; larger ones take their share once their first bytes arrive.
     pub body_unbudgeted_bytes: usize,
     /// Once a body has its share of the budget, time for the rest of it to arrive: a client
     /// that stops sending cannot hold the share for long.

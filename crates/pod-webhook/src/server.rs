@@ -1071,15 +1071,15 @@ async fn answer(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body
     }
     let wire_size = req.extensions().get::<Arc<WireSize>>().cloned();
     let mut incoming = req.into_body();
+    // One buffer, allocated once: now for a small body, with its share for a larger one.
     let mut body = Vec::with_capacity(
         declared
-            .map_or(0, |len| len as usize)
-            .min(limits.body_unbudgeted_bytes),
+            .filter(|&len| len <= limits.body_unbudgeted_bytes as u64)
+            .map_or(0, |len| len as usize),
     );
-    // The share of the body budget, taken only once the bytes beyond the unbudgeted part have
-    // begun to arrive, so that a head announcing a large body and sending nothing holds none
-    // of it; from then on the rest must arrive within the fill timeout. Held until the review
-    // is done, since the review borrows from the body.
+    // The share of the body budget, taken only once the body's bytes begin to arrive, so that
+    // a head announcing a large body and sending nothing holds none of it; from then on the
+    // rest must arrive within the fill timeout. Held until the answer is sent.
     let mut budget = None;
     let mut fill_deadline = None;
     loop {
@@ -1107,7 +1107,12 @@ async fn answer(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body
         if len > limits.max_body_bytes {
             return Err(too_large());
         }
-        if budget.is_none() && len > limits.body_unbudgeted_bytes {
+        // A body that will pass the unbudgeted size takes its share as soon as its first bytes
+        // are here: not before (a head alone holds nothing), not later (unbudgeted bytes held by
+        // many connections at once would add up).
+        let needs_share = declared.is_none_or(|d| d > limits.body_unbudgeted_bytes as u64)
+            || len > limits.body_unbudgeted_bytes;
+        if budget.is_none() && needs_share {
             let permits = budget_permits(declared, shared.body_budget_permits);
             budget = Some(
                 shared
