@@ -64,16 +64,17 @@ pub struct Cli {
     pub max_connections: u32,
 
     /// Close connections idle this long; keep it above the client's idle keep-alive (90s for
-    /// kube-apiserver) so the client closes first.
-    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
+    /// kube-apiserver) so the client closes first; 1s to 1440m.
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = duration_between(IDLE_TIMEOUT))]
     pub idle_timeout: Duration,
 
-    /// After SIGTERM: how long to keep serving, not ready, before closing connections.
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    /// After SIGTERM: how long to keep serving, not ready, before closing connections; 0s to
+    /// 60m.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = duration_between(SHUTDOWN_DELAY))]
     pub shutdown_delay: Duration,
 
-    /// After the delay: how long in-flight requests get to finish.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    /// After the delay: how long in-flight requests get to finish; 0s to 60m.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration_between(SHUTDOWN_TIMEOUT))]
     pub shutdown_timeout: Duration,
 }
 
@@ -163,6 +164,47 @@ fn check_dns1123_label(label: &str) -> Result<(), &'static str> {
     }
 }
 
+/// The values `--idle-timeout` accepts: at least a second (shorter closes connections between
+/// a client's requests), at most a day.
+pub const IDLE_TIMEOUT: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(24 * 3600));
+
+/// The values `--shutdown-delay` accepts.
+pub const SHUTDOWN_DELAY: (Duration, Duration) = (Duration::ZERO, Duration::from_secs(3600));
+
+/// The values `--shutdown-timeout` accepts.
+pub const SHUTDOWN_TIMEOUT: (Duration, Duration) = (Duration::ZERO, Duration::from_secs(3600));
+
+/// A parser of durations within `(min, max)`, both included; the error names both.
+pub fn duration_between(
+    (min, max): (Duration, Duration),
+) -> impl Fn(&str) -> Result<Duration, String> + Clone + Send + Sync + 'static {
+    move |value| {
+        let duration = parse_duration(value)?;
+        if (min..=max).contains(&duration) {
+            Ok(duration)
+        } else {
+            Err(format!(
+                "{value:?} is out of range: must be between {} and {}",
+                show_duration(min),
+                show_duration(max)
+            ))
+        }
+    }
+}
+
+/// A duration in the largest of ms, s and m that shows it whole, as the flags take it.
+fn show_duration(duration: Duration) -> String {
+    let ms = duration.as_millis();
+    if ms.is_multiple_of(60_000) && ms > 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
 /// Parses a duration such as `500ms`, `5s` or `1m` (a whole number and a unit).
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
     let split = value
@@ -231,6 +273,43 @@ mod tests {
         for bad in ["", "5", "s", "5h", "-1s", "1.5s"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn duration_bounds() {
+        let idle = duration_between(IDLE_TIMEOUT);
+        let cases: &[(&str, Result<Duration, &str>)] = &[
+            ("1s", Ok(Duration::from_secs(1))),
+            ("1000ms", Ok(Duration::from_secs(1))),
+            ("120s", Ok(Duration::from_secs(120))),
+            ("1440m", Ok(Duration::from_secs(86_400))),
+            (
+                "0s",
+                Err("\"0s\" is out of range: must be between 1s and 1440m"),
+            ),
+            ("999ms", Err("must be between 1s and 1440m")),
+            ("1441m", Err("must be between 1s and 1440m")),
+            ("9223372036854775807s", Err("must be between 1s and 1440m")),
+            ("18446744073709551615m", Err("must be between 1s and 1440m")),
+            (
+                "18446744073709551616s",
+                Err("does not start with a whole number"),
+            ),
+        ];
+        for (value, want) in cases {
+            match (idle(value), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, *want, "{value}"),
+                (Err(got), Err(want)) => assert!(got.contains(want), "{value}: {got}"),
+                (got, want) => panic!("{value}: {got:?}, want {want:?}"),
+            }
+        }
+        let delay = duration_between(SHUTDOWN_DELAY);
+        assert_eq!(delay("0s"), Ok(Duration::ZERO));
+        assert_eq!(
+            delay("61m"),
+            Err("\"61m\" is out of range: must be between 0s and 60m".to_owned())
+        );
+        assert_eq!(show_duration(Duration::from_millis(1500)), "1500ms");
     }
 
     #[test]

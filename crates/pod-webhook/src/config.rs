@@ -66,6 +66,9 @@ pub struct Limits {
     /// client, not the server, ends idle connections: a server closing one just as the client
     /// sends a POST on it fails that admission request.
     pub idle_timeout: Duration,
+    /// An answer that does not move towards the client for this long (the client does not
+    /// read it) closes its connection, freeing the answer and the connection's slot.
+    pub write_timeout: Duration,
     /// Time to read a request body and answer.
     pub request_timeout: Duration,
     /// Largest request head (HTTP/1 read buffer; HTTP/2 header list).
@@ -76,6 +79,15 @@ pub struct Limits {
     /// waits for others to finish (it never fails for it); one larger than the whole budget
     /// takes all of it. Bounds memory when many large pods arrive together.
     pub body_budget_bytes: usize,
+    /// Bodies up to this size are read without a share of the body budget, so small reviews
+    /// never wait for it; larger ones take their share once their first bytes arrive.
+    pub body_unbudgeted_bytes: usize,
+    /// Once a body has its share of the budget, time for the rest of it to arrive: a client
+    /// that stops sending cannot hold the share for long.
+    pub body_fill_timeout: Duration,
+    /// How much larger than its request's body an answer may be; a larger one is refused
+    /// (400).
+    pub answer_unbudgeted_bytes: usize,
     /// HTTP/2: streams open at once on one connection.
     pub h2_max_concurrent_streams: u32,
     /// HTTP/2: streams reset by the client before being handled (rapid reset, CVE-2023-44487).
@@ -90,9 +102,13 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
             request_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
             max_header_bytes: 16 * 1024,
             max_body_bytes: 7 * 1024 * 1024,
             body_budget_bytes: 1024 * 1024,
+            body_unbudgeted_bytes: 16 * 1024,
+            body_fill_timeout: Duration::from_secs(2),
+            answer_unbudgeted_bytes: 64 * 1024,
             h2_max_concurrent_streams: 100,
             h2_max_pending_reset_streams: 20,
         }

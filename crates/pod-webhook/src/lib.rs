@@ -10,6 +10,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod log_limit;
 pub mod metrics;
 pub mod mutate;
 pub mod review;

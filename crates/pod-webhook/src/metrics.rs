@@ -45,6 +45,7 @@ pub struct Metrics {
     /// Pods that got a patch.
     pub pods_mutated: Counter,
     skipped: Family<ReasonLabel, Counter>,
+    failures: Family<ReasonLabel, Counter>,
     /// Certificate reloads that took effect.
     pub cert_reloads: Counter,
     /// Certificate changes that could not be loaded.
@@ -90,6 +91,12 @@ impl Metrics {
             "Pod creations left unchanged, by reason (opted_out, nothing_to_do)",
             skipped.clone(),
         );
+        let failures = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "apiserver_proxy_pod_webhook_request_failures",
+            "Requests on any path answered with an error, by reason (every one, logged or not)",
+            failures.clone(),
+        );
         let cert_reloads = Counter::default();
         registry.register(
             "apiserver_proxy_pod_webhook_certificate_reloads",
@@ -117,6 +124,7 @@ impl Metrics {
             latency,
             pods_mutated,
             skipped,
+            failures,
             cert_reloads,
             cert_reload_errors,
         }
@@ -146,6 +154,11 @@ impl Metrics {
     /// Counts a pod creation left unchanged.
     pub fn pod_skipped(&self, reason: &'static str) {
         self.skipped.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Counts a request answered with an error.
+    pub fn request_failed(&self, reason: &'static str) {
+        self.failures.get_or_create(&ReasonLabel { reason }).inc();
     }
 
     /// The metrics in the OpenMetrics text format.
@@ -179,6 +192,7 @@ mod tests {
         }
         m.pod_skipped("opted_out");
         m.pods_mutated.inc();
+        m.request_failed("not_found");
         let text = m.encode().expect("encodes");
         for line in [
             "controller_runtime_webhook_requests_total{webhook=\"/webhook/pod-apiserver-env\",code=\"200\"} 1",
@@ -186,6 +200,7 @@ mod tests {
             "controller_runtime_webhook_latency_seconds_count{webhook=\"/webhook/pod-apiserver-env\"} 1",
             "apiserver_proxy_pod_webhook_pods_mutated_total 1",
             "apiserver_proxy_pod_webhook_pods_skipped_total{reason=\"opted_out\"} 1",
+            "apiserver_proxy_pod_webhook_request_failures_total{reason=\"not_found\"} 1",
             "apiserver_proxy_pod_webhook_certificate_reloads_total 0",
             "apiserver_proxy_pod_webhook_certificate_reload_errors_total 0",
         ] {

@@ -20,6 +20,12 @@ pub const ENV_NAME: &str = "KUBERNETES_SERVICE_HOST";
 /// The pod label that opts a pod out of the mutation (`disable` or a false value).
 pub const INJECT_LABEL: &str = "apiserver-proxy.networking.gardener.cloud/inject";
 
+/// Most entries in each of `spec.initContainers` and `spec.containers`. Kubernetes sets no
+/// number, but etcd's ~1.5 MiB object limit keeps real pods far below it; the patch grows with
+/// the containers, so a pod of thousands of empty containers would make a small request
+/// produce an answer many times its size.
+pub const MAX_CONTAINERS: usize = 1000;
+
 /// What the mutation needs to know besides the pod.
 #[derive(Debug, Clone)]
 pub struct MutateOptions {
@@ -51,9 +57,39 @@ struct InjectLabel<'a>(Option<Cow<'a, str>>);
 #[derive(Debug, Default, Deserialize)]
 struct SpecView {
     #[serde(default, rename = "initContainers")]
-    init_containers: Option<Vec<MapOnly<ContainerView>>>,
+    init_containers: Option<Containers>,
     #[serde(default)]
-    containers: Option<Vec<MapOnly<ContainerView>>>,
+    containers: Option<Containers>,
+}
+
+/// A list of containers, refused past [`MAX_CONTAINERS`] while it is read, before it can
+/// take memory.
+#[derive(Debug, Default)]
+struct Containers(Vec<MapOnly<ContainerView>>);
+
+impl<'de> Deserialize<'de> for Containers {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ListVisitor;
+        impl<'de> Visitor<'de> for ListVisitor {
+            type Value = Containers;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array of containers")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut list = Vec::new();
+                while let Some(container) = seq.next_element()? {
+                    if list.len() == MAX_CONTAINERS {
+                        return Err(serde::de::Error::custom(format_args!(
+                            "more than {MAX_CONTAINERS} entries; a pod may have at most {MAX_CONTAINERS} containers and {MAX_CONTAINERS} init containers"
+                        )));
+                    }
+                    list.push(container);
+                }
+                Ok(Containers(list))
+            }
+        }
+        deserializer.deserialize_seq(ListVisitor)
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -334,7 +370,8 @@ pub fn mutate<'o>(pod: &PodView<'_>, opts: &'o MutateOptions) -> Mutation<'o> {
         ("initContainers", &spec.init_containers),
         ("containers", &spec.containers),
     ] {
-        for (index, MapOnly(container)) in containers.iter().flatten().enumerate() {
+        let containers = containers.iter().flat_map(|c| &c.0);
+        for (index, MapOnly(container)) in containers.enumerate() {
             if opts.skip_env_from && container.env_from.as_ref().is_some_and(|s| s.0 > 0) {
                 continue;
             }

@@ -330,6 +330,19 @@ mod tests {
     }
 
     #[test]
+    fn the_most_containers_are_mutated() {
+        let most = vec![json!({}); mutate::MAX_CONTAINERS];
+        let pod = json!({"spec": {"initContainers": most, "containers": most}});
+        let (_, outcome) = answer(&request(API_VERSIONS[0], "CREATE", "Pod", pod));
+        assert_eq!(
+            outcome,
+            Outcome::Mutated {
+                containers: 2 * mutate::MAX_CONTAINERS
+            }
+        );
+    }
+
+    #[test]
     fn subresource_is_not_applicable() {
         let mut body: Value =
             serde_json::from_slice(&request(API_VERSIONS[0], "CREATE", "Pod", pod()))
@@ -341,7 +354,7 @@ mod tests {
 
     #[test]
     fn bad_reviews_are_named() {
-        let cases: Vec<(Vec<u8>, &str)> = vec![
+        let mut cases: Vec<(Vec<u8>, &str)> = vec![
             (b"{".to_vec(), "body is not a valid AdmissionReview: EOF"),
             (b"[]".to_vec(), "body is not a valid AdmissionReview: expected a JSON object"),
             (b"".to_vec(), "body is not a valid AdmissionReview: EOF while parsing"),
@@ -416,6 +429,16 @@ mod tests {
                 "request.object is not a valid Pod: metadata.labels.apiserver-proxy.networking.gardener.cloud/inject: invalid type: sequence, expected a string",
             ),
         ];
+        let too_many = json!({"spec": {"containers": vec![json!({}); mutate::MAX_CONTAINERS + 1]}});
+        cases.push((
+            request(API_VERSIONS[0], "CREATE", "Pod", too_many),
+            "request.object is not a valid Pod: spec.containers: more than 1000 entries; a pod may have at most 1000 containers",
+        ));
+        let too_many = json!({"spec": {"initContainers": vec![json!({}); 400_000]}});
+        cases.push((
+            request(API_VERSIONS[0], "CREATE", "Pod", too_many),
+            "request.object is not a valid Pod: spec.initContainers: more than 1000 entries",
+        ));
         for (body, want) in cases {
             let err = review(&body, &opts()).expect_err("must fail").to_string();
             assert!(err.contains(want), "{err:?} lacks {want:?}");

@@ -9,13 +9,13 @@ use std::io;
 use std::net::{Ipv6Addr, SocketAddr};
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderValue};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
@@ -24,17 +24,26 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulConnection;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, watch};
 use tokio_rustls::TlsAcceptor;
 use tracing::{Instrument, debug, error, info, warn};
 
 use crate::config::{Config, Listen};
+use crate::log_limit::{self, LogLimit, Verdict};
 use crate::metrics::Metrics;
 use crate::review::{self, Outcome};
 use crate::tls::{self, TlsError, TlsStore};
 
 /// The path kube-apiserver calls.
 pub const WEBHOOK_PATH: &str = "/webhook/pod-apiserver-env";
+
+/// Failed requests logged at once before the rate applies.
+const FAILURE_LOG_BURST: u32 = 50;
+/// Failed requests logged per second after the burst.
+const FAILURE_LOG_PER_SECOND: u32 = 10;
+/// The most of a request path, or of a message quoting a client's input, put in a log line.
+const LOGGED_PATH_BYTES: usize = 128;
+const LOGGED_MESSAGE_BYTES: usize = 512;
 
 /// Why the server cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -72,8 +81,10 @@ struct Shared {
     ready: AtomicBool,
     terminating: AtomicBool,
     /// Permits for bytes of request bodies in memory ([`crate::config::Limits::body_budget_bytes`]).
-    body_budget: Semaphore,
+    body_budget: Arc<Semaphore>,
     body_budget_permits: u32,
+    /// Failed requests are logged at a bounded rate (and all counted).
+    failure_log: LogLimit,
 }
 
 /// A bound, not yet serving webhook server.
@@ -138,8 +149,9 @@ impl Webhook {
                 metrics: Arc::new(Metrics::new(WEBHOOK_PATH)),
                 ready: AtomicBool::new(false),
                 terminating: AtomicBool::new(false),
-                body_budget: Semaphore::new(body_budget_permits as usize),
+                body_budget: Arc::new(Semaphore::new(body_budget_permits as usize)),
                 body_budget_permits,
+                failure_log: LogLimit::new(FAILURE_LOG_BURST, FAILURE_LOG_PER_SECOND),
             }),
         })
     }
@@ -166,6 +178,7 @@ impl Webhook {
             config.cert_reload_interval,
             shared.metrics.clone(),
         ));
+        let summary = tokio::spawn(summarize_suppressed(shared.clone()));
         let addr = listener
             .local_addr()
             .map_or_else(|e| format!("unknown address ({e})"), |a| a.to_string());
@@ -208,6 +221,7 @@ impl Webhook {
             ),
         }
         reload.abort();
+        summary.abort();
         Ok(())
     }
 }
@@ -219,26 +233,60 @@ async fn accept_loop(
     permits: Arc<Semaphore>,
     phase: watch::Receiver<Phase>,
 ) {
+    let (evict_tx, _) = watch::channel(0u64);
+    let mut backoff = None;
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
+        // Without a free slot, accept anyway: a waiting client is what makes idle connections
+        // worth closing.
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(TryAcquireError::NoPermits) => None,
+            Err(TryAcquireError::Closed) => return,
         };
         let (tcp, peer) = match listener.accept().await {
-            Ok(conn) => conn,
+            Ok(conn) => {
+                backoff = None;
+                conn
+            }
             Err(e) => {
-                // Typically out of file descriptors: back off instead of spinning.
-                warn!(error = %e, "cannot accept a connection");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // Typically out of file descriptors: back off, longer while it lasts, instead
+                // of spinning, and warn once per episode.
+                let wait = accept_backoff(backoff);
+                if backoff.is_none() {
+                    warn!(error = %e, "cannot accept connections; retrying with back-off");
+                } else {
+                    debug!(error = %e, ?wait, "still cannot accept connections");
+                }
+                backoff = Some(wait);
+                tokio::time::sleep(wait).await;
                 continue;
+            }
+        };
+        let permit = match permit {
+            Some(permit) => permit,
+            None => {
+                // Every slot is taken: idle connections make room for the new client.
+                evict_tx.send_modify(|round| *round += 1);
+                let wait = shared.config.limits.handshake_timeout;
+                match tokio::time::timeout(wait, permits.clone().acquire_owned()).await {
+                    Ok(Ok(permit)) => permit,
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        debug!(%peer, "no connection slot freed in time: closing the new connection");
+                        continue;
+                    }
+                }
             }
         };
         let acceptor = TlsAcceptor::from(tls.current());
         let shared = shared.clone();
         let phase = phase.clone();
+        // Only calls for room made after it joined concern a connection.
+        let evict = evict_tx.subscribe();
         let span = tracing::debug_span!("conn", %peer);
         tokio::spawn(
             async move {
-                serve_connection(tcp, acceptor, shared, phase).await;
+                serve_connection(tcp, acceptor, shared, phase, evict).await;
                 drop(permit);
             }
             .instrument(span),
@@ -253,8 +301,36 @@ struct ConnState {
     last_done: Mutex<Instant>,
     /// When the first byte arrived after the connection went idle: a request head has begun.
     head_started: Mutex<Option<Instant>>,
-    /// Wakes the connection's driver when a head begins.
+    /// Plaintext bytes read from the connection so far.
+    read_total: AtomicU64,
+    /// Of those, the bytes the requests done so far are known to have taken (HTTP/1).
+    consumed: AtomicU64,
+    /// Answers not yet handed to the connection in full.
+    answers: AtomicUsize,
+    /// When an answer last moved towards the client: handed to the connection, or written.
+    write_progress: Mutex<Instant>,
+    /// Since when the socket has refused to take bytes, if it does.
+    write_blocked: Mutex<Option<Instant>>,
+    /// Wakes the connection's driver when a head begins or an answer waits to be written.
     changed: tokio::sync::Notify,
+}
+
+/// A connection's timeouts.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    /// No request, head or answer under way for this long: closed gracefully.
+    idle: Duration,
+    /// A request head must be complete this long after its first byte (HTTP/1 only).
+    header: Option<Duration>,
+    /// An answer must move towards the client at least this often.
+    write: Duration,
+}
+
+/// `duration` after `at`, or as late as can be told apart from never.
+fn after(at: Instant, duration: Duration) -> Instant {
+    at.checked_add(duration)
+        .or_else(|| at.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(at)
 }
 
 /// What a connection waits for next, and until when.
@@ -266,6 +342,8 @@ enum Wait {
     Head(Instant),
     /// Nothing going on; idle from then on.
     Idle(Instant),
+    /// An answer waits for the client to read it and must move on by then.
+    Write(Instant),
 }
 
 impl ConnState {
@@ -274,18 +352,81 @@ impl ConnState {
             in_flight: AtomicUsize::new(0),
             last_done: Mutex::new(Instant::now()),
             head_started: Mutex::new(None),
+            read_total: AtomicU64::new(0),
+            consumed: AtomicU64::new(0),
+            answers: AtomicUsize::new(0),
+            write_progress: Mutex::new(Instant::now()),
+            write_blocked: Mutex::new(None),
             changed: tokio::sync::Notify::new(),
         }
     }
 
-    fn begin(self: &Arc<Self>) -> RequestGuard {
+    /// An answer is ready to be written; it counts until the returned guard is dropped.
+    fn answering(self: &Arc<Self>) -> Answering {
+        self.wrote();
+        if self.answers.fetch_add(1, Ordering::SeqCst) == 0 {
+            self.changed.notify_one();
+        }
+        Answering(self.clone())
+    }
+
+    /// Part of an answer moved towards the client.
+    fn wrote(&self) {
+        *self
+            .write_progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    /// The socket took bytes (`true`) or refused them (`false`).
+    fn socket_took(&self, took: bool) {
+        let mut blocked = self.write_blocked.lock().unwrap_or_else(|p| p.into_inner());
+        match (took, blocked.is_some()) {
+            (true, true) => *blocked = None,
+            (false, false) => {
+                *blocked = Some(Instant::now());
+                self.changed.notify_one();
+            }
+            _ => {}
+        }
+    }
+
+    /// A request begins; `size` says how many bytes it takes on the wire.
+    fn begin(self: &Arc<Self>, size: Arc<WireSize>) -> RequestGuard {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         *self.head_started.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        RequestGuard(self.clone())
+        RequestGuard {
+            conn: self.clone(),
+            size,
+        }
+    }
+
+    /// A request is done. Bytes read beyond what it took (a next head sent while it was in
+    /// flight, or in the same packet) start the header-read clock: they would otherwise wait
+    /// for the idle timeout.
+    fn end(&self, size: Option<u64>) {
+        let read = self.read_total.load(Ordering::SeqCst);
+        let consumed = match size {
+            Some(size) => self.consumed.fetch_add(size, Ordering::SeqCst) + size,
+            // Unknown (a body not read to its end, or chunked): catch up, and let bytes that
+            // come later start the clock as between requests.
+            None => {
+                self.consumed.store(read, Ordering::SeqCst);
+                read
+            }
+        };
+        if read > consumed {
+            let mut started = self.head_started.lock().unwrap_or_else(|p| p.into_inner());
+            if started.is_none() {
+                *started = Some(Instant::now());
+                self.changed.notify_one();
+            }
+        }
     }
 
     /// Bytes arrived: between requests, that starts the header-read clock.
-    fn bytes_read(&self) {
+    fn bytes_read(&self, n: usize) {
+        self.read_total.fetch_add(n as u64, Ordering::SeqCst);
         if self.in_flight.load(Ordering::SeqCst) == 0 {
             let mut started = self.head_started.lock().unwrap_or_else(|p| p.into_inner());
             if started.is_none() {
@@ -296,14 +437,32 @@ impl ConnState {
     }
 
     /// The next deadline; `header` is `None` where no header-read timeout applies (HTTP/2).
-    fn wait(&self, idle: Duration, header: Option<Duration>) -> Wait {
+    fn wait(&self, timeouts: &Timeouts) -> Wait {
+        let Timeouts {
+            idle,
+            header,
+            write,
+        } = *timeouts;
+        let blocked = *self.write_blocked.lock().unwrap_or_else(|p| p.into_inner());
+        let answering = (self.answers.load(Ordering::SeqCst) > 0).then(|| {
+            *self
+                .write_progress
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+        });
+        if let Some(since) = blocked.into_iter().chain(answering).max() {
+            return Wait::Write(after(since, write));
+        }
         if self.in_flight.load(Ordering::SeqCst) > 0 {
-            return Wait::Busy(Instant::now() + idle);
+            return Wait::Busy(after(Instant::now(), idle));
         }
         let started = *self.head_started.lock().unwrap_or_else(|p| p.into_inner());
         match (started, header) {
-            (Some(started), Some(header)) => Wait::Head(started + header),
-            _ => Wait::Idle(*self.last_done.lock().unwrap_or_else(|p| p.into_inner()) + idle),
+            (Some(started), Some(header)) => Wait::Head(after(started, header)),
+            _ => Wait::Idle(after(
+                *self.last_done.lock().unwrap_or_else(|p| p.into_inner()),
+                idle,
+            )),
         }
     }
 }
@@ -323,7 +482,7 @@ impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<S> {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.state.bytes_read();
+            self.state.bytes_read(buf.filled().len() - before);
         }
         result
     }
@@ -335,11 +494,15 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.state.socket_took(!result.is_pending());
+        result
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let result = Pin::new(&mut self.inner).poll_flush(cx);
+        self.state.socket_took(!result.is_pending());
+        result
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -351,7 +514,9 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.state.socket_took(!result.is_pending());
+        result
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -359,12 +524,82 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
     }
 }
 
-struct RequestGuard(Arc<ConnState>);
+/// Counts an answer as waiting to be written until dropped.
+#[derive(Debug)]
+struct Answering(Arc<ConnState>);
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        self.0.answers.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// How many bytes an HTTP/1 request took on the wire: its head, as hyper read it, and its body
+/// once read to the end with a declared length; `None` while unknown.
+#[derive(Debug)]
+struct WireSize {
+    head: u64,
+    /// The body's length once read to its end; `u64::MAX` until then.
+    body: AtomicU64,
+}
+
+impl WireSize {
+    fn of(req: &Request<Incoming>) -> Self {
+        let body = if req.body().is_end_stream() {
+            0
+        } else {
+            u64::MAX
+        };
+        WireSize {
+            head: head_size(req),
+            body: AtomicU64::new(body),
+        }
+    }
+
+    /// The body was read to its end, `len` bytes, framed by Content-Length.
+    fn body_read(&self, len: usize) {
+        self.body.store(len as u64, Ordering::SeqCst);
+    }
+
+    fn total(&self) -> Option<u64> {
+        let body = self.body.load(Ordering::SeqCst);
+        (body != u64::MAX).then(|| self.head.saturating_add(body))
+    }
+}
+
+/// The size of a request head as a client writes it: request line, `name: value` lines, blank
+/// line. Exact for the canonical form kube-apiserver (Go) and hyper send. Extra whitespace
+/// makes a real head longer than this, so bytes seem left over: such a client's kept-alive
+/// connection is closed after the header-read timeout instead of the idle timeout, never the
+/// other way round.
+fn head_size(req: &Request<Incoming>) -> u64 {
+    let uri = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.uri().to_string().len(), |p| p.as_str().len());
+    let line = req.method().as_str().len() + 1 + uri + 1 + "HTTP/1.1".len() + 2;
+    let headers: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + 2 + value.len() + 2)
+        .sum();
+    (line + headers + 2) as u64
+}
+
+struct RequestGuard {
+    conn: Arc<ConnState>,
+    size: Arc<WireSize>,
+}
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        *self.0.last_done.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        *self
+            .conn
+            .last_done
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        self.conn.end(self.size.total());
+        self.conn.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -373,6 +608,7 @@ async fn serve_connection(
     acceptor: TlsAcceptor,
     shared: Arc<Shared>,
     phase: watch::Receiver<Phase>,
+    evict: watch::Receiver<u64>,
 ) {
     let limits = shared.config.limits.clone();
     let _ = tcp.set_nodelay(true);
@@ -391,9 +627,12 @@ async fn serve_connection(
     let conn_state = Arc::new(ConnState::new());
     let service = {
         let conn_state = conn_state.clone();
-        service_fn(move |req| {
-            let guard = conn_state.begin();
+        service_fn(move |mut req: Request<Incoming>| {
+            let size = Arc::new(WireSize::of(&req));
+            req.extensions_mut().insert(size.clone());
+            let guard = conn_state.begin(size);
             let shared = shared.clone();
+            let conn_state = conn_state.clone();
             async move {
                 // Beyond the review's own guard: whatever panics while handling a request
                 // becomes a 500 instead of a dropped connection.
@@ -414,6 +653,7 @@ async fn serve_connection(
                     resp.headers_mut()
                         .insert(header::CONNECTION, HeaderValue::from_static("close"));
                 }
+                resp.body_mut().answering = Some(conn_state.answering());
                 drop(guard);
                 Ok::<_, Infallible>(resp)
             }
@@ -437,10 +677,14 @@ async fn serve_connection(
         drive(
             conn,
             phase,
+            evict,
             Phase::Terminating,
             &conn_state,
-            limits.idle_timeout,
-            None,
+            Timeouts {
+                idle: limits.idle_timeout,
+                header: None,
+                write: limits.write_timeout,
+            },
         )
         .await;
     } else {
@@ -458,37 +702,43 @@ async fn serve_connection(
         drive(
             conn,
             phase,
+            evict,
             Phase::Draining,
             &conn_state,
-            limits.idle_timeout,
-            Some(limits.header_read_timeout),
+            Timeouts {
+                idle: limits.idle_timeout,
+                header: Some(limits.header_read_timeout),
+                write: limits.write_timeout,
+            },
         )
         .await;
     }
 }
 
 /// Runs a connection to its end, asking it to close gracefully when the server reaches
-/// `close_at` or when it has been idle for `idle`; a request head not complete within `header`
-/// of its first byte ends the connection at once.
+/// `close_at`, when it has been idle for the idle timeout, or when it is idle and `evict` asks
+/// for room; a request head not complete in time, or an answer that does not move, ends it at
+/// once.
 async fn drive<C>(
     conn: C,
     mut phase: watch::Receiver<Phase>,
+    mut evict: watch::Receiver<u64>,
     close_at: Phase,
     state: &ConnState,
-    idle: Duration,
-    header: Option<Duration>,
+    timeouts: Timeouts,
 ) where
     C: GracefulConnection,
     C::Error: std::fmt::Display,
 {
     let mut conn = std::pin::pin!(conn);
     let mut closing = false;
+    let mut evictable = true;
     loop {
-        let wait = state.wait(idle, header);
-        let (Wait::Busy(at) | Wait::Head(at) | Wait::Idle(at)) = wait;
+        let wait = state.wait(&timeouts);
+        let (Wait::Busy(at) | Wait::Head(at) | Wait::Idle(at) | Wait::Write(at)) = wait;
         let deadline = tokio::time::Instant::from_std(at);
-        // Once closing gracefully only an unfinished head still needs a deadline.
-        let armed = !closing || matches!(wait, Wait::Head(_));
+        // Once closing gracefully only an unfinished head or answer still needs a deadline.
+        let armed = !closing || matches!(wait, Wait::Head(_) | Wait::Write(_));
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
@@ -501,10 +751,24 @@ async fn drive<C>(
                 conn.as_mut().graceful_shutdown();
             }
             () = state.changed.notified() => {}
+            changed = evict.changed(), if !closing && evictable => {
+                if changed.is_err() {
+                    // The accept loop is gone: no more room to make.
+                    evictable = false;
+                } else if matches!(state.wait(&timeouts), Wait::Idle(_)) {
+                    debug!("closing idle connection to make room for a new client");
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
             () = tokio::time::sleep_until(deadline), if armed => {
-                match state.wait(idle, header) {
+                match state.wait(&timeouts) {
                     Wait::Head(at) if at <= Instant::now() => {
                         debug!("request head not received in time: closing the connection");
+                        return;
+                    }
+                    Wait::Write(at) if at <= Instant::now() => {
+                        debug!(timeout = ?timeouts.write, "answer not read by the client in time: closing the connection");
                         return;
                     }
                     Wait::Idle(at) if at <= Instant::now() && !closing => {
@@ -535,14 +799,63 @@ impl Failure {
     }
 }
 
-type Body = Full<Bytes>;
+/// The most bytes handed to hyper at once: a client that does not read holds the rest back
+/// here rather than in hyper's or h2's buffers.
+const CHUNK: usize = 16 * 1024;
+
+/// A response body: the whole answer in memory, handed out in slices, holding the request's
+/// share of the memory budget until it has been sent (or the connection is gone).
+#[derive(Debug, Default)]
+struct Body {
+    rest: Bytes,
+    share: Option<OwnedSemaphorePermit>,
+    answering: Option<Answering>,
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if this.rest.is_empty() {
+            this.share = None;
+            this.answering = None;
+            return Poll::Ready(None);
+        }
+        let chunk = this.rest.split_to(this.rest.len().min(CHUNK));
+        if let Some(Answering(conn)) = &this.answering {
+            conn.wrote();
+        }
+        if this.rest.is_empty() {
+            this.share = None;
+            this.answering = None;
+        }
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.rest.len() as u64)
+    }
+}
 
 fn response(
     status: StatusCode,
     content_type: &'static str,
     body: impl Into<Bytes>,
 ) -> Response<Body> {
-    let mut resp = Response::new(Full::new(body.into()));
+    let mut resp = Response::new(Body {
+        rest: body.into(),
+        share: None,
+        answering: None,
+    });
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -587,7 +900,19 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
     match result {
         Ok(resp) => resp,
         Err(failure) => {
-            warn!(%method, %path, status = failure.status.as_u16(), error = %failure.message, "request failed");
+            shared
+                .metrics
+                .request_failed(failure_reason(failure.status));
+            if let Verdict::Log { suppressed } = shared.failure_log.check() {
+                warn!(
+                    %method,
+                    path = %log_limit::truncate(&path, LOGGED_PATH_BYTES),
+                    status = failure.status.as_u16(),
+                    error = %log_limit::truncate(&failure.message, LOGGED_MESSAGE_BYTES),
+                    suppressed,
+                    "request failed"
+                );
+            }
             let mut resp = failure_response(&failure, allow);
             // The rest of the body was never read: close rather than drain it and wait on.
             if matches!(
@@ -598,6 +923,39 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             resp
+        }
+    }
+}
+
+/// The `reason` label of a failed request.
+fn failure_reason(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "timeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        StatusCode::INTERNAL_SERVER_ERROR => "internal",
+        _ => "other",
+    }
+}
+
+/// Says, now and then, how many failed-request lines the rate limit left out.
+async fn summarize_suppressed(shared: Arc<Shared>) {
+    let mut ticker = tokio::time::interval(log_limit::SUMMARY_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let suppressed = shared.failure_log.take_suppressed();
+        if suppressed > 0 {
+            warn!(
+                suppressed,
+                every = ?log_limit::SUMMARY_EVERY,
+                "failed requests not logged (rate limit); all are counted in apiserver_proxy_pod_webhook_request_failures_total"
+            );
         }
     }
 }
@@ -711,49 +1069,130 @@ async fn answer(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body
     if declared.is_some_and(|len| len > limits.max_body_bytes as u64) {
         return Err(too_large());
     }
-    // Wait for room in the body budget before reading: the declared length, or the whole
-    // budget for a body of unknown length (kube-apiserver always declares it). Held until the
-    // review is done, since the review borrows from the body.
-    let want = declared.map_or(u64::MAX, |len| len.max(1));
-    let permits = u32::try_from(want)
-        .unwrap_or(u32::MAX)
-        .min(shared.body_budget_permits);
-    let _budget = shared
-        .body_budget
-        .acquire_many(permits)
-        .await
-        // Never closed; should it ever be, refuse rather than read unbounded.
-        .map_err(|_| Failure::new(StatusCode::SERVICE_UNAVAILABLE, "body budget closed"))?;
-    // Read into one buffer sized by Content-Length (kube-apiserver sends it): one copy, no
-    // list of chunks to join afterwards.
-    let capacity = declared.map_or(0, |len| len as usize).min(1 << 20);
-    let mut body = Vec::with_capacity(capacity);
+    let wire_size = req.extensions().get::<Arc<WireSize>>().cloned();
     let mut incoming = req.into_body();
-    while let Some(frame) = incoming.frame().await {
+    // One buffer, allocated once: now for a small body, with its share for a larger one.
+    let mut body = Vec::with_capacity(
+        declared
+            .filter(|&len| len <= limits.body_unbudgeted_bytes as u64)
+            .map_or(0, |len| len as usize),
+    );
+    // The share of the body budget, taken only once the body's bytes begin to arrive, so that
+    // a head announcing a large body and sending nothing holds none of it; from then on the
+    // rest must arrive within the fill timeout. Held until the answer is sent.
+    let mut budget = None;
+    let mut fill_deadline = None;
+    loop {
+        let frame = match fill_deadline {
+            None => incoming.frame().await,
+            Some(at) => tokio::time::timeout_at(at, incoming.frame())
+                .await
+                .map_err(|_| {
+                    Failure::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        format!(
+                            "body not received within {:?} of getting its share of the memory budget",
+                            limits.body_fill_timeout
+                        ),
+                    )
+                })?,
+        };
+        let Some(frame) = frame else { break };
         let frame = frame
             .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, format!("cannot read body: {e}")))?;
-        if let Ok(data) = frame.into_data() {
-            if body.len() + data.len() > limits.max_body_bytes {
-                return Err(too_large());
-            }
-            body.extend_from_slice(&data);
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let len = body.len() + data.len();
+        if len > limits.max_body_bytes {
+            return Err(too_large());
         }
+        // A body that will pass the unbudgeted size takes its share as soon as its first bytes
+        // are here: not before (a head alone holds nothing), not later (unbudgeted bytes held by
+        // many connections at once would add up).
+        let needs_share = declared.is_none_or(|d| d > limits.body_unbudgeted_bytes as u64)
+            || len > limits.body_unbudgeted_bytes;
+        if budget.is_none() && needs_share {
+            let permits = budget_permits(declared, shared.body_budget_permits);
+            budget = Some(
+                shared
+                    .body_budget
+                    .clone()
+                    .acquire_many_owned(permits)
+                    .await
+                    // Never closed; should it ever be, refuse rather than read unbounded.
+                    .map_err(|_| {
+                        Failure::new(StatusCode::SERVICE_UNAVAILABLE, "body budget closed")
+                    })?,
+            );
+            fill_deadline = Some(tokio::time::Instant::now() + limits.body_fill_timeout);
+            // One buffer sized by Content-Length (kube-apiserver sends it): one copy, no list
+            // of chunks to join afterwards.
+            body.reserve(
+                declared
+                    .map_or(0, |d| d as usize)
+                    .min(1 << 20)
+                    .saturating_sub(body.len()),
+            );
+        }
+        body.extend_from_slice(&data);
+    }
+    if let (Some(size), Some(len)) = (&wire_size, declared)
+        && len == body.len() as u64
+    {
+        size.body_read(body.len());
     }
 
     let answer = guarded(|| review::review(&body, &shared.config.mutate))?
         .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    // The answer must fit in the memory the request already holds, its body (freed once
+    // reviewed; at least its share of the budget), plus the unbudgeted answer size.
+    let may_hold = body.len().saturating_add(limits.answer_unbudgeted_bytes);
+    if answer.body.len() > may_hold {
+        return Err(Failure::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the answer would be {} bytes, more than {} bytes larger than the request body; \
+                 the pod has {} containers to patch",
+                answer.body.len(),
+                limits.answer_unbudgeted_bytes,
+                match answer.outcome {
+                    Outcome::Mutated { containers } => containers,
+                    _ => 0,
+                }
+            ),
+        ));
+    }
     match &answer.outcome {
         Outcome::Mutated { containers } => {
             shared.metrics.pods_mutated.inc();
-            debug!(uid = %answer.uid, containers, "pod mutated");
+            debug!(uid = %log_limit::truncate(&answer.uid, LOGGED_PATH_BYTES), containers, "pod mutated");
         }
         Outcome::Skipped(reason) => {
             shared.metrics.pod_skipped(reason.as_str());
-            debug!(uid = %answer.uid, reason = reason.as_str(), "pod left unchanged");
+            debug!(uid = %log_limit::truncate(&answer.uid, LOGGED_PATH_BYTES), reason = reason.as_str(), "pod left unchanged");
         }
         Outcome::NotApplicable => {}
     }
-    Ok(response(StatusCode::OK, "application/json", answer.body))
+    drop(body);
+    let mut resp = response(StatusCode::OK, "application/json", answer.body);
+    resp.body_mut().share = budget;
+    Ok(resp)
+}
+
+/// How long to wait after a failed accept, given the previous wait in this run of failures:
+/// from 10 ms, doubling, up to 1 s.
+fn accept_backoff(previous: Option<Duration>) -> Duration {
+    previous.map_or(Duration::from_millis(10), |wait| {
+        (wait * 2).min(Duration::from_secs(1))
+    })
+}
+
+/// The share of the body budget a body takes: its declared length, or the whole budget for a
+/// body of unknown length (kube-apiserver always declares it); at most the whole budget.
+fn budget_permits(declared: Option<u64>, budget: u32) -> u32 {
+    let want = declared.map_or(u64::MAX, |len| len.max(1));
+    u32::try_from(want).unwrap_or(u32::MAX).min(budget)
 }
 
 fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
@@ -813,6 +1252,51 @@ mod tests {
         assert_eq!(caught, Err("handler bug".to_owned()));
         let fine = CatchPanic(Box::pin(async { 5 })).await;
         assert_eq!(fine, Ok(5));
+    }
+
+    #[test]
+    fn failure_reasons() {
+        for (status, reason) in [
+            (StatusCode::BAD_REQUEST, "bad_request"),
+            (StatusCode::NOT_FOUND, "not_found"),
+            (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            (StatusCode::REQUEST_TIMEOUT, "timeout"),
+            (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            (StatusCode::IM_A_TEAPOT, "other"),
+        ] {
+            assert_eq!(failure_reason(status), reason, "{status}");
+        }
+    }
+
+    #[test]
+    fn accept_backs_off() {
+        let ms = Duration::from_millis;
+        for (previous, want) in [
+            (None, ms(10)),
+            (Some(ms(10)), ms(20)),
+            (Some(ms(640)), ms(1000)),
+            (Some(ms(1000)), ms(1000)),
+        ] {
+            assert_eq!(accept_backoff(previous), want, "{previous:?}");
+        }
+    }
+
+    #[test]
+    fn budget_share() {
+        let budget = 1 << 20;
+        for (declared, want) in [
+            (Some(0), 1),
+            (Some(80_000), 80_000),
+            (Some(1 << 20), budget),
+            (Some(7_000_000), budget),
+            (Some(u64::MAX), budget),
+            (None, budget),
+        ] {
+            assert_eq!(budget_permits(declared, budget), want, "{declared:?}");
+        }
     }
 
     #[test]

@@ -99,10 +99,45 @@ impl Snapshot {
     }
 }
 
+/// What is wrong with a PEM file, with the offending line as text (pem::Error shows it as a
+/// list of byte values).
 fn pem_problem(err: pem::Error, kind: &str) -> String {
+    let line = |bytes: &[u8]| {
+        let text = String::from_utf8_lossy(bytes);
+        let text = text.trim();
+        match text.char_indices().nth(80) {
+            Some((cut, _)) => format!("{}...", &text[..cut]),
+            None => text.to_owned(),
+        }
+    };
     match err {
         pem::Error::NoItemsFound => format!("holds no {kind}"),
+        pem::Error::MissingSectionEnd { end_marker } => format!(
+            "is not valid PEM: its {:?} section has no END line",
+            line(&end_marker)
+        ),
+        pem::Error::IllegalSectionStart { line: start } => format!(
+            "is not valid PEM: malformed section start {:?}",
+            line(&start)
+        ),
         other => format!("is not valid PEM: {other}"),
+    }
+}
+
+/// Whether an I/O error means the process is out of a resource (file descriptors, memory)
+/// rather than that a file is missing or unreadable.
+pub fn is_resource_exhaustion(err: &io::Error) -> bool {
+    // EMFILE and ENFILE on Linux, the only target.
+    const EMFILE: i32 = 24;
+    const ENFILE: i32 = 23;
+    err.kind() == io::ErrorKind::OutOfMemory || matches!(err.raw_os_error(), Some(EMFILE | ENFILE))
+}
+
+impl TlsError {
+    /// Whether the files could not be read for want of file descriptors or memory: says
+    /// nothing about the files.
+    pub fn is_resource_exhaustion(&self) -> bool {
+        matches!(self, TlsError::Read { source, .. } if is_resource_exhaustion(source))
     }
 }
 
@@ -196,6 +231,8 @@ pub enum Reload {
     Reloaded,
     /// New files are broken; the old certificate stays in use.
     Failed(TlsError),
+    /// The files could not be read for want of file descriptors or memory; look again later.
+    Deferred(TlsError),
 }
 
 /// The current TLS configuration and the files it came from.
@@ -240,11 +277,13 @@ impl TlsStore {
     pub fn check(&self, settle: Duration) -> Reload {
         let first = match Snapshot::read(&self.files) {
             Ok(s) => s,
+            Err(e) if e.is_resource_exhaustion() => return Reload::Deferred(e),
             Err(_) => {
                 // A file may be missing for a moment while it is replaced.
                 std::thread::sleep(settle);
                 match Snapshot::read(&self.files) {
                     Ok(_) => return Reload::Settling,
+                    Err(e) if e.is_resource_exhaustion() => return Reload::Deferred(e),
                     Err(e) => return self.failed_unless_seen(None, e),
                 }
             }
@@ -293,6 +332,7 @@ pub async fn watch(store: Arc<TlsStore>, interval: Duration, metrics: Arc<Metric
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
     let settle = (interval / 5).min(Duration::from_millis(200));
+    let mut deferred = false;
     loop {
         ticker.tick().await;
         let store = store.clone();
@@ -303,8 +343,22 @@ pub async fn watch(store: Arc<TlsStore>, interval: Duration, metrics: Arc<Metric
                 continue;
             }
         };
+        if deferred && !matches!(result, Reload::Deferred(_)) {
+            deferred = false;
+            info!("the certificate files can be read again");
+        }
         match result {
             Reload::Unchanged | Reload::Settling => {}
+            Reload::Deferred(e) => {
+                // Not the files' fault: no reload error, and one warning until it passes.
+                if !deferred {
+                    deferred = true;
+                    warn!(
+                        error = %crate::error_chain(&e),
+                        "cannot check the certificate files for changes; retrying"
+                    );
+                }
+            }
             Reload::Reloaded => {
                 metrics.cert_reloads.inc();
                 info!("reloaded the TLS certificate; new connections use it");
@@ -316,6 +370,49 @@ pub async fn watch(store: Arc<TlsStore>, interval: Duration, metrics: Arc<Metric
                     "cannot reload the TLS certificate; keeping the previous one"
                 );
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_problems_read_as_text() {
+        let cases: &[(&[u8], &str)] = &[
+            (
+                b"-----BEGIN CERTIFICATE-----\nMIIB\n",
+                "is not valid PEM: its \"CERTIFICATE\" section has no END line",
+            ),
+            (b"not a certificate\n", "holds no certificate"),
+            (b"", "holds no certificate"),
+        ];
+        for (bytes, want) in cases {
+            let got = certificates("certificate", Path::new("c.pem"), bytes)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(got.contains(want), "{got:?} lacks {want:?}");
+            assert!(!got.contains("[45, 45"), "{got}");
+        }
+    }
+
+    #[test]
+    fn resource_exhaustion_is_not_a_bad_file() {
+        for (err, exhausted) in [
+            (io::Error::from_raw_os_error(24), true),
+            (io::Error::from_raw_os_error(23), true),
+            (io::Error::from(io::ErrorKind::OutOfMemory), true),
+            (io::Error::from(io::ErrorKind::NotFound), false),
+            (io::Error::from(io::ErrorKind::PermissionDenied), false),
+        ] {
+            let tls = TlsError::Read {
+                what: "certificate",
+                path: PathBuf::from("tls.crt"),
+                source: err,
+            };
+            assert_eq!(tls.is_resource_exhaustion(), exhausted, "{tls:?}");
         }
     }
 }

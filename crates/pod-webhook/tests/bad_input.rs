@@ -170,7 +170,7 @@ fn corpus() -> Vec<Case> {
                 .to_string()
                 .as_bytes(),
         ),
-        Patched,
+        Status(400),
     ));
     let many_bad = json!({"spec": {"containers": vec![json!(1); 500_000]}});
     cases.push(case(

@@ -88,6 +88,50 @@ fn bad_flags_exit_1_naming_the_problem() {
             ],
             "--max-connections",
         ),
+        // On a host that cannot be bound, so that a value wrongly accepted fails too.
+        (
+            vec![
+                "--apiserver-fqdn=foo.bar.",
+                "--cert-dir",
+                dir,
+                "--host=256.0.0.1",
+                "--idle-timeout=0s",
+            ],
+            "invalid value '0s' for '--idle-timeout <DURATION>': \"0s\" is out of range: must be between 1s and 1440m",
+        ),
+        // On a host that cannot be bound, so that a value wrongly accepted fails too.
+        (
+            vec![
+                "--apiserver-fqdn=foo.bar.",
+                "--cert-dir",
+                dir,
+                "--host=256.0.0.1",
+                "--idle-timeout=9223372036854775807s",
+            ],
+            "must be between 1s and 1440m",
+        ),
+        // On a host that cannot be bound, so that a value wrongly accepted fails too.
+        (
+            vec![
+                "--apiserver-fqdn=foo.bar.",
+                "--cert-dir",
+                dir,
+                "--host=256.0.0.1",
+                "--shutdown-timeout=100000m",
+            ],
+            "must be between 0s and 60m",
+        ),
+        // On a host that cannot be bound, so that a value wrongly accepted fails too.
+        (
+            vec![
+                "--apiserver-fqdn=foo.bar.",
+                "--cert-dir",
+                dir,
+                "--host=256.0.0.1",
+                "--shutdown-delay=2h",
+            ],
+            "unknown unit",
+        ),
         (
             vec![
                 "--apiserver-fqdn=foo.bar.",
@@ -168,7 +212,9 @@ fn bad_certificate_files_exit_1_naming_the_file() {
         ),
         (
             vec!["--cert-name=cut.crt"],
-            format!("certificate {d}/cut.crt is not valid PEM"),
+            format!(
+                "certificate {d}/cut.crt is not valid PEM: its \"CERTIFICATE\" section has no END line"
+            ),
         ),
         (
             vec!["--key-name=tls.crt"],

@@ -728,12 +728,18 @@ async fn connection_limit_holds_further_clients_back() {
     cfg.limits.max_connections = 1;
     let server = Server::start(cfg).await;
     let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
-    let mut first = client.connect(server.addr).await.expect("first");
-    assert_eq!(
-        first.send(get("/healthz")).await.expect("first").status,
-        StatusCode::OK
+    // The first connection has a request in flight (its body is not complete), so it is not
+    // idle and keeps its slot.
+    let mut first = client.tls(server.addr).await.expect("first");
+    let head = format!(
+        "POST {WEBHOOK_PATH} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{"
     );
-    // The second connection waits in the backlog: its handshake cannot complete...
+    tokio::io::AsyncWriteExt::write_all(&mut first, head.as_bytes())
+        .await
+        .expect("first");
+    // Time for the server to read it (before that, the connection is idle).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The second connection waits: its handshake cannot complete...
     let second = tokio::spawn({
         let client = client.clone();
         let addr = server.addr;

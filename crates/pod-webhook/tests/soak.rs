@@ -11,13 +11,14 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    Ca, Client, Pem, TempDir, admission, decoded_patch, k8s_secret_write, review_request,
+    Ca, Client, KillOnDrop, Pem, TempDir, admission, decoded_patch, free_port, k8s_secret_write,
+    review_request, status_kib,
 };
 use hyper::StatusCode;
 use serde_json::json;
@@ -43,41 +44,10 @@ fn env_secs(name: &str, default: u64) -> Duration {
     Duration::from_secs(secs)
 }
 
-fn status_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("server status");
-    status
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(field)?
-                .trim()
-                .strip_suffix("kB")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or_else(|| panic!("{field} missing in /proc/{pid}/status"))
-}
-
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .expect("server fds")
         .count()
-}
-
-struct Webhook(Child);
-
-impl Drop for Webhook {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
 }
 
 #[derive(Default)]
@@ -239,7 +209,7 @@ async fn soak_load_rotation_idle_and_slow_clients() {
         .stderr(log)
         .spawn()
         .expect("start the webhook");
-    let mut server = Webhook(child);
+    let mut server = KillOnDrop(child);
     let pid = server.0.id();
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let client = Client::new(&ca.cert_pem(), None, &[b"http/1.1"]);

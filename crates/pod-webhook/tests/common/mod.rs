@@ -209,7 +209,23 @@ impl Client {
 
     /// Connects and completes the TLS handshake.
     pub async fn tls(&self, addr: SocketAddr) -> std::io::Result<TlsStream<TcpStream>> {
-        let tcp = TcpStream::connect(addr).await?;
+        self.tls_on(TcpStream::connect(addr).await?).await
+    }
+
+    /// Connects with a receive buffer of about `bytes` (a client that reads slowly, or not at
+    /// all, soon stops taking data) and completes the TLS handshake.
+    pub async fn tls_small_window(
+        &self,
+        addr: SocketAddr,
+        bytes: u32,
+    ) -> std::io::Result<TlsStream<TcpStream>> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.set_recv_buffer_size(bytes)?;
+        self.tls_on(socket.connect(addr).await?).await
+    }
+
+    /// Completes the TLS handshake on a connected socket.
+    pub async fn tls_on(&self, tcp: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
         let name = ServerName::try_from("localhost").expect("name");
         TlsConnector::from(self.config.clone())
             .connect(name, tcp)
@@ -413,6 +429,92 @@ pub async fn read_until_close(stream: &mut TlsStream<TcpStream>, limit: Duration
     })
     .await;
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A `kB` field of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`), in KiB.
+pub fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("server status");
+    status
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(field)?
+                .trim()
+                .strip_suffix("kB")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("{field} missing in /proc/{pid}/status"))
+}
+
+/// A port free on 127.0.0.1 a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// A child process killed and reaped when dropped.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The webhook binary serving `certs` on 127.0.0.1 with `extra` flags, logging to `log`;
+/// returned once `/readyz` answers 200.
+pub async fn spawn_binary(
+    certs: &Certs,
+    extra: &[&str],
+    log: std::process::Stdio,
+) -> (KillOnDrop, SocketAddr) {
+    spawn_binary_with_fds(certs, extra, log, None).await
+}
+
+/// [`spawn_binary`], with at most `max_fds` open file descriptors if given (by `prlimit`).
+pub async fn spawn_binary_with_fds(
+    certs: &Certs,
+    extra: &[&str],
+    log: std::process::Stdio,
+    max_fds: Option<u32>,
+) -> (KillOnDrop, SocketAddr) {
+    let port = free_port();
+    let bin = env!("CARGO_BIN_EXE_apiserver-proxy-pod-webhook");
+    let mut command = match max_fds {
+        Some(n) => {
+            let mut prlimit = std::process::Command::new("prlimit");
+            prlimit.arg(format!("--nofile={n}:{n}")).arg("--").arg(bin);
+            prlimit
+        }
+        None => std::process::Command::new(bin),
+    };
+    let child = command
+        .args(["--apiserver-fqdn=foo.bar.", "--host=127.0.0.1"])
+        .arg(format!("--port={port}"))
+        .arg("--cert-dir")
+        .arg(certs.dir.path())
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start the webhook");
+    let child = KillOnDrop(child);
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    for _ in 0..400 {
+        if let Ok(reply) = client.once(addr, get("/readyz")).await
+            && reply.status == StatusCode::OK
+        {
+            return (child, addr);
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the webhook did not come up on {addr}");
 }
 
 /// Replaces the certificate the way the kubelet updates a mounted Secret: files are symlinks
