@@ -1,8 +1,8 @@
 // SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
 // SPDX-License-Identifier: Apache-2.0
 
-//! Prometheus metrics. The request metrics carry controller-runtime's names and labels, so
-//! dashboards made for the original webhook keep working.
+//! Prometheus metrics. The request metrics carry the names and labels controller-runtime gives
+//! its webhooks' metrics, so dashboards built for controller-runtime webhooks read them.
 
 use std::time::Duration;
 
