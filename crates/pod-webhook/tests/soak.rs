@@ -182,6 +182,7 @@ async fn slow(client: Client, addr: SocketAddr, until: Instant, counts: Arc<Coun
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs 60 s (make test runs it)"]
 async fn soak_load_rotation_idle_and_slow_clients() {
     let duration = env_secs("SOAK_SECONDS", 60);
     let rotate_every = env_secs("SOAK_ROTATE_SECONDS", 3).max(Duration::from_secs(1));
