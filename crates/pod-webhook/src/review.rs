@@ -21,6 +21,9 @@ pub enum ReviewError {
     /// The body is not JSON, or a field has the wrong type.
     #[error("body is not a valid AdmissionReview: {0}")]
     Malformed(String),
+    /// The answer could not be encoded: the webhook's fault, not the request's.
+    #[error("cannot encode the answer: {0}")]
+    Encode(String),
     /// `apiVersion` is missing or not one the webhook speaks.
     #[error(
         "{}: expected \"admission.k8s.io/v1\" or \"admission.k8s.io/v1beta1\"",
@@ -136,8 +139,7 @@ pub struct Answer {
 /// The patch as the JSON string of its base64 encoding, kept raw: base64 needs no escaping,
 /// which spares serde_json a byte-by-byte escape scan of the largest part of a response.
 fn encode_patch(ops: &[mutate::PatchOp<'_>]) -> Result<Box<RawValue>, ReviewError> {
-    let cannot =
-        |e: &dyn std::fmt::Display| ReviewError::Malformed(format!("cannot encode patch: {e}"));
+    let cannot = |e: &dyn std::fmt::Display| ReviewError::Encode(format!("the patch: {e}"));
     let json = serde_json::to_vec(ops).map_err(|e| cannot(&e))?;
     let mut literal = String::with_capacity(json.len().div_ceil(3) * 4 + 2);
     literal.push('"');
@@ -170,6 +172,13 @@ fn is_pod<O>(request: &RequestIn<'_, O>) -> bool {
         .as_deref()
         .is_some_and(|s| !s.is_empty());
     (by_kind || by_resource) && !subresource
+}
+
+impl ReviewError {
+    /// Whether the request is at fault (a 4xx), rather than the webhook (a 5xx).
+    pub fn is_client_error(&self) -> bool {
+        !matches!(self, ReviewError::Encode(_))
+    }
 }
 
 /// Answers one AdmissionReview body.
@@ -242,8 +251,8 @@ fn answer<'a, O>(
             patch,
         },
     };
-    let body = serde_json::to_vec(&out)
-        .map_err(|e| ReviewError::Malformed(format!("cannot encode response: {e}")))?;
+    let body =
+        serde_json::to_vec(&out).map_err(|e| ReviewError::Encode(format!("the response: {e}")))?;
     Ok(Answer {
         body,
         outcome,
@@ -350,6 +359,23 @@ mod tests {
         body["request"]["subResource"] = json!("binding");
         let (_, outcome) = answer(body.to_string().as_bytes());
         assert_eq!(outcome, Outcome::NotApplicable);
+    }
+
+    #[test]
+    fn only_an_answer_that_cannot_be_encoded_is_the_webhooks_fault() {
+        let cases = [
+            (ReviewError::Malformed("x".into()), true),
+            (ReviewError::ApiVersion("x".into()), true),
+            (ReviewError::Kind("x".into()), true),
+            (ReviewError::MissingRequest, true),
+            (ReviewError::MissingUid, true),
+            (ReviewError::MissingObject, true),
+            (ReviewError::InvalidPod("x".into()), true),
+            (ReviewError::Encode("the response: x".into()), false),
+        ];
+        for (error, client) in cases {
+            assert_eq!(error.is_client_error(), client, "{error}");
+        }
     }
 
     #[test]

@@ -1,0 +1,279 @@
+// SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
+// SPDX-License-Identifier: Apache-2.0
+
+//! The HTTPS server: the listener (`listen.rs`), each connection with its limits and timeouts
+//! (`conn.rs`), routing and the handlers (`routes.rs`), and here the accept loop and graceful
+//! shutdown.
+
+mod conn;
+mod listen;
+mod routes;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, TryAcquireError, watch};
+use tokio_rustls::TlsAcceptor;
+use tracing::{Instrument, debug, info, warn};
+
+use crate::config::Config;
+use crate::log_limit::LogLimit;
+use crate::metrics::Metrics;
+use crate::tls::{self, TlsError, TlsStore};
+
+use conn::serve_connection;
+use listen::bind;
+use routes::summarize_suppressed;
+
+/// The path kube-apiserver calls.
+pub const WEBHOOK_PATH: &str = "/webhook/pod-apiserver-env";
+
+/// Failed requests logged at once before the rate applies.
+const FAILURE_LOG_BURST: u32 = 50;
+/// Failed requests logged per second after the burst.
+const FAILURE_LOG_PER_SECOND: u32 = 10;
+/// The most of a request path, or of a message quoting a client's input, put in a log line.
+const LOGGED_PATH_BYTES: usize = 128;
+const LOGGED_MESSAGE_BYTES: usize = 512;
+
+/// Why the server cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The certificate files are unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address as given.
+        addr: String,
+        /// The socket error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Where the server is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    /// Normal operation.
+    Serving,
+    /// Shutdown signalled: not ready, HTTP/1 answers carry `Connection: close`, HTTP/2
+    /// connections get GOAWAY; new connections are still accepted.
+    Terminating,
+    /// No more connections accepted; open ones close after their current request.
+    Draining,
+}
+
+#[derive(Debug)]
+struct Shared {
+    config: Config,
+    metrics: Arc<Metrics>,
+    ready: AtomicBool,
+    terminating: AtomicBool,
+    /// Permits for bytes of request bodies in memory ([`crate::config::Limits::body_budget_bytes`]).
+    body_budget: Arc<Semaphore>,
+    body_budget_permits: u32,
+    /// Failed requests are logged at a bounded rate (and all counted).
+    failure_log: LogLimit,
+}
+
+/// A bound, not yet serving webhook server.
+#[derive(Debug)]
+pub struct Webhook {
+    listener: TcpListener,
+    tls: Arc<TlsStore>,
+    shared: Arc<Shared>,
+}
+
+impl Webhook {
+    /// Loads the certificate (a missing or broken one is an error) and binds the listener.
+    pub async fn bind(config: Config) -> Result<Self, ServerError> {
+        let tls = TlsStore::load(&config.tls, config.tls_min_version, config.enable_http2)?;
+        let listener = bind(&config.listen).await?;
+        let body_budget_permits = u32::try_from(config.limits.body_budget_bytes)
+            .unwrap_or(u32::MAX)
+            .clamp(1, u32::try_from(Semaphore::MAX_PERMITS).unwrap_or(u32::MAX));
+        Ok(Webhook {
+            listener,
+            tls: Arc::new(tls),
+            shared: Arc::new(Shared {
+                config,
+                metrics: Arc::new(Metrics::new(WEBHOOK_PATH)),
+                ready: AtomicBool::new(false),
+                terminating: AtomicBool::new(false),
+                body_budget: Arc::new(Semaphore::new(body_budget_permits as usize)),
+                body_budget_permits,
+                failure_log: LogLimit::new(FAILURE_LOG_BURST, FAILURE_LOG_PER_SECOND),
+            }),
+        })
+    }
+
+    /// The address the listener is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then shuts down gracefully: not ready at once, serving
+    /// for the shutdown delay, then draining in-flight requests for at most the shutdown timeout.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let Webhook {
+            listener,
+            tls,
+            shared,
+        } = self;
+        let config = &shared.config;
+        let max_connections = config.limits.max_connections;
+        let permits = Arc::new(Semaphore::new(max_connections as usize));
+        let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
+        let reload = tokio::spawn(tls::watch(
+            tls.clone(),
+            config.cert_reload_interval,
+            shared.metrics.clone(),
+        ));
+        let summary = tokio::spawn(summarize_suppressed(shared.clone()));
+        let addr = listener
+            .local_addr()
+            .map_or_else(|e| format!("unknown address ({e})"), |a| a.to_string());
+        let mut accept = Box::pin(accept_loop(
+            listener,
+            tls,
+            shared.clone(),
+            permits.clone(),
+            phase_rx,
+        ));
+        shared.ready.store(true, Ordering::SeqCst);
+        info!(%addr, http2 = config.enable_http2, "serving");
+
+        tokio::select! {
+            () = &mut accept => {}
+            () = shutdown => {}
+        }
+        shared.ready.store(false, Ordering::SeqCst);
+        shared.terminating.store(true, Ordering::SeqCst);
+        phase_tx.send_replace(Phase::Terminating);
+        info!(delay = ?config.shutdown_delay, "shutting down: not ready, still serving");
+        tokio::select! {
+            () = &mut accept => {}
+            () = tokio::time::sleep(config.shutdown_delay) => {}
+        }
+        drop(accept);
+        phase_tx.send_replace(Phase::Draining);
+        let open = max_connections as usize - permits.available_permits();
+        info!(connections = open, timeout = ?config.shutdown_timeout, "draining connections");
+        let drained = tokio::time::timeout(
+            config.shutdown_timeout,
+            permits.acquire_many(max_connections),
+        )
+        .await;
+        match drained {
+            Ok(_) => info!("all connections closed"),
+            Err(_) => warn!(
+                connections = max_connections as usize - permits.available_permits(),
+                "shutdown timeout reached with connections still open; closing them"
+            ),
+        }
+        reload.abort();
+        summary.abort();
+        Ok(())
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Arc<TlsStore>,
+    shared: Arc<Shared>,
+    permits: Arc<Semaphore>,
+    phase: watch::Receiver<Phase>,
+) {
+    let (evict_tx, _) = watch::channel(0u64);
+    let mut backoff = None;
+    loop {
+        // Without a free slot, accept anyway: a waiting client is what makes idle connections
+        // worth closing.
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(TryAcquireError::NoPermits) => None,
+            Err(TryAcquireError::Closed) => return,
+        };
+        let (tcp, peer) = match listener.accept().await {
+            Ok(conn) => {
+                backoff = None;
+                conn
+            }
+            Err(e) => {
+                // Typically out of file descriptors: back off, longer while it lasts, instead
+                // of spinning, and warn once per episode.
+                let wait = accept_backoff(backoff);
+                if backoff.is_none() {
+                    warn!(error = %e, "cannot accept connections; retrying with back-off");
+                } else {
+                    debug!(error = %e, ?wait, "still cannot accept connections");
+                }
+                backoff = Some(wait);
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        };
+        let permit = match permit {
+            Some(permit) => permit,
+            None => {
+                // Every slot is taken: idle connections make room for the new client.
+                evict_tx.send_modify(|round| *round += 1);
+                let wait = shared.config.limits.handshake_timeout;
+                match tokio::time::timeout(wait, permits.clone().acquire_owned()).await {
+                    Ok(Ok(permit)) => permit,
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        debug!(%peer, "no connection slot freed in time: closing the new connection");
+                        continue;
+                    }
+                }
+            }
+        };
+        let acceptor = TlsAcceptor::from(tls.current());
+        let shared = shared.clone();
+        let phase = phase.clone();
+        // Only calls for room made after it joined concern a connection.
+        let evict = evict_tx.subscribe();
+        let span = tracing::debug_span!("conn", %peer);
+        tokio::spawn(
+            async move {
+                serve_connection(tcp, acceptor, shared, phase, evict).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// How long to wait after a failed accept, given the previous wait in this run of failures:
+/// from 10 ms, doubling, up to 1 s.
+fn accept_backoff(previous: Option<Duration>) -> Duration {
+    previous.map_or(Duration::from_millis(10), |wait| {
+        (wait * 2).min(Duration::from_secs(1))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_backs_off() {
+        let ms = Duration::from_millis;
+        for (previous, want) in [
+            (None, ms(10)),
+            (Some(ms(10)), ms(20)),
+            (Some(ms(640)), ms(1000)),
+            (Some(ms(1000)), ms(1000)),
+        ] {
+            assert_eq!(accept_backoff(previous), want, "{previous:?}");
+        }
+    }
+}

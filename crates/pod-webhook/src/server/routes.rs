@@ -1,0 +1,581 @@
+// SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
+// SPDX-License-Identifier: Apache-2.0
+
+//! Routing and the handlers: `/webhook/pod-apiserver-env` (the body read within its share of
+//! the budget, the review, the answer), `/readyz`, `/healthz`, `/metrics`; every failure as a
+//! response, counted and logged at a bounded rate.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http_body_util::BodyExt;
+use hyper::body::{Bytes, Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::{debug, error, warn};
+
+use crate::log_limit::{self, Verdict};
+use crate::review::{self, Outcome};
+
+use super::conn::{Answering, WireSize};
+use super::*;
+
+/// A request that cannot be answered, and why.
+#[derive(Debug)]
+pub(super) struct Failure {
+    status: StatusCode,
+    message: String,
+}
+
+impl Failure {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Failure {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+/// The most bytes handed to hyper at once: a client that does not read holds the rest back
+/// here rather than in hyper's or h2's buffers.
+const CHUNK: usize = 16 * 1024;
+
+/// A response body: the whole answer in memory, handed out in slices, holding the request's
+/// share of the memory budget until it has been sent (or the connection is gone).
+#[derive(Debug, Default)]
+pub(super) struct Body {
+    rest: Bytes,
+    share: Option<OwnedSemaphorePermit>,
+    pub(super) answering: Option<Answering>,
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        if this.rest.is_empty() {
+            this.share = None;
+            this.answering = None;
+            return Poll::Ready(None);
+        }
+        let chunk = this.rest.split_to(this.rest.len().min(CHUNK));
+        if let Some(Answering(conn)) = &this.answering {
+            conn.wrote();
+        }
+        if this.rest.is_empty() {
+            this.share = None;
+            this.answering = None;
+        }
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.rest.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.rest.len() as u64)
+    }
+}
+
+fn response(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
+    let mut resp = Response::new(Body {
+        rest: body.into(),
+        share: None,
+        answering: None,
+    });
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+pub(super) fn failure_response(failure: &Failure, allow: &'static str) -> Response<Body> {
+    let mut resp = response(
+        failure.status,
+        "text/plain; charset=utf-8",
+        format!("{}\n", failure.message),
+    );
+    if failure.status == StatusCode::METHOD_NOT_ALLOWED {
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(allow));
+    }
+    resp
+}
+
+pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let (result, allow) = match path.as_str() {
+        WEBHOOK_PATH => (review_route(shared, req).await, "POST"),
+        "/healthz" => (
+            get_only(&method).map(|()| text(StatusCode::OK, "ok")),
+            "GET, HEAD",
+        ),
+        "/readyz" => (
+            get_only(&method).and_then(|()| readiness(shared)),
+            "GET, HEAD",
+        ),
+        "/metrics" => (
+            get_only(&method).and_then(|()| metrics_text(shared)),
+            "GET, HEAD",
+        ),
+        _ => (
+            Err(Failure::new(
+                StatusCode::NOT_FOUND,
+                format!("no handler for path {path}; the webhook is at {WEBHOOK_PATH}"),
+            )),
+            "",
+        ),
+    };
+    match result {
+        Ok(resp) => resp,
+        Err(failure) => {
+            shared
+                .metrics
+                .request_failed(failure_reason(failure.status));
+            if let Verdict::Log { suppressed } = shared.failure_log.check() {
+                warn!(
+                    %method,
+                    path = %log_limit::truncate(&path, LOGGED_PATH_BYTES),
+                    status = failure.status.as_u16(),
+                    error = %log_limit::truncate(&failure.message, LOGGED_MESSAGE_BYTES),
+                    suppressed,
+                    "request failed"
+                );
+            }
+            let mut resp = failure_response(&failure, allow);
+            // The rest of the body was never read: close rather than drain it and wait on.
+            if matches!(
+                failure.status,
+                StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+            ) {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            resp
+        }
+    }
+}
+
+/// The `reason` label of a failed request.
+fn failure_reason(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::REQUEST_TIMEOUT => "timeout",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        StatusCode::INTERNAL_SERVER_ERROR => "internal",
+        _ => "other",
+    }
+}
+
+/// Says, now and then, how many failed-request lines the rate limit left out.
+pub(super) async fn summarize_suppressed(shared: Arc<Shared>) {
+    let mut ticker = tokio::time::interval(log_limit::SUMMARY_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    loop {
+        ticker.tick().await;
+        let suppressed = shared.failure_log.take_suppressed();
+        if suppressed > 0 {
+            warn!(
+                suppressed,
+                every = ?log_limit::SUMMARY_EVERY,
+                "failed requests not logged (rate limit); all are counted in apiserver_proxy_pod_webhook_request_failures_total"
+            );
+        }
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Body> {
+    response(status, "text/plain; charset=utf-8", body)
+}
+
+fn get_only(method: &Method) -> Result<(), Failure> {
+    if method == Method::GET || method == Method::HEAD {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method {method} not allowed; use GET"),
+        ))
+    }
+}
+
+fn readiness(shared: &Shared) -> Result<Response<Body>, Failure> {
+    if shared.ready.load(Ordering::SeqCst) {
+        Ok(text(StatusCode::OK, "ok"))
+    } else {
+        Err(Failure::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: shutting down",
+        ))
+    }
+}
+
+fn metrics_text(shared: &Shared) -> Result<Response<Body>, Failure> {
+    let body = shared.metrics.encode().map_err(|e| {
+        Failure::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode metrics: {e}"),
+        )
+    })?;
+    Ok(response(
+        StatusCode::OK,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        body,
+    ))
+}
+
+/// Whether a Content-Type header value is JSON (`application/json`, any parameters).
+fn is_json(value: &HeaderValue) -> bool {
+    value
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
+}
+
+async fn review_route(shared: &Shared, req: Request<Incoming>) -> Result<Response<Body>, Failure> {
+    let started = Instant::now();
+    let metrics = &shared.metrics;
+    let _in_flight = metrics.in_flight();
+    let timeout = shared.config.limits.request_timeout;
+    let result = match tokio::time::timeout(timeout, review_request(shared, req)).await {
+        Ok(result) => result,
+        Err(_) => Err(Failure::new(
+            StatusCode::REQUEST_TIMEOUT,
+            format!("request not received and answered within {timeout:?}"),
+        )),
+    };
+    let status = match &result {
+        Ok(resp) => resp.status(),
+        Err(f) => f.status,
+    };
+    metrics.observe(status.as_u16(), started.elapsed());
+    result
+}
+
+async fn review_request(
+    shared: &Shared,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Failure> {
+    let limits = &shared.config.limits;
+    let declared = check_head(&req, limits.max_body_bytes)?;
+    let wire_size = req.extensions().get::<Arc<WireSize>>().cloned();
+    let (body, budget) = read_body(shared, req.into_body(), declared).await?;
+    if let (Some(size), Some(len)) = (&wire_size, declared)
+        && len == body.len() as u64
+    {
+        size.body_read(body.len());
+    }
+
+    let answer = guarded(|| review::review(&body, &shared.config.mutate))?.map_err(|e| {
+        let status = if e.is_client_error() {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        Failure::new(status, e.to_string())
+    })?;
+    check_answer_size(&answer, body.len(), limits.answer_unbudgeted_bytes)?;
+    match &answer.outcome {
+        Outcome::Mutated { containers } => {
+            shared.metrics.pods_mutated.inc();
+            debug!(uid = %log_limit::truncate(&answer.uid, LOGGED_PATH_BYTES), containers, "pod mutated");
+        }
+        Outcome::Skipped(reason) => {
+            shared.metrics.pod_skipped(reason.as_str());
+            debug!(uid = %log_limit::truncate(&answer.uid, LOGGED_PATH_BYTES), reason = reason.as_str(), "pod left unchanged");
+        }
+        Outcome::NotApplicable => {}
+    }
+    drop(body);
+    let mut resp = response(StatusCode::OK, "application/json", answer.body);
+    resp.body_mut().share = budget;
+    Ok(resp)
+}
+
+/// A review must be POSTed as JSON with a body within `max_body_bytes`; returns its declared
+/// length.
+fn check_head(req: &Request<Incoming>, max_body_bytes: usize) -> Result<Option<u64>, Failure> {
+    if req.method() != Method::POST {
+        return Err(Failure::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method {} not allowed; use POST", req.method()),
+        ));
+    }
+    match req.headers().get(header::CONTENT_TYPE) {
+        Some(v) if is_json(v) => {}
+        Some(v) => {
+            return Err(Failure::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "Content-Type {:?} not supported; use application/json",
+                    String::from_utf8_lossy(v.as_bytes())
+                ),
+            ));
+        }
+        None => {
+            return Err(Failure::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Content-Type missing; use application/json",
+            ));
+        }
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > max_body_bytes as u64) {
+        return Err(too_large(max_body_bytes));
+    }
+    Ok(declared)
+}
+
+fn too_large(max_body_bytes: usize) -> Failure {
+    Failure::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("body larger than {max_body_bytes} bytes"),
+    )
+}
+
+/// Reads the body. Its share of the body budget is taken only once its bytes begin to
+/// arrive, so that a head announcing a large body and sending nothing holds none of it; from
+/// then on the rest must arrive within the fill timeout. Returns the body and the share, which
+/// the answer holds until it is sent.
+async fn read_body(
+    shared: &Shared,
+    mut incoming: Incoming,
+    declared: Option<u64>,
+) -> Result<(Vec<u8>, Option<OwnedSemaphorePermit>), Failure> {
+    let limits = &shared.config.limits;
+    // One buffer, allocated once: now for a small body, with its share for a larger one.
+    let mut body = Vec::with_capacity(
+        declared
+            .filter(|&len| len <= limits.body_unbudgeted_bytes as u64)
+            .map_or(0, |len| len as usize),
+    );
+    let mut budget = None;
+    let mut fill_deadline = None;
+    loop {
+        let frame = match fill_deadline {
+            None => incoming.frame().await,
+            Some(at) => tokio::time::timeout_at(at, incoming.frame())
+                .await
+                .map_err(|_| {
+                    Failure::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        format!(
+                            "body not received within {:?} of getting its share of the memory budget",
+                            limits.body_fill_timeout
+                        ),
+                    )
+                })?,
+        };
+        let Some(frame) = frame else { break };
+        let frame = frame
+            .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, format!("cannot read body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let len = body.len() + data.len();
+        if len > limits.max_body_bytes {
+            return Err(too_large(limits.max_body_bytes));
+        }
+        // A body that will pass the unbudgeted size takes its share as soon as its first bytes
+        // are here: not before (a head alone holds nothing), not later (unbudgeted bytes held by
+        // many connections at once would add up).
+        let needs_share = declared.is_none_or(|d| d > limits.body_unbudgeted_bytes as u64)
+            || len > limits.body_unbudgeted_bytes;
+        if budget.is_none() && needs_share {
+            let permits = budget_permits(declared, shared.body_budget_permits);
+            budget = Some(
+                shared
+                    .body_budget
+                    .clone()
+                    .acquire_many_owned(permits)
+                    .await
+                    // Never closed; should it ever be, refuse rather than read unbounded.
+                    .map_err(|_| {
+                        Failure::new(StatusCode::SERVICE_UNAVAILABLE, "body budget closed")
+                    })?,
+            );
+            fill_deadline = Some(tokio::time::Instant::now() + limits.body_fill_timeout);
+            // One buffer sized by Content-Length (kube-apiserver sends it): one copy, no list
+            // of chunks to join afterwards.
+            body.reserve(
+                declared
+                    .map_or(0, |d| d as usize)
+                    .min(1 << 20)
+                    .saturating_sub(body.len()),
+            );
+        }
+        body.extend_from_slice(&data);
+    }
+    Ok((body, budget))
+}
+
+/// The answer must fit in the memory the request already holds: its body (freed once
+/// reviewed; at least its share of the budget), plus `unbudgeted` bytes.
+fn check_answer_size(
+    answer: &review::Answer,
+    body_len: usize,
+    unbudgeted: usize,
+) -> Result<(), Failure> {
+    let may_hold = body_len.saturating_add(unbudgeted);
+    if answer.body.len() <= may_hold {
+        return Ok(());
+    }
+    Err(Failure::new(
+        StatusCode::BAD_REQUEST,
+        format!(
+            "the answer would be {} bytes, more than {unbudgeted} bytes larger than the request \
+             body; the pod has {} containers to patch",
+            answer.body.len(),
+            match answer.outcome {
+                Outcome::Mutated { containers } => containers,
+                _ => 0,
+            }
+        ),
+    ))
+}
+
+/// The share of the body budget a body takes: its declared length, or the whole budget for a
+/// body of unknown length (kube-apiserver always declares it); at most the whole budget.
+fn budget_permits(declared: Option<u64>, budget: u32) -> u32 {
+    let want = declared.map_or(u64::MAX, |len| len.max(1));
+    u32::try_from(want).unwrap_or(u32::MAX).min(budget)
+}
+
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// A future whose panic is caught and returned as its message.
+pub(super) struct CatchPanic<F>(pub(super) Pin<Box<F>>);
+
+impl<F: Future> Future for CatchPanic<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.get_mut().0.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
+            Err(panic) => Poll::Ready(Err(panic_message(panic))),
+        }
+    }
+}
+
+/// Runs `f`, turning a panic into a 500 so one bad request never takes the server down.
+fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, Failure> {
+    std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
+        let what = panic_message(panic);
+        error!(panic = %what, "panic while reviewing a request");
+        Failure::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal error while reviewing the request",
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn panic_becomes_500() {
+        let failure = guarded(|| -> u8 { panic!("boom") }).expect_err("must fail");
+        assert_eq!(failure.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(guarded(|| 7).ok().map(|v| v + 1), Some(8));
+    }
+
+    #[tokio::test]
+    async fn panic_in_a_handler_future_is_caught() {
+        let caught: Result<(), String> = CatchPanic(Box::pin(async {
+            tokio::task::yield_now().await;
+            panic!("handler bug");
+        }))
+        .await;
+        assert_eq!(caught, Err("handler bug".to_owned()));
+        let fine = CatchPanic(Box::pin(async { 5 })).await;
+        assert_eq!(fine, Ok(5));
+    }
+
+    #[test]
+    fn failure_reasons() {
+        for (status, reason) in [
+            (StatusCode::BAD_REQUEST, "bad_request"),
+            (StatusCode::NOT_FOUND, "not_found"),
+            (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            (StatusCode::REQUEST_TIMEOUT, "timeout"),
+            (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            (StatusCode::IM_A_TEAPOT, "other"),
+        ] {
+            assert_eq!(failure_reason(status), reason, "{status}");
+        }
+    }
+
+    #[test]
+    fn budget_share() {
+        let budget = 1 << 20;
+        for (declared, want) in [
+            (Some(0), 1),
+            (Some(80_000), 80_000),
+            (Some(1 << 20), budget),
+            (Some(7_000_000), budget),
+            (Some(u64::MAX), budget),
+            (None, budget),
+        ] {
+            assert_eq!(budget_permits(declared, budget), want, "{declared:?}");
+        }
+    }
+
+    #[test]
+    fn json_content_types() {
+        for ok in [
+            "application/json",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+        ] {
+            assert!(is_json(&HeaderValue::from_static(ok)), "{ok}");
+        }
+        for bad in [
+            "text/plain",
+            "application/jsonx",
+            "application/x-www-form-urlencoded",
+            "",
+        ] {
+            assert!(!is_json(&HeaderValue::from_static(bad)), "{bad}");
+        }
+    }
+}
