@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use tokio::sync::Notify;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
@@ -164,8 +165,9 @@ impl Contest {
 /// after a failure with backoff; the address also on every kernel notification that touches
 /// it or its link.
 pub async fn run(sidecar: &mut Sidecar, events: KernelEvents, shutdown: impl Future<Output = ()>) {
-    let resync_rules = Notify::new();
     let Sidecar { address, rules } = sidecar;
+    // One per rules loop: a lost notification resyncs each family.
+    let resync_rules: Vec<Notify> = rules.iter().map(|_| Notify::new()).collect();
     // Dropping the loops at shutdown kills a running iptables child and frees the lock; each
     // iptables-restore commit is atomic, so nothing is left half-written.
     tokio::select! {
@@ -174,7 +176,12 @@ pub async fn run(sidecar: &mut Sidecar, events: KernelEvents, shutdown: impl Fut
         _ = async {
             tokio::join!(
                 keep_address(address, &events, &resync_rules),
-                keep_rules(rules, &resync_rules),
+                join_all(
+                    rules
+                        .iter_mut()
+                        .zip(&resync_rules)
+                        .map(|(keeper, resync)| keep_rules(keeper, resync)),
+                ),
             )
         } => {}
     }
@@ -186,7 +193,7 @@ fn ticks(every: Duration) -> tokio::time::Interval {
     ticks
 }
 
-async fn keep_address(keeper: &mut AddressKeeper, events: &KernelEvents, resync_rules: &Notify) {
+async fn keep_address(keeper: &mut AddressKeeper, events: &KernelEvents, resync_rules: &[Notify]) {
     let mut ticks = ticks(keeper.config.sync_interval);
     let mut retry = Retry::new(keeper.config.sync_interval);
     let mut contest = Contest::default();
@@ -213,7 +220,9 @@ async fn keep_address(keeper: &mut AddressKeeper, events: &KernelEvents, resync_
                             last_overrun_report = Some(now);
                             overruns_unreported = 0;
                         }
-                        resync_rules.notify_one();
+                        for resync in resync_rules {
+                            resync.notify_one();
+                        }
                         break "notifications lost";
                     }
                     if need.foreign_copy() {
@@ -221,7 +230,7 @@ async fn keep_address(keeper: &mut AddressKeeper, events: &KernelEvents, resync_
                         if let Verdict::Hold { wait, report } = contest.record(Instant::now()) {
                             keeper.metrics.set_contested(true);
                             if let Some(copies) = report {
-                                warn!(ip = %keeper.config.ip, copies, pause = ?wait,
+                                warn!(ip = %keeper.config.ip_list(), copies, pause = ?wait,
                                       "another process keeps putting the address on another interface; backing off");
                             }
                             hold = Some(wait);

@@ -101,8 +101,8 @@ pub struct KernelEvents {
 }
 
 impl KernelEvents {
-    /// Subscribes to address and link notifications about `ip`.
-    pub fn subscribe(ip: IpAddr) -> Result<KernelEvents, NetifError> {
+    /// Subscribes to address and link notifications about `ips`.
+    pub fn subscribe(ips: Vec<IpAddr>) -> Result<KernelEvents, NetifError> {
         let failed = |cause| NetifError {
             action: "subscribe to the kernel's address notifications".into(),
             cause,
@@ -126,7 +126,7 @@ impl KernelEvents {
                             0 => None,
                             index => Some(index),
                         };
-                        need_for(netif::classify(&message, ip), link)
+                        need_for(netif::classify(&message, &ips), link)
                     };
                     shared.raise(need);
                 }

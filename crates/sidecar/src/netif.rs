@@ -375,17 +375,14 @@ pub enum Event {
     Other,
 }
 
-/// Classifies a notification against the proxy's address.
-pub fn classify(message: &NetlinkMessage<RouteNetlinkMessage>, ip: IpAddr) -> Event {
+/// Classifies a notification against the proxy's addresses.
+pub fn classify(message: &NetlinkMessage<RouteNetlinkMessage>, ips: &[IpAddr]) -> Event {
+    let ours = |address: &AddressMessage| address_of(address).is_some_and(|ip| ips.contains(&ip));
     match &message.payload {
-        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(address))
-            if address_of(address) == Some(ip) =>
-        {
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(address)) if ours(address) => {
             Event::AddressRemoved
         }
-        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(address))
-            if address_of(address) == Some(ip) =>
-        {
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(address)) if ours(address) => {
             Event::AddressAdded {
                 index: address.header.index,
             }
@@ -502,7 +499,37 @@ mod tests {
             ),
         ];
         for (message, want) in cases {
-            assert_eq!(classify(&message, ip), want, "{message:?}");
+            assert_eq!(classify(&message, &[ip]), want, "{message:?}");
+        }
+    }
+
+    #[test]
+    fn notifications_are_classified_against_every_proxy_address() {
+        let ips: Vec<IpAddr> = ["10.96.0.2", "fd00::2"]
+            .iter()
+            .map(|text| text.parse().expect("ip"))
+            .collect();
+        let cases = [
+            (
+                RouteNetlinkMessage::DelAddress(address("fd00::2", 1, true)),
+                Event::AddressRemoved,
+            ),
+            (
+                RouteNetlinkMessage::DelAddress(address("10.96.0.2", 1, true)),
+                Event::AddressRemoved,
+            ),
+            (
+                RouteNetlinkMessage::NewAddress(address("fd00::2", 6, true)),
+                Event::AddressAdded { index: 6 },
+            ),
+            (
+                RouteNetlinkMessage::DelAddress(address("fd00::3", 1, true)),
+                Event::Other,
+            ),
+        ];
+        for (inner, want) in cases {
+            let message = message(inner);
+            assert_eq!(classify(&message, &ips), want, "{message:?}");
         }
     }
 
