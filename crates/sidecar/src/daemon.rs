@@ -196,7 +196,13 @@ fn ticks(every: Duration) -> tokio::time::Interval {
 async fn keep_address(keeper: &mut AddressKeeper, events: &KernelEvents, resync_rules: &[Notify]) {
     let mut ticks = ticks(keeper.config.sync_interval);
     let mut retry = Retry::new(keeper.config.sync_interval);
-    let mut contest = Contest::default();
+    // One per address: each tug-of-war is recognised, paced and reported on its own.
+    let mut contests: Vec<Contest> = keeper
+        .config
+        .ips
+        .iter()
+        .map(|_| Contest::default())
+        .collect();
     let mut overruns_unreported = 0u32;
     let mut last_overrun_report: Option<Instant> = None;
     let mut why = "initial sync";
@@ -204,9 +210,10 @@ async fn keep_address(keeper: &mut AddressKeeper, events: &KernelEvents, resync_
         debug!(why, "address sync");
         retry.after(keeper.sync().await);
         events.follow_link(keeper.link_index);
+        let now = Instant::now();
         keeper
             .metrics
-            .set_contested(contest.contested(Instant::now()));
+            .set_contested(contests.iter().any(|contest| contest.contested(now)));
         let mut hold = None;
         why = loop {
             tokio::select! {
@@ -225,15 +232,20 @@ async fn keep_address(keeper: &mut AddressKeeper, events: &KernelEvents, resync_
                         }
                         break "notifications lost";
                     }
-                    if need.foreign_copy() {
+                    for position in need.foreign_copies() {
+                        let (Some(contest), Some(ip)) =
+                            (contests.get_mut(position), keeper.config.ips.get(position))
+                        else {
+                            continue;
+                        };
                         keeper.metrics.address_conflict();
                         if let Verdict::Hold { wait, report } = contest.record(Instant::now()) {
                             keeper.metrics.set_contested(true);
                             if let Some(copies) = report {
-                                warn!(ip = %keeper.config.ip_list(), copies, pause = ?wait,
+                                warn!(%ip, copies, pause = ?wait,
                                       "another process keeps putting the address on another interface; backing off");
                             }
-                            hold = Some(wait);
+                            hold = hold.max(Some(wait));
                         }
                     }
                     if need.address() {

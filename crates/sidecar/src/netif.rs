@@ -368,7 +368,8 @@ pub enum Event {
     /// The proxy's address was removed from some interface.
     AddressRemoved,
     /// The proxy's address was put on the interface with this index.
-    AddressAdded { index: u32 },
+    /// `position` is the address's place in `--ip-address`.
+    AddressAdded { index: u32, position: usize },
     /// A link changed state or was removed.
     LinkChanged { index: u32, removed: bool, up: bool },
     /// Anything else.
@@ -377,14 +378,22 @@ pub enum Event {
 
 /// Classifies a notification against the proxy's addresses.
 pub fn classify(message: &NetlinkMessage<RouteNetlinkMessage>, ips: &[IpAddr]) -> Event {
-    let ours = |address: &AddressMessage| address_of(address).is_some_and(|ip| ips.contains(&ip));
+    let position = |address: &AddressMessage| {
+        address_of(address).and_then(|ip| ips.iter().position(|wanted| *wanted == ip))
+    };
     match &message.payload {
-        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(address)) if ours(address) => {
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(address))
+            if position(address).is_some() =>
+        {
             Event::AddressRemoved
         }
-        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(address)) if ours(address) => {
-            Event::AddressAdded {
-                index: address.header.index,
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(address)) => {
+            match position(address) {
+                Some(position) => Event::AddressAdded {
+                    index: address.header.index,
+                    position,
+                },
+                None => Event::Other,
             }
         }
         NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) => Event::LinkChanged {
@@ -450,7 +459,10 @@ mod tests {
                     4,
                     true,
                 ))),
-                Event::AddressAdded { index: 4 },
+                Event::AddressAdded {
+                    index: 4,
+                    position: 0,
+                },
             ),
             // Without IFA_LOCAL, IFA_ADDRESS is the interface's own address.
             (
@@ -459,7 +471,10 @@ mod tests {
                     5,
                     false,
                 ))),
-                Event::AddressAdded { index: 5 },
+                Event::AddressAdded {
+                    index: 5,
+                    position: 0,
+                },
             ),
             (
                 message(RouteNetlinkMessage::DelAddress(address(
@@ -520,7 +535,10 @@ mod tests {
             ),
             (
                 RouteNetlinkMessage::NewAddress(address("fd00::2", 6, true)),
-                Event::AddressAdded { index: 6 },
+                Event::AddressAdded {
+                    index: 6,
+                    position: 1,
+                },
             ),
             (
                 RouteNetlinkMessage::DelAddress(address("fd00::3", 1, true)),
