@@ -237,3 +237,33 @@ fn stale_addresses_across_families_and_processes() {
     );
     assert!(ns.addresses_of("fd00::3").is_empty());
 }
+
+/// A dual-stack sidecar on `lo` and an IPv6-only one putting the same IPv6 address on a
+/// bridge: the tug-of-war is over that address alone, reported with it; the IPv4 address is
+/// neither fought over nor left by the sidecar keeping IPv6 alone.
+#[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
+fn a_tug_of_war_over_one_address_is_reported_with_that_address() {
+    let ns = Netns::new("dualtug");
+    ns.sh("ip", &["link", "set", "lo", "up"]);
+    ns.sh("ip", &["link", "add", "apxbr", "type", "bridge"]);
+    let dual = ns.spawn_sidecar(&[BOTH]);
+    let v6_only = ns.spawn_sidecar(&[&format!("--ip-address={V6}"), "--interface=apxbr"]);
+    std::thread::sleep(Duration::from_secs(6));
+    let log = dual.log();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains("keeps putting the address on another interface"))
+        .collect();
+    let other_log = v6_only.log();
+    let warned_v6 = warnings.iter().any(|line| line.contains(V6));
+    assert!(warned_v6, "{log}\n{other_log}");
+    assert!(warnings.iter().all(|line| !line.contains(V4)), "{log}");
+    let v4_repairs = log
+        .lines()
+        .filter(|line| line.contains("restored address") && line.contains(V4))
+        .count();
+    assert_eq!(v4_repairs, 0, "{log}");
+    assert!(v4_in_place(&ns), "{log}");
+    assert!(!other_log.contains(V4), "{other_log}");
+}
