@@ -37,6 +37,9 @@ pub enum StepError {
         #[source]
         source: FirewallError,
     },
+    /// Several addresses of `--ip-address` failed, each named by its own error.
+    #[error("{}", .0.iter().map(|e| error_chain(e)).collect::<Vec<_>>().join("; "))]
+    Several(Vec<StepError>),
 }
 
 impl StepError {
@@ -47,6 +50,7 @@ impl StepError {
             StepError::Address(_) => "address",
             StepError::Iptables { source, .. } if source.is_lock_busy() => "iptables_lock",
             StepError::Iptables { .. } | StepError::IptablesBackend(_) => "iptables",
+            StepError::Several(errors) => errors.first().map_or("address", StepError::kind),
         }
     }
 }
@@ -248,14 +252,14 @@ impl AddressKeeper {
                   "removed an address named by --remove-ip-address");
             self.metrics.repaired("stale_address");
         }
-        // Every address is tried, whatever failed before it; the first failure is reported.
-        let mut first_error = None;
+        // Every address is tried, whatever failed before it, and every failure reported.
+        let mut errors = Vec::new();
         for ip in self.config.ips.clone() {
             if let Err(error) = self.sync_one(&link, ip, &every).await {
-                first_error.get_or_insert(error);
+                errors.push(error);
             }
         }
-        first_error.map_or(Ok(()), Err)
+        one_or_several(errors)
     }
 
     /// Puts `ip` on `link` exactly once, from the dump `every` read at the start of the sync.
@@ -317,6 +321,15 @@ impl AddressKeeper {
             self.metrics.repaired("address_in_place");
         }
         Ok(())
+    }
+}
+
+/// The failures of one step: `Ok` for none, the error itself for one.
+pub(crate) fn one_or_several(mut errors: Vec<StepError>) -> Result<(), StepError> {
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(errors.remove(0)),
+        _ => Err(StepError::Several(errors)),
     }
 }
 
@@ -407,5 +420,36 @@ impl RuleKeeper {
             self.metrics.repaired("iptables_rule");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn address_error(ip: &str) -> StepError {
+        StepError::Address(NetifError {
+            action: format!("add {ip} to interface lo"),
+            cause: std::io::Error::from_raw_os_error(1),
+        })
+    }
+
+    #[test]
+    fn every_failed_address_is_named_once() {
+        assert!(one_or_several(Vec::new()).is_ok());
+        let one = one_or_several(vec![address_error("10.96.0.2")]).expect_err("one error");
+        assert!(matches!(one, StepError::Address(_)));
+        assert!(
+            error_chain(&one).starts_with("address: add 10.96.0.2 to interface lo: "),
+            "{}",
+            error_chain(&one)
+        );
+        let both = one_or_several(vec![address_error("10.96.0.2"), address_error("fd00::2")])
+            .expect_err("two errors");
+        assert_eq!(both.kind(), "address");
+        let shown = error_chain(&both);
+        assert_eq!(shown.matches("10.96.0.2").count(), 1, "{shown}");
+        assert_eq!(shown.matches("fd00::2").count(), 1, "{shown}");
+        assert_eq!(shown.matches("; address: add ").count(), 1, "{shown}");
     }
 }

@@ -267,3 +267,40 @@ fn a_tug_of_war_over_one_address_is_reported_with_that_address() {
     assert!(v4_in_place(&ns), "{log}");
     assert!(!other_log.contains(V4), "{other_log}");
 }
+
+/// Without CAP_NET_ADMIN neither address can be added: the one-shot run names each, once.
+#[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
+fn every_address_that_cannot_be_added_is_named_once() {
+    let ns = Netns::new("dualnocap");
+    ns.sh("ip", &["link", "set", "lo", "up"]);
+    let output = ns
+        .command("setpriv")
+        .args([
+            "--bounding-set=-net_admin",
+            "--inh-caps=-net_admin",
+            "--",
+            support::SIDECAR,
+            BOTH,
+            "--daemon=false",
+        ])
+        .output()
+        .expect("run setpriv");
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(err.contains("not everything is in place"), "{err}");
+    let failure = err
+        .lines()
+        .find(|line| line.contains("not everything is in place"))
+        .unwrap_or_default();
+    for ip in [V4, V6] {
+        assert_eq!(
+            failure
+                .matches(&format!("add {ip} to interface lo"))
+                .count(),
+            1,
+            "{err}"
+        );
+    }
+    assert!(ns.addresses_of(V4).is_empty() && ns.addresses_of(V6).is_empty());
+}
