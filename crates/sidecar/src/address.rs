@@ -153,24 +153,69 @@ pub fn plan(ip: IpAddr, link_index: u32, found: &[Found]) -> AddressPlan {
     plan
 }
 
-/// The copies the teardown deletes: those on the sidecar's link.
-/// The addresses the sidecar added under another IP of the same family (marked, full-length
-/// prefix), to remove: positions in `found`, every address on the node. The other family is
-/// another sidecar's to keep.
-pub fn stale(ip: IpAddr, found: &[Found]) -> Vec<usize> {
+/// An address family: each has its own iptables binaries and its own rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn of(ip: IpAddr) -> Family {
+        if ip.is_ipv4() { Family::V4 } else { Family::V6 }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        }
+    }
+}
+
+/// The families present in `ips`, IPv4 first.
+pub fn families(ips: &[IpAddr]) -> Vec<Family> {
+    [Family::V4, Family::V6]
+        .into_iter()
+        .filter(|family| ips.iter().any(|ip| Family::of(*ip) == *family))
+        .collect()
+}
+
+/// The addresses the sidecar added under another IP (marked, full-length prefix), to remove:
+/// positions in `found`, every address on the node. Every address in `wanted` is wanted; a
+/// family with no address in `wanted` is left alone, as another sidecar's to keep (one process
+/// per family, as before `--ip-address` took a list), so two such processes never remove each
+/// other's addresses.
+pub fn stale(wanted: &[IpAddr], found: &[Found]) -> Vec<usize> {
+    let families = families(wanted);
     found
         .iter()
         .enumerate()
         .filter(|(_, entry)| {
             entry.marked
-                && entry.ip != ip
-                && entry.ip.is_ipv4() == ip.is_ipv4()
+                && !wanted.contains(&entry.ip)
+                && families.contains(&Family::of(entry.ip))
                 && entry.prefix_len == full_prefix(entry.ip)
         })
         .map(|(position, _)| position)
         .collect()
 }
 
+/// The addresses named by `--remove-ip-address` (the Go original's, under an earlier IP, which
+/// carry no mark): positions in `found` of every full-length copy, on any interface, marked or
+/// not. The same IP with a shorter prefix is a subnet address, never removed.
+pub fn named_for_removal(remove: &[IpAddr], found: &[Found]) -> Vec<usize> {
+    found
+        .iter()
+        .enumerate()
+        .filter(|(_, entry)| {
+            remove.contains(&entry.ip) && entry.prefix_len == full_prefix(entry.ip)
+        })
+        .map(|(position, _)| position)
+        .collect()
+}
+
+/// The copies the teardown deletes: those on the sidecar's link.
 pub fn teardown(ip: IpAddr, link_index: u32, found: &[Found]) -> Vec<usize> {
     found
         .iter()
@@ -395,12 +440,76 @@ mod tests {
             at("240.107.17.226", 32, true),  // an earlier IP of ours
             at("100.107.17.226", 32, false), // the Go original's earlier IP: not ours to judge
             at("192.168.1.5", 24, true),     // not a proxy address
-            at("fd00:10:96::2", 128, true),  // the other family: another sidecar's
+            at("fd00:10:96::2", 128, true),  // IPv6, kept by this sidecar or another one
             at("127.0.0.1", 8, false),
+            at("fd00::2", 128, true), // wanted in the dual-stack cases
         ];
-        assert_eq!(stale(ip("10.96.0.2"), &on_node), [1]);
-        assert_eq!(stale(ip("fd00::2"), &on_node), [4]);
-        assert!(stale(ip("10.96.0.2"), &on_node[..1]).is_empty());
+        // name, the wanted set, the stale positions
+        let cases: &[(&str, &[&str], &[usize])] = &[
+            (
+                "IPv4 alone: IPv6 is another sidecar's",
+                &["10.96.0.2"],
+                &[1],
+            ),
+            ("IPv6 alone: IPv4 is another sidecar's", &["fd00::2"], &[4]),
+            (
+                "both families: every other marked address",
+                &["10.96.0.2", "fd00::2"],
+                &[1, 4],
+            ),
+            (
+                "both families, both in place",
+                &["10.96.0.2", "fd00:10:96::2", "fd00::2"],
+                &[1],
+            ),
+            ("two of one family", &["10.96.0.2", "240.107.17.226"], &[]),
+        ];
+        for (name, wanted, want) in cases {
+            let wanted: Vec<IpAddr> = wanted.iter().map(|text| ip(text)).collect();
+            assert_eq!(stale(&wanted, &on_node), *want, "{name}");
+        }
+        assert!(stale(&[ip("10.96.0.2")], &on_node[..1]).is_empty());
+    }
+
+    #[test]
+    fn only_full_length_copies_of_named_addresses_are_removed() {
+        let at = |text: &str, index: u32, prefix_len: u8, marked: bool| Found {
+            ip: ip(text),
+            marked,
+            ..found(index, prefix_len, AddressScope::Universe)
+        };
+        let on_node = [
+            at("10.96.0.9", LINK, 32, false),  // the Go original's, on the link
+            at("10.96.0.9", OTHER, 32, false), // and on another link
+            at("10.96.0.9", OTHER, 24, false), // a subnet address with that IP
+            at("10.96.0.2", LINK, 32, false),  // unmarked, not named
+            at("fd00::9", LINK, 128, true),    // named, marked
+            at("fd00::9", OTHER, 64, false),
+        ];
+        let cases: &[(&[&str], &[usize])] = &[
+            (&[], &[]),
+            (&["10.96.0.9"], &[0, 1]),
+            (&["10.96.0.9", "fd00::9"], &[0, 1, 4]),
+            (&["10.96.0.7"], &[]),
+        ];
+        for (remove, want) in cases {
+            let remove: Vec<IpAddr> = remove.iter().map(|text| ip(text)).collect();
+            assert_eq!(named_for_removal(&remove, &on_node), *want, "{remove:?}");
+        }
+    }
+
+    #[test]
+    fn families_in_order() {
+        let cases: &[(&[&str], &[Family])] = &[
+            (&["10.96.0.2"], &[Family::V4]),
+            (&["fd00::2"], &[Family::V6]),
+            (&["fd00::2", "10.96.0.2"], &[Family::V4, Family::V6]),
+            (&["10.96.0.2", "10.96.0.3"], &[Family::V4]),
+        ];
+        for (ips, want) in cases {
+            let ips: Vec<IpAddr> = ips.iter().map(|text| ip(text)).collect();
+            assert_eq!(families(&ips), *want, "{ips:?}");
+        }
     }
 
     fn plan_v4(found: &[Found]) -> AddressPlan {

@@ -37,9 +37,15 @@ pub const MAX_LOCK_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 #[command(name = "apiserver-proxy-sidecar", version = crate::VERSION, max_term_width = 100,
           args_override_self = true)]
 pub struct Args {
-    /// ip-address on which the proxy is listening (IPv4 or IPv6).
-    #[arg(long, value_name = "IP")]
+    /// ip-address on which the proxy is listening (IPv4 or IPv6); a comma-separated list for
+    /// dual-stack, e.g. 10.96.0.2,fd00:10:96::2.
+    #[arg(long, value_name = "IP[,IP...]")]
     pub ip_address: Option<String>,
+
+    /// [optional] addresses to remove from every interface (full-length prefix only), e.g. the
+    /// Go original's under an earlier IP, which carry no mark.
+    #[arg(long, value_name = "IP[,IP...]")]
+    pub remove_ip_address: Option<String>,
 
     /// [optional] name of the interface to add address to; created as a dummy link when missing.
     #[arg(long, value_name = "NAME", default_value = "lo")]
@@ -176,7 +182,10 @@ pub enum BackendChoice {
 /// What the sidecar is asked to do, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    pub ip: IpAddr,
+    /// The proxy's addresses, at least one, no two alike.
+    pub ips: Vec<IpAddr>,
+    /// Addresses to remove wherever they are (`--remove-ip-address`), none of `ips`.
+    pub remove_ips: Vec<IpAddr>,
     pub interface: String,
     pub port: u16,
     pub setup_iptables: bool,
@@ -191,15 +200,29 @@ pub struct Config {
     pub watch_kernel_events: bool,
 }
 
+impl Config {
+    /// The proxy's addresses as `--ip-address` lists them, for logs: `10.96.0.2,fd00::2`.
+    pub fn ip_list(&self) -> String {
+        let shown: Vec<String> = self.ips.iter().map(ToString::to_string).collect();
+        shown.join(",")
+    }
+}
+
 /// A flag value that cannot work, with the flag's name in the message.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("--ip-address is required, e.g. --ip-address=10.96.0.2")]
     MissingIp,
-    #[error("--ip-address={0:?} is not an IPv4 or IPv6 address")]
-    InvalidIp(String),
-    #[error("--ip-address={0} cannot be used: {1}")]
-    UnusableIp(IpAddr, &'static str),
+    #[error("{0}={1:?} is not an IPv4 or IPv6 address")]
+    InvalidIp(&'static str, String),
+    #[error("{0}={1} cannot be used: {2}")]
+    UnusableIp(&'static str, IpAddr, &'static str),
+    #[error("{0}={1:?} has an empty element")]
+    EmptyIpElement(&'static str, String),
+    #[error("{0}: {1:?} is given twice (as {2})")]
+    DuplicateIp(&'static str, String, IpAddr),
+    #[error("--remove-ip-address: {0} is also in --ip-address")]
+    RemoveWanted(IpAddr),
     #[error("--interface={0:?} is not a valid interface name: {1}")]
     InvalidInterface(String, String),
     #[error("--port={0:?} is not a port number: use 1 to 65535")]
@@ -212,7 +235,14 @@ impl Args {
     /// Validates the flags into a [`Config`].
     pub fn into_config(self) -> Result<Config, ConfigError> {
         let ip_text = self.ip_address.ok_or(ConfigError::MissingIp)?;
-        let ip = parse_ip(&ip_text)?;
+        let ips = parse_ip_list(IP_FLAG, &ip_text)?;
+        let remove_ips = match self.remove_ip_address {
+            Some(text) => parse_ip_list(REMOVE_FLAG, &text)?,
+            None => Vec::new(),
+        };
+        if let Some(ip) = remove_ips.iter().find(|ip| ips.contains(ip)) {
+            return Err(ConfigError::RemoveWanted(*ip));
+        }
         validate_interface_name(&self.interface)?;
         let port = parse_port(&self.port)?;
         let metrics_bind_address = match self.metrics_bind_address.trim() {
@@ -223,7 +253,8 @@ impl Args {
             ),
         };
         Ok(Config {
-            ip,
+            ips,
+            remove_ips,
             interface: self.interface,
             port,
             setup_iptables: self.setup_iptables,
@@ -240,16 +271,45 @@ impl Args {
     }
 }
 
+const IP_FLAG: &str = "--ip-address";
+const REMOVE_FLAG: &str = "--remove-ip-address";
+
+/// Parses a comma-separated list of addresses (node-local-dns's `-localip` form), each as
+/// [`parse_ip`] does. An empty element or an address given twice (compared parsed, so
+/// `fd00::2,fd00:0::2` is one twice) is refused, naming it.
+pub fn parse_ip_list(flag: &'static str, text: &str) -> Result<Vec<IpAddr>, ConfigError> {
+    let mut ips: Vec<IpAddr> = Vec::new();
+    for element in text.split(',') {
+        if element.trim().is_empty() {
+            return Err(ConfigError::EmptyIpElement(flag, text.to_string()));
+        }
+        let ip = parse_ip_of(flag, element)?;
+        if ips.contains(&ip) {
+            return Err(ConfigError::DuplicateIp(
+                flag,
+                element.trim().to_string(),
+                ip,
+            ));
+        }
+        ips.push(ip);
+    }
+    Ok(ips)
+}
+
 /// Parses the proxy's address; an IPv4-mapped IPv6 address counts as IPv4, as in Go. Addresses
 /// that cannot keep global scope or cannot be reached by pods are refused.
 pub fn parse_ip(text: &str) -> Result<IpAddr, ConfigError> {
+    parse_ip_of(IP_FLAG, text)
+}
+
+fn parse_ip_of(flag: &'static str, text: &str) -> Result<IpAddr, ConfigError> {
     let ip: IpAddr = text
         .trim()
         .parse()
-        .map_err(|_| ConfigError::InvalidIp(text.to_string()))?;
+        .map_err(|_| ConfigError::InvalidIp(flag, text.to_string()))?;
     let ip = ip.to_canonical();
     match address::unusable_reason(ip) {
-        Some(reason) => Err(ConfigError::UnusableIp(ip, reason)),
+        Some(reason) => Err(ConfigError::UnusableIp(flag, ip, reason)),
         None => Ok(ip),
     }
 }
@@ -310,7 +370,8 @@ mod tests {
     #[test]
     fn defaults_match_the_original() {
         let config = parse(&["--ip-address=10.96.0.2"]).unwrap();
-        assert_eq!(config.ip, IpAddr::from([10, 96, 0, 2]));
+        assert_eq!(config.ips, [IpAddr::from([10, 96, 0, 2])]);
+        assert!(config.remove_ips.is_empty());
         assert_eq!(config.interface, "lo");
         assert_eq!(config.port, 443);
         assert!(!config.setup_iptables);
@@ -351,7 +412,7 @@ mod tests {
             "-v=4",
         ])
         .unwrap();
-        assert_eq!(config.ip, "fd00::10".parse::<IpAddr>().unwrap());
+        assert_eq!(config.ips, ["fd00::10".parse::<IpAddr>().unwrap()]);
         assert_eq!(config.port, 6443);
         assert_eq!(config.sync_interval, Duration::from_secs(90));
         assert_eq!(config.interface, "apiserver-proxy");
@@ -471,7 +532,7 @@ mod tests {
         .unwrap();
         let (klog_v, format) = (parsed.args.klog.v, parsed.args.logging_format);
         let config = parsed.args.into_config().unwrap();
-        assert_eq!(config.ip, IpAddr::from([10, 96, 0, 3]));
+        assert_eq!(config.ips, [IpAddr::from([10, 96, 0, 3])]);
         assert!(!config.daemon && config.cleanup);
         assert_eq!((klog_v, format), (3, LogFormat::Text));
         // Positional arguments are kept, to be ignored.
@@ -510,6 +571,62 @@ mod tests {
         assert_eq!(Args::usage_error("--port=\"0\"").exit_code(), 2);
         for args in [["--help"], ["-h"], ["--version"]] {
             assert_eq!(parse_argv(&args).expect_err("help").exit_code(), 0);
+        }
+    }
+
+    #[test]
+    fn address_lists() {
+        let ips = |list: &[&str]| -> Vec<IpAddr> {
+            list.iter()
+                .map(|text| text.parse().expect("a test address"))
+                .collect()
+        };
+        // flags, wanted addresses, addresses to remove
+        type Case = (
+            &'static [&'static str],
+            &'static [&'static str],
+            &'static [&'static str],
+        );
+        let cases: &[Case] = &[
+            (&["--ip-address=10.96.0.2"], &["10.96.0.2"], &[]),
+            (
+                &["--ip-address=10.96.0.2,fd00:10:96::2"],
+                &["10.96.0.2", "fd00:10:96::2"],
+                &[],
+            ),
+            (
+                &["--ip-address= fd00::2 , 10.96.0.2"],
+                &["fd00::2", "10.96.0.2"],
+                &[],
+            ),
+            (
+                &["--ip-address=10.96.0.2,10.96.0.3"],
+                &["10.96.0.2", "10.96.0.3"],
+                &[],
+            ),
+            (
+                &[
+                    "--ip-address=10.96.0.2",
+                    "--remove-ip-address=10.96.0.9,fd00::9",
+                ],
+                &["10.96.0.2"],
+                &["10.96.0.9", "fd00::9"],
+            ),
+            // The last of a repeated flag wins.
+            (
+                &[
+                    "--ip-address=10.96.0.2",
+                    "--remove-ip-address=10.96.0.2",
+                    "--remove-ip-address=10.96.0.9",
+                ],
+                &["10.96.0.2"],
+                &["10.96.0.9"],
+            ),
+        ];
+        for (flags, want, remove) in cases {
+            let config = parse(flags).expect("valid flags");
+            assert_eq!(config.ips, ips(want), "{flags:?}");
+            assert_eq!(config.remove_ips, ips(remove), "{flags:?}");
         }
     }
 
@@ -640,6 +757,49 @@ mod tests {
             (
                 &["--ip-address=10.96.0.2", "--no-such-flag"],
                 "--no-such-flag",
+            ),
+            (
+                &["--ip-address=10.96.0.2,"],
+                "--ip-address=\"10.96.0.2,\" has an empty element",
+            ),
+            (&["--ip-address=,fd00::2"], "has an empty element"),
+            (&["--ip-address=10.96.0.2,,fd00::2"], "has an empty element"),
+            (
+                &["--ip-address=fd00::2,fd00:0::2"],
+                "--ip-address: \"fd00:0::2\" is given twice (as fd00::2)",
+            ),
+            (
+                &["--ip-address=10.96.0.2,::ffff:10.96.0.2"],
+                "\"::ffff:10.96.0.2\" is given twice (as 10.96.0.2)",
+            ),
+            (
+                &["--ip-address=10.96.0.2,fd00::x"],
+                "--ip-address=\"fd00::x\" is not an IPv4 or IPv6 address",
+            ),
+            (
+                &["--ip-address=10.96.0.2,fe80::1"],
+                "--ip-address=fe80::1 cannot be used: it is an IPv6 link-local",
+            ),
+            (
+                &[
+                    "--ip-address=10.96.0.2",
+                    "--remove-ip-address=10.96.0.9,bad",
+                ],
+                "--remove-ip-address=\"bad\" is not an IPv4 or IPv6 address",
+            ),
+            (
+                &[
+                    "--ip-address=10.96.0.2",
+                    "--remove-ip-address=10.96.0.9,10.96.0.9",
+                ],
+                "--remove-ip-address: \"10.96.0.9\" is given twice",
+            ),
+            (
+                &[
+                    "--ip-address=10.96.0.2,fd00::2",
+                    "--remove-ip-address=10.96.0.9,fd00:0::2",
+                ],
+                "--remove-ip-address: fd00::2 is also in --ip-address",
             ),
         ];
         for (args, needle) in cases {

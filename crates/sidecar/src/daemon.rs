@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::time::Duration;
 
+use futures_util::future::join_all;
 use tokio::sync::Notify;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
@@ -164,8 +165,9 @@ impl Contest {
 /// after a failure with backoff; the address also on every kernel notification that touches
 /// it or its link.
 pub async fn run(sidecar: &mut Sidecar, events: KernelEvents, shutdown: impl Future<Output = ()>) {
-    let resync_rules = Notify::new();
     let Sidecar { address, rules } = sidecar;
+    // One per rules loop: a lost notification resyncs each family.
+    let resync_rules: Vec<Notify> = rules.iter().map(|_| Notify::new()).collect();
     // Dropping the loops at shutdown kills a running iptables child and frees the lock; each
     // iptables-restore commit is atomic, so nothing is left half-written.
     tokio::select! {
@@ -174,7 +176,12 @@ pub async fn run(sidecar: &mut Sidecar, events: KernelEvents, shutdown: impl Fut
         _ = async {
             tokio::join!(
                 keep_address(address, &events, &resync_rules),
-                keep_rules(rules, &resync_rules),
+                join_all(
+                    rules
+                        .iter_mut()
+                        .zip(&resync_rules)
+                        .map(|(keeper, resync)| keep_rules(keeper, resync)),
+                ),
             )
         } => {}
     }
@@ -186,10 +193,16 @@ fn ticks(every: Duration) -> tokio::time::Interval {
     ticks
 }
 
-async fn keep_address(keeper: &mut AddressKeeper, events: &KernelEvents, resync_rules: &Notify) {
+async fn keep_address(keeper: &mut AddressKeeper, events: &KernelEvents, resync_rules: &[Notify]) {
     let mut ticks = ticks(keeper.config.sync_interval);
     let mut retry = Retry::new(keeper.config.sync_interval);
-    let mut contest = Contest::default();
+    // One per address: each tug-of-war is recognised, paced and reported on its own.
+    let mut contests: Vec<Contest> = keeper
+        .config
+        .ips
+        .iter()
+        .map(|_| Contest::default())
+        .collect();
     let mut overruns_unreported = 0u32;
     let mut last_overrun_report: Option<Instant> = None;
     let mut why = "initial sync";
@@ -197,9 +210,10 @@ async fn keep_address(keeper: &mut AddressKeeper, events: &KernelEvents, resync_
         debug!(why, "address sync");
         retry.after(keeper.sync().await);
         events.follow_link(keeper.link_index);
+        let now = Instant::now();
         keeper
             .metrics
-            .set_contested(contest.contested(Instant::now()));
+            .set_contested(contests.iter().any(|contest| contest.contested(now)));
         let mut hold = None;
         why = loop {
             tokio::select! {
@@ -213,18 +227,25 @@ async fn keep_address(keeper: &mut AddressKeeper, events: &KernelEvents, resync_
                             last_overrun_report = Some(now);
                             overruns_unreported = 0;
                         }
-                        resync_rules.notify_one();
+                        for resync in resync_rules {
+                            resync.notify_one();
+                        }
                         break "notifications lost";
                     }
-                    if need.foreign_copy() {
+                    for position in need.foreign_copies() {
+                        let (Some(contest), Some(ip)) =
+                            (contests.get_mut(position), keeper.config.ips.get(position))
+                        else {
+                            continue;
+                        };
                         keeper.metrics.address_conflict();
                         if let Verdict::Hold { wait, report } = contest.record(Instant::now()) {
                             keeper.metrics.set_contested(true);
                             if let Some(copies) = report {
-                                warn!(ip = %keeper.config.ip, copies, pause = ?wait,
+                                warn!(%ip, copies, pause = ?wait,
                                       "another process keeps putting the address on another interface; backing off");
                             }
-                            hold = Some(wait);
+                            hold = hold.max(Some(wait));
                         }
                     }
                     if need.address() {

@@ -9,7 +9,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use futures_util::StreamExt;
 use rtnetlink::constants::{RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK};
@@ -24,19 +24,41 @@ use crate::netif::{self, Event, NetifError};
 /// handled either way, a larger buffer only makes them rarer.
 const RECEIVE_BUFFER: usize = 1 << 20;
 
+/// The first bit of [`Need`] that flags a foreign copy of one address.
+const FIRST_POSITION_BIT: u32 = 3;
+/// The last position in `--ip-address` with a flag of its own.
+const LAST_POSITION: usize = (u32::BITS - FIRST_POSITION_BIT - 1) as usize;
+
 /// What the notifications since the last look ask for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Need(u8);
+pub struct Need(u32);
 
 impl Need {
     /// Nothing to do.
     pub const NONE: Need = Need(0);
     /// The address or its link changed: check the address.
     pub const ADDRESS: Need = Need(1);
-    /// The address was put on another interface (another process wants it there).
-    pub const FOREIGN_COPY: Need = Need(1 | 2);
+    /// The first address was put on another interface (another process wants it there).
+    pub const FOREIGN_COPY: Need = Need::foreign_copy_of(0);
     /// Notifications were lost: everything must be read again.
     pub const RESYNC: Need = Need(1 | 4);
+
+    /// The address at `position` in `--ip-address` was put on another interface. Positions
+    /// from [`LAST_POSITION`] on share its flag.
+    pub const fn foreign_copy_of(position: usize) -> Need {
+        let position = if position < LAST_POSITION {
+            position
+        } else {
+            LAST_POSITION
+        };
+        Need(1 | 2 | 1 << (FIRST_POSITION_BIT + position as u32))
+    }
+
+    /// The positions in `--ip-address` of the addresses put on another interface.
+    pub fn foreign_copies(self) -> impl Iterator<Item = usize> {
+        (0..=LAST_POSITION)
+            .filter(move |position| self.0 & 1 << (FIRST_POSITION_BIT + *position as u32) != 0)
+    }
 
     pub fn address(self) -> bool {
         self.0 & Need::ADDRESS.0 != 0
@@ -67,8 +89,8 @@ pub fn need_for(event: Event, link: Option<u32>) -> Need {
         Event::AddressRemoved => Need::ADDRESS,
         // The echo of our own add concerns nobody; a copy elsewhere is a competitor's.
         Event::AddressAdded { .. } if link.is_none() => Need::ADDRESS,
-        Event::AddressAdded { index } if Some(index) == link => Need::NONE,
-        Event::AddressAdded { .. } => Need::FOREIGN_COPY,
+        Event::AddressAdded { index, .. } if Some(index) == link => Need::NONE,
+        Event::AddressAdded { position, .. } => Need::foreign_copy_of(position),
         Event::LinkChanged { index, removed, up } if Some(index) == link && (removed || !up) => {
             Need::ADDRESS
         }
@@ -78,7 +100,7 @@ pub fn need_for(event: Event, link: Option<u32>) -> Need {
 
 #[derive(Debug, Default)]
 struct Shared {
-    pending: AtomicU8,
+    pending: AtomicU32,
     wake: Notify,
     /// The link index the address is on; 0 (no link has it) before the first sync.
     link: AtomicU32,
@@ -101,8 +123,8 @@ pub struct KernelEvents {
 }
 
 impl KernelEvents {
-    /// Subscribes to address and link notifications about `ip`.
-    pub fn subscribe(ip: IpAddr) -> Result<KernelEvents, NetifError> {
+    /// Subscribes to address and link notifications about `ips`.
+    pub fn subscribe(ips: Vec<IpAddr>) -> Result<KernelEvents, NetifError> {
         let failed = |cause| NetifError {
             action: "subscribe to the kernel's address notifications".into(),
             cause,
@@ -126,7 +148,7 @@ impl KernelEvents {
                             0 => None,
                             index => Some(index),
                         };
-                        need_for(netif::classify(&message, ip), link)
+                        need_for(netif::classify(&message, &ips), link)
                     };
                     shared.raise(need);
                 }
@@ -184,13 +206,30 @@ mod tests {
         let cases = [
             (Event::AddressRemoved, Some(3), Need::ADDRESS),
             (Event::AddressRemoved, None, Need::ADDRESS),
-            (Event::AddressAdded { index: 3 }, Some(3), Need::NONE),
             (
-                Event::AddressAdded { index: 7 },
+                Event::AddressAdded {
+                    index: 3,
+                    position: 0,
+                },
+                Some(3),
+                Need::NONE,
+            ),
+            (
+                Event::AddressAdded {
+                    index: 7,
+                    position: 0,
+                },
                 Some(3),
                 Need::FOREIGN_COPY,
             ),
-            (Event::AddressAdded { index: 7 }, None, Need::ADDRESS),
+            (
+                Event::AddressAdded {
+                    index: 7,
+                    position: 0,
+                },
+                None,
+                Need::ADDRESS,
+            ),
             (
                 Event::LinkChanged {
                     index: 3,
@@ -232,6 +271,27 @@ mod tests {
         for (event, link, want) in cases {
             assert_eq!(need_for(event, link), want, "{event:?} with link {link:?}");
         }
+    }
+
+    #[test]
+    fn foreign_copies_are_told_apart_by_position() {
+        let need = need_for(
+            Event::AddressAdded {
+                index: 7,
+                position: 1,
+            },
+            Some(3),
+        );
+        assert!(need.address() && need.foreign_copy());
+        assert_eq!(need.foreign_copies().collect::<Vec<_>>(), [1]);
+        let both = need.and(Need::FOREIGN_COPY);
+        assert_eq!(both.foreign_copies().collect::<Vec<_>>(), [0, 1]);
+        // Positions beyond the last flag share it.
+        let far = Need::foreign_copy_of(LAST_POSITION + 5);
+        assert_eq!(far.foreign_copies().collect::<Vec<_>>(), [LAST_POSITION]);
+        assert!(!far.resync());
+        assert_eq!(Need::RESYNC.foreign_copies().count(), 0);
+        assert_eq!(Need::ADDRESS.foreign_copies().count(), 0);
     }
 
     #[test]

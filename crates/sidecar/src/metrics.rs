@@ -14,13 +14,14 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::family::Family as Labelled;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::warn;
 
+use crate::address::Family;
 use crate::error_chain;
 use crate::reconcile::StepError;
 
@@ -30,16 +31,22 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
-/// The two sides of the sidecar, each synced on its own.
+/// The sides of the sidecar, each synced on its own: the addresses, and the rules of each
+/// address family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
     Address,
-    Rules,
+    Rules(Family),
 }
 
 /// How one side last fared.
 #[derive(Debug)]
 struct PartState {
+    part: Part,
+    /// Its name in `/readyz` and `/healthz`.
+    name: &'static str,
+    /// What its sync is called in `/healthz`.
+    sync_name: &'static str,
     /// Whether this side runs at all (the rules only with `--setup-iptables`).
     expected: bool,
     /// When its last sync finished, failed or not; the start-up time before that.
@@ -50,8 +57,11 @@ struct PartState {
 }
 
 impl PartState {
-    fn new(expected: bool) -> Self {
+    fn new(part: Part, expected: bool, name: &'static str, sync_name: &'static str) -> Self {
         PartState {
+            part,
+            name,
+            sync_name,
             expected,
             last_completed: Instant::now(),
             synced: false,
@@ -65,24 +75,25 @@ impl PartState {
 pub struct Metrics {
     registry: Registry,
     last_success: Gauge<f64, AtomicU64>,
-    repairs: Family<KindLabel, Counter>,
-    errors: Family<KindLabel, Counter>,
+    repairs: Labelled<KindLabel, Counter>,
+    errors: Labelled<KindLabel, Counter>,
     conflicts: Counter,
     contested: Gauge,
     overruns: Counter,
     /// A side whose sync has not finished for this long is stuck.
     stale_after: Duration,
-    parts: Mutex<[PartState; 2]>,
+    parts: Mutex<Vec<PartState>>,
 }
 
 impl Metrics {
-    /// Metrics for a sidecar whose syncs (of the rules too when `rules`) finish at least every
-    /// `stale_after` while it is healthy.
-    pub fn new(stale_after: Duration, rules: bool) -> Self {
+    /// Metrics for a sidecar whose syncs (of the rules of each of `rules` too) finish at least
+    /// every `stale_after` while it is healthy. With one family the rules are named as before
+    /// dual-stack ("iptables rules"), with both each by its family.
+    pub fn new(stale_after: Duration, rules: &[Family]) -> Self {
         let mut registry = Registry::with_prefix("apiserver_proxy_sidecar");
         let last_success = Gauge::<f64, AtomicU64>::default();
-        let repairs = Family::<KindLabel, Counter>::default();
-        let errors = Family::<KindLabel, Counter>::default();
+        let repairs = Labelled::<KindLabel, Counter>::default();
+        let errors = Labelled::<KindLabel, Counter>::default();
         let conflicts = Counter::default();
         let contested = Gauge::default();
         let overruns = Counter::default();
@@ -125,7 +136,7 @@ impl Metrics {
             contested,
             overruns,
             stale_after,
-            parts: Mutex::new([PartState::new(true), PartState::new(rules)]),
+            parts: Mutex::new(parts(rules)),
         }
     }
 
@@ -155,7 +166,9 @@ impl Metrics {
         let Ok(mut parts) = self.parts.lock() else {
             return;
         };
-        let state = &mut parts[part as usize];
+        let Some(state) = parts.iter_mut().find(|state| state.part == part) else {
+            return;
+        };
         state.last_completed = Instant::now();
         state.synced = true;
         state.last_error = error.map(|error| error_chain(error));
@@ -189,11 +202,10 @@ impl Metrics {
         };
         let missing: Vec<String> = parts
             .iter()
-            .zip(["address", "iptables rules"])
-            .filter(|(part, _)| part.expected)
-            .filter_map(|(part, name)| match (&part.last_error, part.synced) {
-                (Some(error), _) => Some(format!("- {name}: {error}")),
-                (None, false) => Some(format!("- {name}: not synced yet")),
+            .filter(|part| part.expected)
+            .filter_map(|part| match (&part.last_error, part.synced) {
+                (Some(error), _) => Some(format!("- {}: {error}", part.name)),
+                (None, false) => Some(format!("- {}: not synced yet", part.name)),
                 (None, true) => None,
             })
             .collect();
@@ -216,7 +228,8 @@ impl Metrics {
                 "state unavailable\n".into(),
             );
         };
-        for (part, name) in parts.iter().zip(["address", "iptables"]) {
+        for part in parts.iter() {
+            let name = part.sync_name;
             let since = part.last_completed.elapsed();
             if part.expected && since > self.stale_after {
                 return (
@@ -246,6 +259,36 @@ impl Metrics {
             )
         }
     }
+}
+
+/// The sides of a sidecar keeping the rules of `rules`; without any (no `--setup-iptables`),
+/// an IPv4 rules side that is never expected, so `/healthz` and `/readyz` read as before.
+fn parts(rules: &[Family]) -> Vec<PartState> {
+    let mut parts = vec![PartState::new(Part::Address, true, "address", "address")];
+    match rules {
+        [] => parts.push(PartState::new(
+            Part::Rules(Family::V4),
+            false,
+            "iptables rules",
+            "iptables",
+        )),
+        [family] => parts.push(PartState::new(
+            Part::Rules(*family),
+            true,
+            "iptables rules",
+            "iptables",
+        )),
+        families => {
+            for family in families {
+                let (name, sync_name) = match family {
+                    Family::V4 => ("iptables rules (IPv4)", "iptables (IPv4)"),
+                    Family::V6 => ("iptables rules (IPv6)", "ip6tables"),
+                };
+                parts.push(PartState::new(Part::Rules(*family), true, name, sync_name));
+            }
+        }
+    }
+    parts
 }
 
 /// Connections the endpoint serves at once: it is there for a probe and a scraper, so a few
@@ -337,7 +380,7 @@ mod tests {
     #[test]
     fn health_fails_only_when_an_expected_side_stops_finishing_syncs() {
         let stale = Duration::from_millis(40);
-        let metrics = Metrics::new(stale, false);
+        let metrics = Metrics::new(stale, &[]);
         assert_eq!(metrics.health(), (StatusCode::OK, "ok\n".to_string()));
         std::thread::sleep(stale * 2);
         // The rules side is not expected: only the address side counts.
@@ -351,7 +394,7 @@ mod tests {
             "{body}"
         );
 
-        let metrics = Metrics::new(stale, true);
+        let metrics = Metrics::new(stale, &[Family::V4]);
         std::thread::sleep(stale * 2);
         metrics.part_synced(Part::Address, None);
         let (status, body) = metrics.health();
@@ -361,7 +404,7 @@ mod tests {
 
     #[test]
     fn ready_only_while_every_expected_side_is_in_place() {
-        let metrics = Metrics::new(Duration::from_secs(60), true);
+        let metrics = Metrics::new(Duration::from_secs(60), &[Family::V4]);
         let (status, body) = metrics.readiness();
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
@@ -372,30 +415,30 @@ mod tests {
         let error = StepError::IptablesBackend(crate::firewall::FirewallError::BinaryMissing {
             binary: "iptables-nft-save".into(),
         });
-        metrics.part_synced(Part::Rules, Some(&error));
+        metrics.part_synced(Part::Rules(Family::V4), Some(&error));
         let (status, body) = metrics.readiness();
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(
             body.starts_with("not ready:\n- iptables rules: iptables: cannot pick a backend: iptables-nft-save not found"),
             "{body}"
         );
-        metrics.part_synced(Part::Rules, None);
+        metrics.part_synced(Part::Rules(Family::V4), None);
         assert_eq!(metrics.readiness(), (StatusCode::OK, "ready\n".to_string()));
         // Without --setup-iptables, only the address counts.
-        let metrics = Metrics::new(Duration::from_secs(60), false);
+        let metrics = Metrics::new(Duration::from_secs(60), &[]);
         metrics.part_synced(Part::Address, None);
         assert_eq!(metrics.readiness().0, StatusCode::OK);
     }
 
     #[test]
     fn a_failed_sync_is_reported_but_healthy_and_counted() {
-        let metrics = Metrics::new(Duration::from_secs(60), true);
+        let metrics = Metrics::new(Duration::from_secs(60), &[Family::V4]);
         let error = StepError::Address(crate::netif::NetifError {
             action: "add 10.96.0.2 to interface lo".into(),
             cause: std::io::Error::from_raw_os_error(1),
         });
         metrics.part_synced(Part::Address, Some(&error));
-        metrics.part_synced(Part::Rules, None);
+        metrics.part_synced(Part::Rules(Family::V4), None);
         let (status, body) = metrics.health();
         assert_eq!(status, StatusCode::OK);
         assert!(
@@ -414,6 +457,44 @@ mod tests {
             !metrics
                 .encode()
                 .contains("last_successful_sync_timestamp_seconds 0.0")
+        );
+    }
+
+    #[test]
+    fn dual_stack_names_each_family() {
+        let metrics = Metrics::new(Duration::from_secs(60), &[Family::V4, Family::V6]);
+        metrics.part_synced(Part::Address, None);
+        metrics.part_synced(Part::Rules(Family::V4), None);
+        assert_eq!(
+            metrics.readiness(),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready:\n- iptables rules (IPv6): not synced yet\n".to_string()
+            )
+        );
+        let error = StepError::IptablesBackend(crate::firewall::FirewallError::BinaryMissing {
+            binary: "ip6tables-nft-save".into(),
+        });
+        metrics.part_synced(Part::Rules(Family::V6), Some(&error));
+        let (status, body) = metrics.readiness();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            body.starts_with("not ready:\n- iptables rules (IPv6): iptables: cannot pick a backend: ip6tables-nft-save not found"),
+            "{body}"
+        );
+        metrics.part_synced(Part::Rules(Family::V6), None);
+        assert_eq!(metrics.readiness(), (StatusCode::OK, "ready\n".to_string()));
+
+        let stale = Duration::from_millis(40);
+        let metrics = Metrics::new(stale, &[Family::V4, Family::V6]);
+        std::thread::sleep(stale * 2);
+        metrics.part_synced(Part::Address, None);
+        metrics.part_synced(Part::Rules(Family::V4), None);
+        let (status, body) = metrics.health();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            body.starts_with("stuck: no ip6tables sync finished"),
+            "{body}"
         );
     }
 }

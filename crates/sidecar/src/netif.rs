@@ -368,26 +368,32 @@ pub enum Event {
     /// The proxy's address was removed from some interface.
     AddressRemoved,
     /// The proxy's address was put on the interface with this index.
-    AddressAdded { index: u32 },
+    /// `position` is the address's place in `--ip-address`.
+    AddressAdded { index: u32, position: usize },
     /// A link changed state or was removed.
     LinkChanged { index: u32, removed: bool, up: bool },
     /// Anything else.
     Other,
 }
 
-/// Classifies a notification against the proxy's address.
-pub fn classify(message: &NetlinkMessage<RouteNetlinkMessage>, ip: IpAddr) -> Event {
+/// Classifies a notification against the proxy's addresses.
+pub fn classify(message: &NetlinkMessage<RouteNetlinkMessage>, ips: &[IpAddr]) -> Event {
+    let position = |address: &AddressMessage| {
+        address_of(address).and_then(|ip| ips.iter().position(|wanted| *wanted == ip))
+    };
     match &message.payload {
         NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelAddress(address))
-            if address_of(address) == Some(ip) =>
+            if position(address).is_some() =>
         {
             Event::AddressRemoved
         }
-        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(address))
-            if address_of(address) == Some(ip) =>
-        {
-            Event::AddressAdded {
-                index: address.header.index,
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(address)) => {
+            match position(address) {
+                Some(position) => Event::AddressAdded {
+                    index: address.header.index,
+                    position,
+                },
+                None => Event::Other,
             }
         }
         NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelLink(link)) => Event::LinkChanged {
@@ -453,7 +459,10 @@ mod tests {
                     4,
                     true,
                 ))),
-                Event::AddressAdded { index: 4 },
+                Event::AddressAdded {
+                    index: 4,
+                    position: 0,
+                },
             ),
             // Without IFA_LOCAL, IFA_ADDRESS is the interface's own address.
             (
@@ -462,7 +471,10 @@ mod tests {
                     5,
                     false,
                 ))),
-                Event::AddressAdded { index: 5 },
+                Event::AddressAdded {
+                    index: 5,
+                    position: 0,
+                },
             ),
             (
                 message(RouteNetlinkMessage::DelAddress(address(
@@ -502,7 +514,40 @@ mod tests {
             ),
         ];
         for (message, want) in cases {
-            assert_eq!(classify(&message, ip), want, "{message:?}");
+            assert_eq!(classify(&message, &[ip]), want, "{message:?}");
+        }
+    }
+
+    #[test]
+    fn notifications_are_classified_against_every_proxy_address() {
+        let ips: Vec<IpAddr> = ["10.96.0.2", "fd00::2"]
+            .iter()
+            .map(|text| text.parse().expect("ip"))
+            .collect();
+        let cases = [
+            (
+                RouteNetlinkMessage::DelAddress(address("fd00::2", 1, true)),
+                Event::AddressRemoved,
+            ),
+            (
+                RouteNetlinkMessage::DelAddress(address("10.96.0.2", 1, true)),
+                Event::AddressRemoved,
+            ),
+            (
+                RouteNetlinkMessage::NewAddress(address("fd00::2", 6, true)),
+                Event::AddressAdded {
+                    index: 6,
+                    position: 1,
+                },
+            ),
+            (
+                RouteNetlinkMessage::DelAddress(address("fd00::3", 1, true)),
+                Event::Other,
+            ),
+        ];
+        for (inner, want) in cases {
+            let message = message(inner);
+            assert_eq!(classify(&message, &ips), want, "{message:?}");
         }
     }
 

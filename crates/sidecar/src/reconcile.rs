@@ -5,11 +5,12 @@
 //! its own so that neither ever waits for the other (the loops are in `daemon.rs`, the cleanup
 //! in `teardown.rs`).
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use tracing::{info, warn};
 
-use crate::address::{self, Found};
+use crate::address::{self, Family, Found};
 use crate::cli::{BackendChoice, Config};
 use crate::error_chain;
 use crate::firewall::{Backend, Firewall, FirewallError};
@@ -36,6 +37,9 @@ pub enum StepError {
         #[source]
         source: FirewallError,
     },
+    /// Several addresses of `--ip-address` failed, each named by its own error.
+    #[error("{}", .0.iter().map(|e| error_chain(e)).collect::<Vec<_>>().join("; "))]
+    Several(Vec<StepError>),
 }
 
 impl StepError {
@@ -46,6 +50,7 @@ impl StepError {
             StepError::Address(_) => "address",
             StepError::Iptables { source, .. } if source.is_lock_busy() => "iptables_lock",
             StepError::Iptables { .. } | StepError::IptablesBackend(_) => "iptables",
+            StepError::Several(errors) => errors.first().map_or("address", StepError::kind),
         }
     }
 }
@@ -59,7 +64,8 @@ pub struct StepErrors(pub Vec<StepError>);
 #[derive(Debug)]
 pub struct Sidecar {
     pub address: AddressKeeper,
-    pub rules: RuleKeeper,
+    /// One per address family in `--ip-address`, IPv4 first.
+    pub rules: Vec<RuleKeeper>,
 }
 
 /// Keeps the address on its interface.
@@ -83,16 +89,18 @@ pub struct AddressKeeper {
 /// What is known of the kernel's address marks.
 #[derive(Debug, Default)]
 struct Marks {
-    /// Whether the address was added with the mark: if a copy lacks it after that, the
-    /// kernel keeps none.
-    attempted: bool,
+    /// The addresses added with the mark: if a copy lacks it after that, the kernel keeps none.
+    attempted: Vec<IpAddr>,
     reported_unsupported: bool,
 }
 
-/// Keeps the five iptables rules.
+/// Keeps the five iptables rules of each address of one family.
 #[derive(Debug)]
 pub struct RuleKeeper {
     pub(crate) config: Config,
+    pub(crate) family: Family,
+    /// An address of that family, which picks the iptables binaries.
+    pub(crate) ip: IpAddr,
     pub(crate) firewall: Option<Firewall>,
     pub(crate) wanted: Vec<Rule>,
     pub(crate) metrics: Arc<Metrics>,
@@ -103,14 +111,26 @@ pub struct RuleKeeper {
 impl Sidecar {
     /// Prepares a sidecar. Nothing touches the kernel before the first sync.
     pub fn new(config: Config, netif: Netif, metrics: Arc<Metrics>) -> Self {
+        let rules = address::families(&config.ips)
+            .into_iter()
+            .filter_map(|family| {
+                let of_family = config.ips.iter().filter(|ip| Family::of(**ip) == family);
+                let ip = *of_family.clone().next()?;
+                Some(RuleKeeper {
+                    family,
+                    ip,
+                    wanted: of_family
+                        .flat_map(|ip| wanted_rules(*ip, config.port))
+                        .collect(),
+                    config: config.clone(),
+                    firewall: None,
+                    metrics: metrics.clone(),
+                    started: false,
+                })
+            })
+            .collect();
         Sidecar {
-            rules: RuleKeeper {
-                wanted: wanted_rules(config.ip, config.port),
-                config: config.clone(),
-                firewall: None,
-                metrics: metrics.clone(),
-                started: false,
-            },
+            rules,
             address: AddressKeeper {
                 config,
                 netif,
@@ -126,9 +146,10 @@ impl Sidecar {
 
     /// One whole sync: every step runs, whatever failed before it.
     pub async fn sync(&mut self) -> Result<(), StepErrors> {
-        let address = self.address.sync().await;
-        let rules = self.rules.sync().await;
-        let errors: Vec<StepError> = [address.err(), rules.err()].into_iter().flatten().collect();
+        let mut errors: Vec<StepError> = self.address.sync().await.err().into_iter().collect();
+        for keeper in &mut self.rules {
+            errors.extend(keeper.sync().await.err());
+        }
         if errors.is_empty() {
             Ok(())
         } else {
@@ -162,7 +183,6 @@ impl AddressKeeper {
     /// exactly once. In steady state this only reads.
     pub async fn sync_address(&mut self) -> Result<(), StepError> {
         let interface = self.config.interface.clone();
-        let ip = self.config.ip;
         let link = match self
             .netif
             .link_by_name(&interface)
@@ -209,7 +229,7 @@ impl AddressKeeper {
 
         let every = self.netif.addresses().await.map_err(StepError::Address)?;
         let all: Vec<Found> = every.iter().map(Found::from).collect();
-        for entry in address::stale(ip, &all)
+        for entry in address::stale(&self.config.ips, &all)
             .iter()
             .filter_map(|at| every.get(*at))
         {
@@ -220,6 +240,36 @@ impl AddressKeeper {
             info!(ip = %entry.ip, index = entry.index, "removed an address this sidecar added earlier, no longer wanted");
             self.metrics.repaired("stale_address");
         }
+        for entry in address::named_for_removal(&self.config.remove_ips, &all)
+            .iter()
+            .filter_map(|at| every.get(*at))
+        {
+            self.netif
+                .delete_address(entry)
+                .await
+                .map_err(StepError::Address)?;
+            info!(ip = %entry.ip, index = entry.index, prefix = entry.prefix_len,
+                  "removed an address named by --remove-ip-address");
+            self.metrics.repaired("stale_address");
+        }
+        // Every address is tried, whatever failed before it, and every failure reported.
+        let mut errors = Vec::new();
+        for ip in self.config.ips.clone() {
+            if let Err(error) = self.sync_one(&link, ip, &every).await {
+                errors.push(error);
+            }
+        }
+        one_or_several(errors)
+    }
+
+    /// Puts `ip` on `link` exactly once, from the dump `every` read at the start of the sync.
+    async fn sync_one(
+        &mut self,
+        link: &Link,
+        ip: IpAddr,
+        every: &[AddressEntry],
+    ) -> Result<(), StepError> {
+        let interface = &self.config.interface;
         let copies: Vec<&AddressEntry> = every.iter().filter(|entry| entry.ip == ip).collect();
         let found: Vec<Found> = copies.iter().map(|entry| Found::from(*entry)).collect();
         let plan = address::plan(ip, link.index, &found);
@@ -234,7 +284,8 @@ impl AddressKeeper {
             self.metrics.repaired("duplicate_address");
         }
         // A mark that did not stick the last time will not stick now: the kernel keeps none.
-        let mark = plan.mark && !plan.add && self.marks.attempted;
+        let attempted = self.marks.attempted.contains(&ip);
+        let mark = plan.mark && !plan.add && attempted;
         if mark && !self.marks.reported_unsupported {
             warn!(
                 %ip,
@@ -242,21 +293,25 @@ impl AddressKeeper {
             );
             self.marks.reported_unsupported = true;
         }
-        let mark = plan.mark && !plan.add && !self.marks.attempted;
+        let mark = plan.mark && !plan.add && !attempted;
         if plan.add {
             self.netif
-                .add_address(&link, ip)
+                .add_address(link, ip)
                 .await
                 .map_err(StepError::Address)?;
-            self.marks.attempted = true;
+            if !attempted {
+                self.marks.attempted.push(ip);
+            }
             info!(%ip, interface, "{} address", self.verb());
             self.metrics.repaired("address");
         } else if plan.deprecate || mark {
             self.netif
-                .add_address(&link, ip)
+                .add_address(link, ip)
                 .await
                 .map_err(StepError::Address)?;
-            self.marks.attempted = true;
+            if !attempted {
+                self.marks.attempted.push(ip);
+            }
             if plan.deprecate {
                 info!(%ip, interface, "deprecated the address in place: never a source address");
             }
@@ -269,13 +324,23 @@ impl AddressKeeper {
     }
 }
 
+/// The failures of one step: `Ok` for none, the error itself for one.
+pub(crate) fn one_or_several(mut errors: Vec<StepError>) -> Result<(), StepError> {
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(errors.remove(0)),
+        _ => Err(StepError::Several(errors)),
+    }
+}
+
 impl RuleKeeper {
     /// [`RuleKeeper::sync_rules`], counted in the metrics.
     pub async fn sync(&mut self) -> Result<(), StepError> {
         let result = self.sync_rules().await;
         self.started = true;
         if self.config.setup_iptables {
-            self.metrics.part_synced(Part::Rules, result.as_ref().err());
+            self.metrics
+                .part_synced(Part::Rules(self.family), result.as_ref().err());
         }
         result
     }
@@ -297,7 +362,7 @@ impl RuleKeeper {
             BackendChoice::Nft => Backend::Nft,
             BackendChoice::Legacy => Backend::Legacy,
             BackendChoice::Auto => {
-                let (backend, why) = Firewall::detect_backend(self.config.ip)
+                let (backend, why) = Firewall::detect_backend(self.ip)
                     .await
                     .map_err(StepError::IptablesBackend)?;
                 info!(%backend, found = %why, "picked the iptables backend that holds the host's rules");
@@ -305,7 +370,7 @@ impl RuleKeeper {
             }
         };
         let firewall = Firewall::new(
-            self.config.ip,
+            self.ip,
             backend,
             self.config.xtables_lock.clone(),
             self.config.xtables_lock_timeout,
@@ -355,5 +420,36 @@ impl RuleKeeper {
             self.metrics.repaired("iptables_rule");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn address_error(ip: &str) -> StepError {
+        StepError::Address(NetifError {
+            action: format!("add {ip} to interface lo"),
+            cause: std::io::Error::from_raw_os_error(1),
+        })
+    }
+
+    #[test]
+    fn every_failed_address_is_named_once() {
+        assert!(one_or_several(Vec::new()).is_ok());
+        let one = one_or_several(vec![address_error("10.96.0.2")]).expect_err("one error");
+        assert!(matches!(one, StepError::Address(_)));
+        assert!(
+            error_chain(&one).starts_with("address: add 10.96.0.2 to interface lo: "),
+            "{}",
+            error_chain(&one)
+        );
+        let both = one_or_several(vec![address_error("10.96.0.2"), address_error("fd00::2")])
+            .expect_err("two errors");
+        assert_eq!(both.kind(), "address");
+        let shown = error_chain(&both);
+        assert_eq!(shown.matches("10.96.0.2").count(), 1, "{shown}");
+        assert_eq!(shown.matches("fd00::2").count(), 1, "{shown}");
+        assert_eq!(shown.matches("; address: add ").count(), 1, "{shown}");
     }
 }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::{error, info};
 
+use crate::address;
 use crate::cli::Config;
 use crate::daemon;
 use crate::events::KernelEvents;
@@ -90,7 +91,11 @@ async fn next_stop(stops: &mut mpsc::Receiver<Stop>) -> Stop {
 pub async fn run(config: Config, mut stops: mpsc::Receiver<Stop>) -> Result<Outcome, StartError> {
     let metrics = Arc::new(Metrics::new(
         daemon::stale_after(&config),
-        config.setup_iptables,
+        &if config.setup_iptables {
+            address::families(&config.ips)
+        } else {
+            Vec::new()
+        },
     ));
     if let Some(address) = config.metrics_bind_address {
         let server = metrics::serve(address, metrics.clone())
@@ -101,13 +106,13 @@ pub async fn run(config: Config, mut stops: mpsc::Receiver<Stop>) -> Result<Outc
     }
     let netif = Netif::connect().map_err(StartError::Netlink)?;
     let events = if config.daemon && config.watch_kernel_events {
-        KernelEvents::subscribe(config.ip).map_err(StartError::Netlink)?
+        KernelEvents::subscribe(config.ips.clone()).map_err(StartError::Netlink)?
     } else {
         KernelEvents::none()
     };
     let (is_daemon, cleanup) = (config.daemon, config.cleanup);
     info!(
-        ip = %config.ip, interface = config.interface, port = config.port,
+        ip = %config.ip_list(), interface = config.interface, port = config.port,
         setup_iptables = config.setup_iptables, daemon = is_daemon, cleanup,
         version = crate::VERSION, "starting"
     );

@@ -13,7 +13,10 @@ impl Sidecar {
     /// Removes what the sidecar keeps: every copy of the rules, the address, and the interface
     /// when it is a dummy link this sidecar owns. Tries every step; what is gone counts as done.
     pub async fn teardown(&mut self) -> Result<(), StepErrors> {
-        let mut errors = self.rules.teardown().await;
+        let mut errors = Vec::new();
+        for keeper in &mut self.rules {
+            errors.extend(keeper.teardown().await);
+        }
         errors.extend(self.address.teardown().await);
         if errors.is_empty() {
             Ok(())
@@ -59,16 +62,18 @@ impl AddressKeeper {
             }
         };
         if let Some(link) = &link {
-            match self.netif.addresses_of(self.config.ip).await {
-                Ok(copies) => {
-                    let found: Vec<Found> = copies.iter().map(Found::from).collect();
-                    let ours = address::teardown(self.config.ip, link.index, &found);
-                    for copy in ours.iter().filter_map(|at| copies.get(*at)) {
-                        match self.netif.delete_address(copy).await {
-                            Ok(()) => {
-                                info!(ip = %self.config.ip, interface = link.name, "removed address")
+            match self.netif.addresses().await {
+                Ok(every) => {
+                    for ip in &self.config.ips {
+                        let copies: Vec<_> = every.iter().filter(|entry| entry.ip == *ip).collect();
+                        let found: Vec<Found> =
+                            copies.iter().map(|entry| Found::from(*entry)).collect();
+                        let ours = address::teardown(*ip, link.index, &found);
+                        for copy in ours.iter().filter_map(|at| copies.get(*at)) {
+                            match self.netif.delete_address(copy).await {
+                                Ok(()) => info!(%ip, interface = link.name, "removed address"),
+                                Err(error) => errors.push(StepError::Address(error)),
                             }
-                            Err(error) => errors.push(StepError::Address(error)),
                         }
                     }
                 }

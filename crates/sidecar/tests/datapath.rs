@@ -32,7 +32,8 @@ struct Cluster {
     apiserver: Netns,
     _server: Daemon,
     _proxy: Daemon,
-    sidecars: Vec<Daemon>,
+    /// One sidecar keeping both addresses (`--ip-address=IPV4,IPV6`).
+    sidecar: Daemon,
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -151,7 +152,7 @@ fn harden(node: &Netns) {
 }
 
 impl Cluster {
-    /// Builds the cluster; the sidecars keep the proxy addresses, with their rules when
+    /// Builds the cluster; one sidecar keeps both proxy addresses, with their rules when
     /// `rules` is set.
     fn new(test: &str, rules: bool) -> Cluster {
         let pod = Netns::new(&format!("{test}-pod"));
@@ -227,17 +228,16 @@ impl Cluster {
         if rules {
             flags.push("--setup-iptables");
         }
-        let sidecars: Vec<Daemon> = [IPV4, IPV6]
-            .iter()
-            .map(|ip| node.spawn_sidecar(&[&["--ip-address", ip][..], &flags].concat()))
-            .collect();
+        let both = format!("--ip-address={IPV4},{IPV6}");
+        let sidecar = node.spawn_sidecar(&[&[both.as_str()][..], &flags].concat());
         let on_lo = || {
             let lo = node.sh("ip", &["-o", "addr", "show", "dev", "lo"]);
             lo.contains(&format!(" {IPV4}/32 ")) && lo.contains(&format!(" {IPV6}/128 "))
         };
         assert!(
             wait_for(Duration::from_secs(5), on_lo).is_some(),
-            "addresses not in place"
+            "addresses not in place: {}",
+            sidecar.log()
         );
         if rules {
             let in_place = || {
@@ -246,7 +246,8 @@ impl Cluster {
             };
             assert!(
                 wait_for(Duration::from_secs(5), in_place).is_some(),
-                "rules not in place"
+                "rules not in place: {}",
+                sidecar.log()
             );
         }
 
@@ -292,7 +293,7 @@ impl Cluster {
             apiserver,
             _server: server,
             _proxy: proxy,
-            sidecars,
+            sidecar,
         }
     }
 
@@ -360,7 +361,7 @@ fn pods_reach_the_apiserver_through_the_proxy_untracked_over_ipv4_and_ipv6() {
                 cluster.get(ip, Duration::from_secs(3)).as_deref(),
                 Some("200"),
                 "through {ip}\n{}",
-                cluster.sidecars.iter().map(Daemon::log).collect::<String>()
+                cluster.sidecar.log()
             );
         }
         assert_eq!(
@@ -478,9 +479,10 @@ fn the_proxy_address_as_a_source_of_the_nodes_own_traffic() {
     let fixed = wait_for(Duration::from_secs(5), || {
         source_for(node, "fd00:10:244::2") != IPV6
     });
-    assert!(fixed.is_some(), "{}", cluster.sidecars[1].log());
+    assert!(fixed.is_some(), "{}", cluster.sidecar.log());
     assert!(
-        cluster.sidecars[1]
+        cluster
+            .sidecar
             .log()
             .contains("deprecated the address in place")
     );
@@ -496,27 +498,31 @@ fn the_proxy_address_as_a_source_of_the_nodes_own_traffic() {
         "IPv4 on lo: the node's traffic to a pod behind an address-less veth leaves from {IPV4}"
     );
 
-    // On a dedicated link, created after the node's own interfaces, it is not.
-    cluster.sidecars[0].terminate();
-    node.sh("ip", &["addr", "del", &format!("{IPV4}/32"), "dev", "lo"]);
+    // On a dedicated link, created after the node's own interfaces, it is not. The sidecar,
+    // restarted with that link, moves both addresses there.
+    cluster.sidecar.terminate();
     node.sh("ip", &["link", "add", "apxproxy", "type", "bridge"]);
     node.sh("ip", &["link", "set", "apxproxy", "up"]);
-    cluster.sidecars[0] = node.spawn_sidecar(&[
-        "--ip-address",
-        IPV4,
+    cluster.sidecar = node.spawn_sidecar(&[
+        &format!("--ip-address={IPV4},{IPV6}"),
         "--interface=apxproxy",
         "--setup-iptables",
         "--iptables-backend=nft",
     ]);
     let moved = wait_for(Duration::from_secs(5), || {
-        node.sh("ip", &["-o", "addr", "show", "dev", "apxproxy"])
-            .contains(IPV4)
+        let on_link = node.sh("ip", &["-o", "addr", "show", "dev", "apxproxy"]);
+        let on_lo = node.sh("ip", &["-o", "addr", "show", "dev", "lo"]);
+        on_link.contains(IPV4) && on_link.contains(IPV6) && !on_lo.contains("10.96.0.2/32")
     });
-    assert!(moved.is_some(), "{}", cluster.sidecars[0].log());
+    assert!(moved.is_some(), "{}", cluster.sidecar.log());
     assert_eq!(source_for(node, "203.0.113.2"), "192.0.2.1");
     eprintln!("IPv4 on a dedicated link: it leaves from the node's own 192.0.2.1");
-    assert_eq!(
-        cluster.get(IPV4, Duration::from_secs(3)).as_deref(),
-        Some("200")
-    );
+    for ip in [IPV4, IPV6] {
+        assert_eq!(
+            cluster.get(ip, Duration::from_secs(3)).as_deref(),
+            Some("200"),
+            "through {ip} on apxproxy\n{}",
+            cluster.sidecar.log()
+        );
+    }
 }
