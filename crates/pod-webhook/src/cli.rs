@@ -381,6 +381,102 @@ mod tests {
         assert_eq!(config.limits.idle_timeout, Duration::from_secs(120));
     }
 
+    fn parse_argv(args: &[&str]) -> Result<Cli, clap::Error> {
+        let argv: Vec<OsString> = std::iter::once("apiserver-proxy-pod-webhook")
+            .chain(args.iter().copied())
+            .map(OsString::from)
+            .collect();
+        Cli::parse_argv(&argv)
+    }
+
+    #[test]
+    fn the_last_of_a_repeated_flag_wins() {
+        let cli = parse_argv(&[
+            "--apiserver-fqdn=a.b",
+            "--cert-dir=/a",
+            "--port=1",
+            "--enable-http2",
+            "--logging-format=text",
+            "--apiserver-fqdn=c.d",
+            "--cert-dir",
+            "/b",
+            "--port=2",
+            "--enable-http2=false",
+            "--logging-format=json",
+            "-v=3",
+            "-v=1",
+        ])
+        .expect("parses");
+        assert_eq!(cli.apiserver_fqdn, "c.d");
+        assert_eq!(cli.cert_dir, PathBuf::from("/b"));
+        assert_eq!(cli.port, 2);
+        assert!(!cli.enable_http2);
+        assert_eq!(cli.logging_format, LogFormat::Json);
+        assert_eq!(cli.v, 1);
+    }
+
+    #[test]
+    fn positional_arguments_are_kept_to_be_ignored() {
+        let cli = parse_argv(&[
+            "serve",
+            "--apiserver-fqdn=a.b",
+            "--cert-dir=/c",
+            "--skip-env-from=true",
+            "false",
+            "--",
+            "--port=1",
+        ])
+        .expect("parses");
+        assert_eq!(cli.positional, ["serve", "false", "--port=1"]);
+        assert!(cli.skip_env_from);
+        assert_eq!(cli.port, 9443);
+    }
+
+    #[test]
+    fn a_bool_literal_after_a_bool_flag_is_refused() {
+        for (args, hint) in [
+            (
+                &["--enable-http2", "false"][..],
+                "write --enable-http2=false",
+            ),
+            (&["--skip-env-from", "true"], "write --skip-env-from=true"),
+            (&["--enable-http2", "0"], "write --enable-http2=0"),
+        ] {
+            let all: Vec<&str> = ["--apiserver-fqdn=a.b", "--cert-dir=/c"]
+                .into_iter()
+                .chain(args.iter().copied())
+                .collect();
+            let error = parse_argv(&all).expect_err("refused");
+            assert_eq!(error.exit_code(), 2, "{args:?}");
+            assert!(error.to_string().contains(hint), "{args:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn usage_errors_exit_2() {
+        for args in [
+            &["--cert-dir=/c"][..],
+            &["--apiserver-fqdn=a.b"],
+            &["--apiserver-fqdn=a.b", "--cert-dir=/c", "--nope"],
+            &["--apiserver-fqdn=a.b", "--cert-dir=/c", "--port=x"],
+            &[
+                "--apiserver-fqdn=a.b",
+                "--cert-dir=/c",
+                "--enable-http2=maybe",
+            ],
+            &[
+                "--apiserver-fqdn=a.b",
+                "--cert-dir=/c",
+                "--logging-format=yaml",
+            ],
+        ] {
+            let error = parse_argv(args).expect_err("refused");
+            assert_eq!(error.exit_code(), 2, "{args:?}: {error}");
+        }
+        let help = parse_argv(&["--help"]).expect_err("help");
+        assert_eq!(help.exit_code(), 0);
+    }
+
     #[test]
     fn client_ca_in_cert_dir() {
         let cli = Cli::try_parse_from([
