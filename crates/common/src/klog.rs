@@ -242,6 +242,28 @@ pub struct Route {
 }
 
 impl KlogArgs {
+    /// klog's defaults with verbosity `v`: everything to stderr, no file, headers on. For a
+    /// binary that has `-v` but not the rest of klog's flags.
+    pub fn with_verbosity(v: i32) -> KlogArgs {
+        KlogArgs {
+            v,
+            vmodule: String::new(),
+            logtostderr: true,
+            alsologtostderr: false,
+            alsologtostderrthreshold: Severity(0),
+            stderrthreshold: Severity(2),
+            legacy_stderr_threshold_behavior: true,
+            log_file: String::new(),
+            log_dir: String::new(),
+            log_file_max_size: 1800,
+            one_output: false,
+            skip_headers: false,
+            skip_log_headers: false,
+            add_dir_header: false,
+            log_backtrace_at: ":0".to_string(),
+        }
+    }
+
     /// Where lines go. With `--logtostderr` (the default) everything goes to stderr and no file
     /// is written; without it lines go to `--log_file`, else to files in `--log_dir` (else the
     /// temporary directory), and to stderr too with `--alsologtostderr` or at or above
@@ -292,6 +314,15 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         klog: KlogArgs,
+    }
+
+    #[test]
+    fn with_verbosity_is_the_defaults() {
+        let (parsed, _) = parse(&["-v=3"]).expect("parses");
+        assert_eq!(
+            format!("{:?}", KlogArgs::with_verbosity(3)),
+            format!("{parsed:?}")
+        );
     }
 
     fn parse(args: &[&str]) -> Result<(KlogArgs, Vec<&'static str>), String> {

@@ -1,13 +1,17 @@
 // SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
 // SPDX-License-Identifier: Apache-2.0
 
-//! Command-line flags, identical in name and default to the original Go webhook's, and their
-//! translation into a [`Config`].
+//! Command-line flags, identical in name and default to the original Go webhook's and parsed as
+//! its pflag parsed them, and their translation into a [`Config`].
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::error::ErrorKind;
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, ValueEnum};
+use common::goflag;
+use common::logging::LogFormat;
 
 use crate::config::{Config, Limits, Listen, TlsFiles};
 use crate::mutate::MutateOptions;
@@ -15,7 +19,7 @@ use crate::mutate::MutateOptions;
 /// A mutating admission webhook that sets KUBERNETES_SERVICE_HOST to the kube-apiserver's FQDN in
 /// every container of every new pod.
 #[derive(Debug, Parser)]
-#[command(name = "apiserver-proxy-pod-webhook", version = crate::VERSION)]
+#[command(name = "apiserver-proxy-pod-webhook", version = crate::VERSION, args_override_self = true)]
 pub struct Cli {
     /// Fully qualified domain name of the kube-apiserver, e.g. example.com.
     #[arg(long, value_name = "FQDN", value_parser = parse_fqdn)]
@@ -52,11 +56,15 @@ pub struct Cli {
 
     /// Leave containers that use envFrom alone: an env entry would override a value they take
     /// from a ConfigMap or Secret.
-    #[arg(long)]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_value = "false", default_missing_value = "true", value_parser = goflag::parse_bool,
+          action = ArgAction::Set)]
     pub skip_env_from: bool,
 
     /// Offer HTTP/2 by ALPN besides HTTP/1.1.
-    #[arg(long)]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true,
+          default_value = "false", default_missing_value = "true", value_parser = goflag::parse_bool,
+          action = ArgAction::Set)]
     pub enable_http2: bool,
 
     /// Most connections served at once; further clients wait in the listen backlog.
@@ -76,6 +84,27 @@ pub struct Cli {
     /// After the delay: how long in-flight requests get to finish; 0s to 60m.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration_between(SHUTDOWN_TIMEOUT))]
     pub shutdown_timeout: Duration,
+
+    /// Log format: json (one object per line, as controller-runtime writes them) or text
+    /// (klog's).
+    // Possible values hidden: their doc comments would switch --help to its long format.
+    #[arg(long = "logging-format", value_name = "FORMAT", value_enum,
+          default_value_t = LogFormat::Json, hide_possible_values = true)]
+    pub logging_format: LogFormat,
+
+    /// Log verbosity: 0 info, 1-4 debug, 5+ trace; RUST_LOG, when set, takes precedence.
+    #[arg(
+        short = 'v',
+        long = "v",
+        value_name = "LEVEL",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    pub v: i32,
+
+    /// Positional arguments: ignored, as Go's flag parsing ignores them.
+    #[arg(hide = true, value_name = "IGNORED")]
+    pub positional: Vec<String>,
 }
 
 /// The lowest TLS version the server accepts.
@@ -89,6 +118,25 @@ pub enum TlsMinVersion {
 }
 
 impl Cli {
+    /// Parses the command line as pflag does: the last of a repeated flag wins, positional
+    /// arguments are kept to be ignored, except for Go's trap of a bool literal after a bool
+    /// flag (`--enable-http2 false` is `--enable-http2` and an ignored `false`), which is
+    /// refused with a hint.
+    pub fn parse_argv(argv: &[OsString]) -> Result<Cli, clap::Error> {
+        let mut command = Cli::command();
+        if let Some((flag, literal)) = goflag::bool_literal_after_bool_flag(&command, argv) {
+            return Err(command.error(
+                ErrorKind::InvalidValue,
+                format!(
+                    "{literal:?} after {flag} is not its value: Go would set {flag} to true and \
+                     ignore {literal:?}; write {flag}={literal}"
+                ),
+            ));
+        }
+        let matches = command.try_get_matches_from_mut(argv)?;
+        Cli::from_arg_matches(&matches)
+    }
+
     /// The configuration these flags describe.
     pub fn into_config(self) -> Config {
         let in_dir = |name: &str| self.cert_dir.join(name);
@@ -331,6 +379,102 @@ mod tests {
         assert!(!config.enable_http2);
         assert!(!config.mutate.skip_env_from);
         assert_eq!(config.limits.idle_timeout, Duration::from_secs(120));
+    }
+
+    fn parse_argv(args: &[&str]) -> Result<Cli, clap::Error> {
+        let argv: Vec<OsString> = std::iter::once("apiserver-proxy-pod-webhook")
+            .chain(args.iter().copied())
+            .map(OsString::from)
+            .collect();
+        Cli::parse_argv(&argv)
+    }
+
+    #[test]
+    fn the_last_of_a_repeated_flag_wins() {
+        let cli = parse_argv(&[
+            "--apiserver-fqdn=a.b",
+            "--cert-dir=/a",
+            "--port=1",
+            "--enable-http2",
+            "--logging-format=text",
+            "--apiserver-fqdn=c.d",
+            "--cert-dir",
+            "/b",
+            "--port=2",
+            "--enable-http2=false",
+            "--logging-format=json",
+            "-v=3",
+            "-v=1",
+        ])
+        .expect("parses");
+        assert_eq!(cli.apiserver_fqdn, "c.d");
+        assert_eq!(cli.cert_dir, PathBuf::from("/b"));
+        assert_eq!(cli.port, 2);
+        assert!(!cli.enable_http2);
+        assert_eq!(cli.logging_format, LogFormat::Json);
+        assert_eq!(cli.v, 1);
+    }
+
+    #[test]
+    fn positional_arguments_are_kept_to_be_ignored() {
+        let cli = parse_argv(&[
+            "serve",
+            "--apiserver-fqdn=a.b",
+            "--cert-dir=/c",
+            "--skip-env-from=true",
+            "false",
+            "--",
+            "--port=1",
+        ])
+        .expect("parses");
+        assert_eq!(cli.positional, ["serve", "false", "--port=1"]);
+        assert!(cli.skip_env_from);
+        assert_eq!(cli.port, 9443);
+    }
+
+    #[test]
+    fn a_bool_literal_after_a_bool_flag_is_refused() {
+        for (args, hint) in [
+            (
+                &["--enable-http2", "false"][..],
+                "write --enable-http2=false",
+            ),
+            (&["--skip-env-from", "true"], "write --skip-env-from=true"),
+            (&["--enable-http2", "0"], "write --enable-http2=0"),
+        ] {
+            let all: Vec<&str> = ["--apiserver-fqdn=a.b", "--cert-dir=/c"]
+                .into_iter()
+                .chain(args.iter().copied())
+                .collect();
+            let error = parse_argv(&all).expect_err("refused");
+            assert_eq!(error.exit_code(), 2, "{args:?}");
+            assert!(error.to_string().contains(hint), "{args:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn usage_errors_exit_2() {
+        for args in [
+            &["--cert-dir=/c"][..],
+            &["--apiserver-fqdn=a.b"],
+            &["--apiserver-fqdn=a.b", "--cert-dir=/c", "--nope"],
+            &["--apiserver-fqdn=a.b", "--cert-dir=/c", "--port=x"],
+            &[
+                "--apiserver-fqdn=a.b",
+                "--cert-dir=/c",
+                "--enable-http2=maybe",
+            ],
+            &[
+                "--apiserver-fqdn=a.b",
+                "--cert-dir=/c",
+                "--logging-format=yaml",
+            ],
+        ] {
+            let error = parse_argv(args).expect_err("refused");
+            assert_eq!(error.exit_code(), 2, "{args:?}: {error}");
+        }
+        let help = parse_argv(&["--help"]).expect_err("help");
+        assert_eq!(help.exit_code(), 0);
     }
 
     #[test]

@@ -1,36 +1,55 @@
 // SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
 // SPDX-License-Identifier: Apache-2.0
 
+//! The binary's edge: flags, logging, signals, exit codes; the rest lives in the library.
+//!
+//! Exit codes: 0 done (and `--help`, `--version`), 1 a runtime failure, 2 a usage error (an
+//! unknown flag or a bad value, printed with the usage hint, as pflag does).
+
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::Parser as _;
+use common::klog::KlogArgs;
+use common::logging::{self, Settings};
 use pod_webhook::Webhook;
 use pod_webhook::cli::Cli;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{error, info, warn};
 
+const PROGRAM: &str = "apiserver-proxy-pod-webhook";
+
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let mut cli = match Cli::parse_argv(&argv) {
         Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            // --help and --version are not errors; every bad flag is exit code 1.
-            return if e.use_stderr() {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            };
+        Err(error) => {
+            let _ = error.print();
+            return ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2));
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+    // RUST_LOG takes `level` or `target=level,...` directives, as env_logger's simple form.
+    let level = logging::level_for_verbosity(cli.v)
+        .as_str()
+        .to_ascii_lowercase();
+    let directives = std::env::var("RUST_LOG").unwrap_or(level);
+    if let Err(error) = logging::init(Settings {
+        klog: &KlogArgs::with_verbosity(cli.v),
+        format: cli.logging_format,
+        program: PROGRAM,
+        version: pod_webhook::VERSION,
+        directives: &directives,
+    }) {
+        eprintln!("error: {}", common::error_chain(&error));
+        return ExitCode::FAILURE;
+    }
+    let positional = std::mem::take(&mut cli.positional);
+    if !positional.is_empty() {
+        warn!(
+            arguments = positional.join(" "),
+            "ignoring positional arguments, as the Go binary did"
+        );
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
