@@ -253,23 +253,12 @@ fn show_duration(duration: Duration) -> String {
     }
 }
 
-/// Parses a duration such as `500ms`, `5s` or `1m` (a whole number and a unit).
+/// Parses a duration in Go's syntax, as the sidecar's flags and the Go original do
+/// (`time.ParseDuration`: `500ms`, `5s`, `1.5m`, `1m30s`, `2h`); not negative.
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
-    let split = value
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{value:?} has no unit: use ms, s or m, e.g. 5s"))?;
-    let (number, unit) = value.split_at(split);
-    let number: u64 = number
-        .parse()
-        .map_err(|_| format!("{value:?} does not start with a whole number"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(number)),
-        "s" => Ok(Duration::from_secs(number)),
-        "m" => Ok(Duration::from_secs(number.saturating_mul(60))),
-        _ => Err(format!(
-            "{value:?} has unknown unit {unit:?}: use ms, s or m"
-        )),
-    }
+    let nanos = goflag::parse_duration_nanos(value)?;
+    let nanos = u64::try_from(nanos).map_err(|_| format!("{value:?} is negative"))?;
+    Ok(Duration::from_nanos(nanos))
 }
 
 #[cfg(test)]
@@ -318,7 +307,12 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
         assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        for bad in ["", "5", "s", "5h", "-1s", "1.5s"] {
+        // Go's grammar, as every duration flag of both binaries takes it.
+        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        for bad in ["", "5", "s", "5d", "-1s", "1.5.s", "9223372036854775808ns"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
     }
@@ -337,12 +331,10 @@ mod tests {
             ),
             ("999ms", Err("must be between 1s and 1440m")),
             ("1441m", Err("must be between 1s and 1440m")),
-            ("9223372036854775807s", Err("must be between 1s and 1440m")),
-            ("18446744073709551615m", Err("must be between 1s and 1440m")),
-            (
-                "18446744073709551616s",
-                Err("does not start with a whole number"),
-            ),
+            ("2562047h", Err("must be between 1s and 1440m")),
+            // Beyond Go's durations: refused as Go refuses them.
+            ("9223372036854775807s", Err("is too large")),
+            ("18446744073709551616s", Err("is too large")),
         ];
         for (value, want) in cases {
             match (idle(value), want) {

@@ -20,17 +20,9 @@ pub mod tls;
 pub use config::Config;
 pub use server::{ServerError, WEBHOOK_PATH, Webhook};
 
-/// Formats an error with its chain of causes, `outer: inner: innermost`.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        out.push_str(": ");
-        out.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    out
-}
+/// Formats an error with its chain of causes, `outer: inner: innermost`: the one formatter
+/// both binaries use.
+pub use common::error_chain;
 
 /// The version `--version` prints: the build's `APISERVER_PROXY_VERSION`, else the crate's.
 pub const VERSION: &str = match option_env!("APISERVER_PROXY_VERSION") {
