@@ -171,11 +171,20 @@ pub fn check_flags(data: &[u8]) {
     } else if let Err(why) = got {
         assert!(!why.is_empty());
     }
+    // Go's grammar (`time.ParseDuration`): a sign, then numbers with units, or a lone "0".
     if let Ok(d) = parse_duration(&text) {
-        let digits: String = text.chars().take_while(char::is_ascii_digit).collect();
         assert!(
-            !digits.is_empty(),
+            text.chars().any(|c| c.is_ascii_digit()),
             "{text:?} parsed to {d:?} without a number"
+        );
+        assert!(
+            !text.starts_with('-') || d.is_zero(),
+            "{text:?} is negative but parsed to {d:?}"
+        );
+        let body = text.trim_start_matches(['+', '-']);
+        assert!(
+            body == "0" || body.ends_with(|c: char| c.is_ascii_alphabetic() || c == 'µ' || c == 'μ'),
+            "{text:?} parsed to {d:?} without a unit"
         );
     }
     // The input as command-line arguments, split on NUL (which no argument can contain).
