@@ -183,7 +183,8 @@ pub fn check_flags(data: &[u8]) {
         );
         let body = text.trim_start_matches(['+', '-']);
         assert!(
-            body == "0" || body.ends_with(|c: char| c.is_ascii_alphabetic() || c == 'µ' || c == 'μ'),
+            body == "0"
+                || body.ends_with(|c: char| c.is_ascii_alphabetic() || c == 'µ' || c == 'μ'),
             "{text:?} parsed to {d:?} without a unit"
         );
     }
