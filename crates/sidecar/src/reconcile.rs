@@ -229,28 +229,25 @@ impl AddressKeeper {
 
         let every = self.netif.addresses().await.map_err(StepError::Address)?;
         let all: Vec<Found> = every.iter().map(Found::from).collect();
-        for entry in address::stale(&self.config.ips, &all)
-            .iter()
-            .filter_map(|at| every.get(*at))
-        {
-            self.netif
-                .delete_address(entry)
-                .await
-                .map_err(StepError::Address)?;
-            info!(ip = %entry.ip, index = entry.index, "removed an address this sidecar added earlier, no longer wanted");
-            self.metrics.repaired("stale_address");
-        }
-        for entry in address::named_for_removal(&self.config.remove_ips, &all)
-            .iter()
-            .filter_map(|at| every.get(*at))
-        {
-            self.netif
-                .delete_address(entry)
-                .await
-                .map_err(StepError::Address)?;
-            info!(ip = %entry.ip, index = entry.index, prefix = entry.prefix_len,
-                  "removed an address named by --remove-ip-address");
-            self.metrics.repaired("stale_address");
+        let removals = [
+            (
+                address::stale(&self.config.ips, &all),
+                "removed an address this sidecar added earlier, no longer wanted",
+            ),
+            (
+                address::named_for_removal(&self.config.remove_ips, &all),
+                "removed an address named by --remove-ip-address",
+            ),
+        ];
+        for (positions, why) in removals {
+            for entry in positions.iter().filter_map(|at| every.get(*at)) {
+                self.netif
+                    .delete_address(entry)
+                    .await
+                    .map_err(StepError::Address)?;
+                info!(ip = %entry.ip, index = entry.index, prefix = entry.prefix_len, "{why}");
+                self.metrics.repaired("stale_address");
+            }
         }
         // Every address is tried, whatever failed before it, and every failure reported.
         let mut errors = Vec::new();
