@@ -2,7 +2,7 @@
 // SPDX-License-Identifier: Apache-2.0
 
 //! The binary itself: flag errors and exit codes, start-up errors naming the file, logs,
-//! SIGTERM with a graceful exit 0, and the README's flag table matching `--help`.
+//! SIGTERM with a graceful exit 0, and docs/webhook.md's flag table matching `--help`.
 
 mod common;
 
@@ -255,12 +255,12 @@ fn help_exits_0_and_matches_the_readme() {
     let (code, help) = run(&["--help"]);
     assert_eq!(code, 0);
     let readme = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/webhook.md"),
     )
-    .expect("README.md");
+    .expect("docs/webhook.md");
     assert!(
         readme.contains(help.trim_end()),
-        "README.md's flag table differs from --help; put this in it:\n{help}"
+        "docs/webhook.md's flag table differs from --help; put this in it:\n{help}"
     );
 }
 

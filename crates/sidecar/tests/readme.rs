@@ -1,7 +1,7 @@
 // SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
 // SPDX-License-Identifier: Apache-2.0
 
-//! README.md's sidecar flag table names exactly the flags of `--help`, with the same defaults.
+//! docs/sidecar.md's flag table names exactly the flags of `--help`, with the same defaults.
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -37,13 +37,16 @@ fn flags_in_help() -> BTreeMap<String, Option<String>> {
     flags
 }
 
-/// Flag name → default, from the README table between the flags markers.
+/// Flag name → default, from the docs/sidecar.md table between the flags markers.
 fn flags_in_readme() -> BTreeMap<String, Option<String>> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
-        .expect("README.md");
+    let readme = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/sidecar.md"
+    ))
+    .expect("docs/sidecar.md");
     let start = readme
         .find("<!-- flags: apiserver-proxy-sidecar -->")
-        .expect("flags marker in README.md");
+        .expect("flags marker in docs/sidecar.md");
     let table = &readme[start..];
     let table = &table[..table.find("<!-- /flags -->").expect("end marker")];
     let mut flags = BTreeMap::new();
@@ -74,6 +77,6 @@ fn readme_flag_table_matches_help() {
     );
     assert_eq!(
         readme, help,
-        "README.md's sidecar flag table differs from --help"
+        "docs/sidecar.md's flag table differs from --help"
     );
 }
