@@ -95,7 +95,7 @@ cross-check:
 
 # Every manifest in deploy/ rendered and validated offline against the Kubernetes schemas,
 # plus a self-test that the validator catches broken manifests.
-# And README's "Deploying" certificate steps, as written, on a fresh directory.
+# And docs/deploying.md's certificate steps, as written, on a fresh directory.
 validate-manifests:
 	./scripts/validate-manifests.sh
 	./scripts/test-validate-manifests.sh

@@ -3,7 +3,7 @@
 # SPDX-License-Identifier: Apache-2.0
 #
 # Measures the sidecar's footprint and reaction times against the real kernel, in throwaway
-# network namespaces (as root). Prints one line per figure; README.md quotes them.
+# network namespaces (as root). Prints one line per figure; docs/benchmarks.md quotes them.
 #
 #   bench/sidecar.sh            # builds the release binary first, as the image does
 #   RUNS=50 bench/sidecar.sh    # more samples for the one-shot and shutdown timings

@@ -3,10 +3,10 @@
 # SPDX-License-Identifier: Apache-2.0
 #
 # Every command the documentation shows is one that CI runs. Reads the fenced code blocks of
-# README.md and docs/*.md: every line of a `sh`, `bash` or `shell` block (continuation lines
-# joined, comments dropped) and every `$ ` line of any other block is a command. Each must be in
-# COVERED below, with the file that runs it and a string that file must contain (so the mapping
-# cannot go stale unnoticed). Fails on a documented command that is not covered, on a mapping
+# README.md, CONTRIBUTING.md and docs/*.md: every line of a `sh`, `bash` or `shell` block
+# (continuation lines joined, comments dropped) and every `$ ` line of any other block is a
+# command. Each must be in COVERED below, with the file that runs it and a string that file must
+# contain (so the mapping cannot go stale unnoticed). Fails on a documented command that is not covered, on a mapping
 # whose file no longer contains its string, and on a mapping no document uses any more.
 # Commands shown inline in prose (`like this`) are not checked.
 #
@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 - README.md docs/*.md <<'PY'
+python3 - README.md CONTRIBUTING.md docs/*.md <<'PY'
 import re, sys
 from pathlib import Path
 
@@ -24,6 +24,11 @@ COVERED = [
      "make cross-check (CI) runs the webhook with make run's arguments (make print-run-args), "
      "sends it README's request and stops it with SIGINT"),
     ("make test", ".ci/run", "\nmake test\n", ".ci/run runs it"),
+    ("make lint", ".ci/run", "\ncargo clippy --workspace --all-targets --locked -- -D warnings\n",
+     ".ci/run runs the same clippy command as make lint"),
+    ("cargo fmt --all", ".ci/run", "\ncargo fmt --all -- --check\n",
+     ".ci/run checks that it changes nothing"),
+    ("make reuse", ".ci/run", "\nmake reuse\n", ".ci/run runs it"),
     ("curl -k -XPOST --silent -H \"Content-Type: application/json\" -d \"@testdata/admission.json\" "
      "-H \"Accept: application/json\" https://localhost:9443/webhook/pod-apiserver-env "
      "| jq -r '.response.patch' | base64 -d | jq -r '.'",

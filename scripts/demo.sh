@@ -5,7 +5,7 @@
 # Both binaries end to end on this machine (as root), touching nothing of the host's network:
 #  1. the sidecar with --setup-iptables in a throwaway network namespace;
 #  2. the webhook on https://localhost:9443 with the certificates in testdata/;
-#  3. the README's AdmissionReview sent to the webhook, its patch decoded and printed;
+#  3. README's "Try it" AdmissionReview (testdata/admission.json) sent to the webhook, its patch decoded and printed;
 #  4. the namespace's address and rules printed, then SIGTERM: the sidecar cleans up.
 set -euo pipefail
 cd "$(dirname "$0")/.."

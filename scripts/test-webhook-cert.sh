@@ -2,7 +2,7 @@
 # SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
 # SPDX-License-Identifier: Apache-2.0
 #
-# Runs README.md's "Deploying" steps for a serving certificate of one's own, as written, on a
+# Runs docs/deploying.md's steps for a serving certificate of one's own, as written, on a
 # fresh runtime directory: scripts/webhook-cert.sh, then the kustomization it wrote, rendered
 # (kubectl kustomize instead of apply) and validated (kubernetes-validate, strict). Checks that
 # the Secret carries the pair and caBundle the CA, that the certificate verifies for the Service,
@@ -19,7 +19,7 @@ before="$(git status --porcelain)"
 
 export XDG_RUNTIME_DIR="$tmp/run"
 mkdir -m 0700 "$XDG_RUNTIME_DIR"
-# The README's commands:
+# The commands of docs/deploying.md, step 5:
 scripts/webhook-cert.sh
 "$bin/kubectl" kustomize "${XDG_RUNTIME_DIR:-/tmp}/apiserver-proxy/webhook-cert" >"$tmp/rendered.yaml"
 

@@ -3,10 +3,10 @@
 # SPDX-License-Identifier: Apache-2.0
 #
 # Runs the webhook binary the image build made (make image-builds) the way deploy/ runs it, with
-# a certificate from scripts/webhook-cert.sh, and checks what README.md's "Deploying" promises:
+# a certificate from scripts/webhook-cert.sh, and checks what docs/deploying.md promises:
 # - the probes of the Deployment (HTTPS /readyz and /healthz) answer 200, verified against the CA
 #   that goes into caBundle, under the Service's DNS name;
-# - the MutatingWebhookConfiguration's path mutates the README's example request with the
+# - the MutatingWebhookConfiguration's path mutates README's "Try it" request (testdata/admission.json) with the
 #   Deployment's --apiserver-fqdn;
 # - renewing the certificate (scripts/webhook-cert.sh again, as a Secret update would) is served
 #   to new connections without a restart.

@@ -37,7 +37,7 @@ while read -r k; do
   renderings+=("$tmp/$name.yaml")
 done < <(find "$deploy" -name kustomization.yaml | sort)
 
-# deploy/ with a serving certificate of one's own, as the README's "Deploying" makes it: the
+# deploy/ with a serving certificate of one's own, as docs/deploying.md's "Installing" makes it: the
 # kustomization scripts/webhook-cert.sh writes (outside the tree), with throwaway keys.
 also=()
 if [ -f "$deploy/components/own-certificate/kustomization.yaml" ]; then
