@@ -5,7 +5,7 @@
 //! memory for answers) get nothing they do not use, and well-formed reviews are still answered
 //! within kube-apiserver's deadline. Over real TLS on 127.0.0.1; every loop bounded.
 
-mod common;
+use test_support::webhook as common;
 
 use std::time::{Duration, Instant};
 
@@ -137,7 +137,14 @@ fn empty_containers_review(n: usize) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_empty_containers_get_a_short_refusal() {
     let certs = Certs::new();
-    let (server, addr) = spawn_binary(&certs, &[], std::process::Stdio::null()).await;
+    let (server, addr) = spawn_binary(
+        certs.dir.path(),
+        &certs.ca.cert_pem(),
+        &[],
+        std::process::Stdio::null(),
+        None,
+    )
+    .await;
     let pid = server.0.id();
     let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
     let base = status_kib(pid, "VmHWM:");
@@ -272,7 +279,7 @@ async fn clients_that_do_not_read_lose_their_connection() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     for mut tls in readers {
         let started = Instant::now();
-        let got = read_until_close(&mut tls, Duration::from_secs(10)).await;
+        let (got, _) = test_support::read_until_close(&mut tls, Duration::from_secs(10)).await;
         assert!(started.elapsed() < Duration::from_secs(10), "still open");
         assert!(got.len() < body.len(), "the whole answer was sent");
     }
@@ -407,7 +414,14 @@ async fn running_out_of_descriptors_is_not_a_bad_certificate() {
     let certs = Certs::new();
     let log_path = certs.dir.path().join("server.log");
     let log = std::fs::File::create(&log_path).expect("log file");
-    let (server, addr) = spawn_binary_with_fds(&certs, &[], log.into(), Some(40)).await;
+    let (server, addr) = spawn_binary(
+        certs.dir.path(),
+        &certs.ca.cert_pem(),
+        &[],
+        log.into(),
+        Some(40),
+    )
+    .await;
     let mut held = Vec::new();
     for _ in 0..60 {
         if let Ok(Ok(tcp)) =
@@ -464,7 +478,14 @@ async fn failed_requests_are_counted_and_logged_at_a_bounded_rate() {
     let certs = Certs::new();
     let log_path = certs.dir.path().join("server.log");
     let log = std::fs::File::create(&log_path).expect("log file");
-    let (_server, addr) = spawn_binary(&certs, &[], log.into()).await;
+    let (_server, addr) = spawn_binary(
+        certs.dir.path(),
+        &certs.ca.cert_pem(),
+        &[],
+        log.into(),
+        None,
+    )
+    .await;
     let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
     let path = format!("/{}", "p".repeat(10_000));
     let started = Instant::now();

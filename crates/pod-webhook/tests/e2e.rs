@@ -3,7 +3,7 @@
 
 //! End to end over real TLS on 127.0.0.1: the server from the library, a rustls + hyper client.
 
-mod common;
+use test_support::webhook as common;
 
 use std::time::Duration;
 
@@ -469,7 +469,7 @@ async fn certificate_rotation_without_failures() {
     let ca = Ca::new("rotation CA").expect("CA");
     let first = ca.server("first").expect("cert");
     let second = ca.server("second").expect("cert");
-    let dir = TempDir::new();
+    let dir = temp_dir();
     k8s_secret_write(dir.path(), 1, &first);
     let server = Server::start(config(dir.path())).await;
     let addr = server.addr;

@@ -4,7 +4,7 @@
 //! HTTP/2 rapid reset (CVE-2023-44487): a client that opens streams and resets them at once is
 //! sent away with GOAWAY once it passes the limit, and the server keeps serving others.
 
-mod common;
+use test_support::webhook as common;
 
 use std::time::Duration;
 

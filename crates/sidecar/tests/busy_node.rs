@@ -5,7 +5,7 @@
 //! another process fighting over the address, iptables binaries that hang, signals while
 //! stuck. Each test in a network namespace of its own (as root), bounded in time.
 
-mod support;
+use test_support::netns as support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

@@ -5,7 +5,7 @@
 //! `CHAOS_SECONDS` (default 30) another process keeps breaking what the sidecar keeps. Afterwards,
 //! within one interval, the state must be exact, and the sidecar must still be running.
 
-mod support;
+use test_support::netns as support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -14,7 +14,7 @@
 //! node tracks none of those connections; without the sidecar's rules the hardened node drops
 //! them. As root; every namespace is the test's own.
 
-mod support;
+use test_support::netns as support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

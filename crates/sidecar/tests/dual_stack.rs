@@ -5,19 +5,19 @@
 //! `--remove-ip-address`, against the real kernel, each test in a network namespace of its own
 //! (as root).
 
-mod support;
+use test_support::netns as support;
 
 use std::time::Duration;
 
 use support::{Netns, wait_for};
 
-const V4: &str = "10.96.0.2";
-const V6: &str = "fd00:10:96::2";
-const BOTH: &str = "--ip-address=10.96.0.2,fd00:10:96::2";
-
 fn stderr(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+const V4: &str = "10.96.0.2";
+const V6: &str = "fd00:10:96::2";
+const BOTH: &str = "--ip-address=10.96.0.2,fd00:10:96::2";
 
 fn v4_in_place(ns: &Netns) -> bool {
     ns.addresses_of(V4) == ["inet 10.96.0.2/32 scope global lo"]
@@ -275,15 +275,8 @@ fn every_address_that_cannot_be_added_is_named_once() {
     let ns = Netns::new("dualnocap");
     ns.sh("ip", &["link", "set", "lo", "up"]);
     let output = ns
-        .command("setpriv")
-        .args([
-            "--bounding-set=-net_admin",
-            "--inh-caps=-net_admin",
-            "--",
-            support::SIDECAR,
-            BOTH,
-            "--daemon=false",
-        ])
+        .sidecar_without_net_admin()
+        .args([BOTH, "--daemon=false"])
         .output()
         .expect("run setpriv");
     let err = stderr(&output);

@@ -4,7 +4,7 @@
 //! Unusual flag values against the real kernel, each test in a network namespace of its own (as
 //! root): every one either works like a normal value or is refused at start.
 
-mod support;
+use test_support::netns as support;
 
 use std::process::Output;
 use std::time::Duration;

@@ -3,13 +3,17 @@
 
 //! The sidecar against the real kernel, each test in a network namespace of its own (as root).
 
-mod support;
+use test_support::netns as support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{Netns, SIDECAR, wait_for};
+use support::{Netns, sidecar_binary, wait_for};
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
 
 const IP: &str = "10.96.0.2";
 const HOST: &str = "10.96.0.2/32";
@@ -33,10 +37,6 @@ fn all_rules_in_place(ns: &Netns) -> bool {
 
 fn ones() -> Vec<usize> {
     ONCE.iter().map(|n| usize::from(*n)).collect()
-}
-
-fn stderr(output: &std::process::Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 #[test]
@@ -641,24 +641,12 @@ fn one_shot_exit_codes() {
     );
 }
 
-/// The sidecar in the namespace with CAP_NET_ADMIN dropped from its bounding set (root keeps
-/// every other capability); callers add the flags.
-fn without_net_admin(ns: &Netns) -> Command {
-    let mut command = ns.command("setpriv");
-    command.args([
-        "--bounding-set=-net_admin",
-        "--inh-caps=-net_admin",
-        "--",
-        SIDECAR,
-    ]);
-    command
-}
-
 #[test]
 #[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn one_shot_without_cap_net_admin_fails_clearly() {
     let ns = Netns::new("nocap");
-    let output = without_net_admin(&ns)
+    let output = ns
+        .sidecar_without_net_admin()
         .args([
             "--ip-address",
             IP,
@@ -787,7 +775,7 @@ fn daemon_keeps_retrying_until_iptables_appears() {
 #[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn daemon_without_cap_net_admin_keeps_retrying() {
     let ns = Netns::new("retrycap");
-    let mut command = without_net_admin(&ns);
+    let mut command = ns.sidecar_without_net_admin();
     command
         .args([
             "--ip-address",
@@ -1094,13 +1082,16 @@ fn log_file_receives_the_logs() {
 #[test]
 #[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn version_and_help() {
-    let version = Command::new(SIDECAR)
+    let version = Command::new(sidecar_binary())
         .arg("--version")
         .output()
         .expect("run");
     assert!(version.status.success());
     assert!(String::from_utf8_lossy(&version.stdout).starts_with("apiserver-proxy-sidecar "));
-    let help = Command::new(SIDECAR).arg("--help").output().expect("run");
+    let help = Command::new(sidecar_binary())
+        .arg("--help")
+        .output()
+        .expect("run");
     assert!(help.status.success());
     let help = String::from_utf8_lossy(&help.stdout);
     for flag in [
