@@ -609,7 +609,7 @@ async fn bad_input_corpus_over_tls() {
     cfg.limits.request_timeout = Duration::from_secs(2);
     cfg.limits.header_read_timeout = Duration::from_secs(2);
     let server = Server::start(cfg).await;
-    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let client = certs.http1_client();
     let limit = Duration::from_secs(20);
     let cases = corpus();
     let total = cases.len();

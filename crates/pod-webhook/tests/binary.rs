@@ -350,7 +350,7 @@ async fn sigterm_drains_and_exits_0() {
     let (mut process, addr) =
         serve_on_loopback(&certs, &["--shutdown-delay=300ms", "--shutdown-timeout=5s"]);
 
-    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let client = certs.http1_client();
     let mut conn = client.connect(addr).await.expect("connect");
     let pod = json!({"spec": {"containers": [{"name": "a"}]}});
     let reply = conn

@@ -114,7 +114,7 @@ async fn tls_10_and_11_hellos_get_a_protocol_version_alert() {
     }
 
     // Still serving TLS 1.2 and 1.3 clients.
-    let client = common::Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let client = certs.http1_client();
     let reply = client
         .once(server.addr, common::get("/healthz"))
         .await

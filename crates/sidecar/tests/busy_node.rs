@@ -81,11 +81,7 @@ fn notification_bursts_never_stop_the_daemon() {
         "--sync-interval=2s",
         "--metrics-bind-address=127.0.0.1:16910",
     ]);
-    assert!(
-        wait_for(Duration::from_secs(5), || present(&ns)).is_some(),
-        "{}",
-        daemon.log()
-    );
+    daemon.expect_within(Duration::from_secs(5), || present(&ns));
     let mut rss_after_round = Vec::new();
     for round in 1..=3 {
         let end = Instant::now() + Duration::from_secs(6);
@@ -221,11 +217,7 @@ fn a_hung_iptables_save_never_delays_an_address_repair() {
     ]);
     command.env("PATH", path_with(&bin));
     let mut daemon = ns.spawn_logged(command);
-    assert!(
-        wait_for(Duration::from_secs(5), || present(&ns)).is_some(),
-        "{}",
-        daemon.log()
-    );
+    daemon.expect_within(Duration::from_secs(5), || present(&ns));
     // The rules side is now stuck in its first iptables-nft-save.
     std::thread::sleep(Duration::from_millis(300));
     ns.sh("ip", &["addr", "del", &format!("{IP}/32"), "dev", "lo"]);

@@ -9,11 +9,7 @@ use test_support::netns as support;
 
 use std::time::Duration;
 
-use support::{Netns, wait_for};
-
-fn stderr(output: &std::process::Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
+use support::{Netns, stderr, wait_for};
 
 const V4: &str = "10.96.0.2";
 const V6: &str = "fd00:10:96::2";
@@ -45,11 +41,7 @@ fn dual_stack_addresses_and_rules_and_cleanup_removes_both() {
         "--metrics-bind-address=127.0.0.1:16911",
     ]);
     let in_place = || v4_in_place(&ns) && v6_in_place(&ns) && rules_in_place(&ns);
-    assert!(
-        wait_for(Duration::from_secs(5), in_place).is_some(),
-        "{}",
-        daemon.log()
-    );
+    daemon.expect_within(Duration::from_secs(5), in_place);
     // Each family's rules with its own tool, and nowhere else.
     assert!(ns.rules_with("iptables-nft-save", V6).is_empty());
     assert!(ns.rules_with("ip6tables-nft-save", V4).is_empty());

@@ -229,6 +229,13 @@ impl Daemon {
         (status.code(), started.elapsed())
     }
 
+    /// Waits for `check` as [`wait_for`] does; panics with the daemon's log when `limit` passes.
+    #[track_caller]
+    pub fn expect_within(&self, limit: Duration, check: impl FnMut() -> bool) -> Duration {
+        wait_for(limit, check)
+            .unwrap_or_else(|| panic!("not within {limit:?}; the daemon's log:\n{}", self.log()))
+    }
+
     /// Whether the daemon is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -256,33 +263,37 @@ pub fn wait_for(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Dura
     None
 }
 
-/// The five rules' lines in `iptables-save` form (with their comments) for `ip/prefix` and
-/// `port`, by table.
-pub fn expected_rules(host: &str, port: u16) -> [(String, String); 5] {
+/// The five rules for `ip/prefix` and `port`.
+fn wanted_rules(host: &str, port: u16) -> [sidecar::rules::Rule; 5] {
     let ip = host
         .split('/')
         .next()
         .and_then(|ip| ip.parse().ok())
         .expect("IP/PREFIX");
-    let rules = sidecar::rules::wanted_rules(ip, port);
-    std::array::from_fn(|at| (rules[at].table.to_string(), rules[at].saved()))
+    sidecar::rules::wanted_rules(ip, port)
+        .try_into()
+        .unwrap_or_else(|rules: Vec<_>| panic!("{} rules, not five", rules.len()))
+}
+
+/// The five rules' lines in `iptables-save` form (with their comments) for `ip/prefix` and
+/// `port`, by table.
+pub fn expected_rules(host: &str, port: u16) -> [(String, String); 5] {
+    wanted_rules(host, port).map(|rule| (rule.table.to_string(), rule.saved()))
 }
 
 /// The same lines as the Go original wrote them, without comments.
 pub fn bare_rules(host: &str, port: u16) -> [(String, String); 5] {
-    let ip = host
-        .split('/')
-        .next()
-        .and_then(|ip| ip.parse().ok())
-        .expect("IP/PREFIX");
-    let rules = sidecar::rules::wanted_rules(ip, port);
-    std::array::from_fn(|at| {
-        let rule = &rules[at];
+    wanted_rules(host, port).map(|rule| {
         (
             rule.table.to_string(),
             format!("-A {} {}", rule.chain, rule.bare.join(" ")),
         )
     })
+}
+
+/// A finished command's stderr, as text.
+pub fn stderr(output: &Output) -> String {
+    text(&output.stderr)
 }
 
 impl Netns {

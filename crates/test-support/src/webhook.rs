@@ -59,6 +59,11 @@ impl Certs {
         std::fs::write(dir.path().join("ca.crt"), ca.cert_pem()).expect("write ca");
         Certs { ca, server, dir }
     }
+
+    /// An HTTP/1.1 client trusting the CA, without a client certificate.
+    pub fn http1_client(&self) -> Client {
+        Client::new(&self.ca.cert_pem(), None, &[b"http/1.1"])
+    }
 }
 
 /// A directory removed when dropped.
