@@ -11,9 +11,7 @@ use std::error::Error;
 use std::fs;
 use std::path::PathBuf;
 
-#[path = "../tests/common/certs.rs"]
-#[allow(dead_code)]
-mod certs;
+use test_support::certs;
 
 /// The README's example request: a Pod CREATE with one init container and one container,
 /// neither with any environment.

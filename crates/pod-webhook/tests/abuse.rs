@@ -5,7 +5,7 @@
 //! memory for answers) get nothing they do not use, and well-formed reviews are still answered
 //! within kube-apiserver's deadline. Over real TLS on 127.0.0.1; every loop bounded.
 
-mod common;
+use test_support::webhook as common;
 
 use std::time::{Duration, Instant};
 
@@ -65,7 +65,7 @@ async fn stalled_bodies_do_not_hold_the_budget() {
     let certs = Certs::new();
     let server = Server::start(config(certs.dir.path())).await;
     let addr = server.addr;
-    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let client = certs.http1_client();
 
     let mut stalled = Vec::new();
     let mut slowest = Duration::ZERO;
@@ -100,7 +100,7 @@ async fn a_body_that_stops_loses_its_share() {
     cfg.limits.body_fill_timeout = Duration::from_millis(500);
     let server = Server::start(cfg).await;
     let addr = server.addr;
-    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let client = certs.http1_client();
 
     let mut tls = client.tls(addr).await.expect("tls");
     let started = Instant::now();
@@ -137,9 +137,16 @@ fn empty_containers_review(n: usize) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_empty_containers_get_a_short_refusal() {
     let certs = Certs::new();
-    let (server, addr) = spawn_binary(&certs, &[], std::process::Stdio::null()).await;
+    let (server, addr) = spawn_binary(
+        certs.dir.path(),
+        &certs.ca.cert_pem(),
+        &[],
+        std::process::Stdio::null(),
+        None,
+    )
+    .await;
     let pid = server.0.id();
-    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let client = certs.http1_client();
     let base = status_kib(pid, "VmHWM:");
     for n in [400_000, 1_000_000] {
         let body = empty_containers_review(n);
@@ -185,7 +192,7 @@ async fn many_empty_containers_get_a_short_refusal() {
 async fn an_answer_larger_than_the_request_may_hold_is_refused() {
     let certs = Certs::new();
     let server = Server::start(config(certs.dir.path())).await;
-    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let client = certs.http1_client();
     let most = vec![json!({}); 1000];
     let body = admission(
         V1,
@@ -245,7 +252,7 @@ async fn clients_that_do_not_read_lose_their_connection() {
     cfg.limits.body_budget_bytes = 32 << 20;
     let server = Server::start(cfg).await;
     let addr = server.addr;
-    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let client = certs.http1_client();
 
     let body = huge_uid_review(6 << 20);
     let request = format!(
@@ -272,7 +279,7 @@ async fn clients_that_do_not_read_lose_their_connection() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     for mut tls in readers {
         let started = Instant::now();
-        let got = read_until_close(&mut tls, Duration::from_secs(10)).await;
+        let (got, _) = test_support::read_until_close(&mut tls, Duration::from_secs(10)).await;
         assert!(started.elapsed() < Duration::from_secs(10), "still open");
         assert!(got.len() < body.len(), "the whole answer was sent");
     }
@@ -344,7 +351,7 @@ async fn idle_connections_make_room_for_new_clients() {
     cfg.limits.max_connections = 8;
     let server = Server::start(cfg).await;
     let addr = server.addr;
-    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let client = certs.http1_client();
 
     // One connection with a request in flight: all of the body but its last byte.
     let mut busy = client.tls(addr).await.expect("tls");
@@ -407,7 +414,14 @@ async fn running_out_of_descriptors_is_not_a_bad_certificate() {
     let certs = Certs::new();
     let log_path = certs.dir.path().join("server.log");
     let log = std::fs::File::create(&log_path).expect("log file");
-    let (server, addr) = spawn_binary_with_fds(&certs, &[], log.into(), Some(40)).await;
+    let (server, addr) = spawn_binary(
+        certs.dir.path(),
+        &certs.ca.cert_pem(),
+        &[],
+        log.into(),
+        Some(40),
+    )
+    .await;
     let mut held = Vec::new();
     for _ in 0..60 {
         if let Ok(Ok(tcp)) =
@@ -428,7 +442,7 @@ async fn running_out_of_descriptors_is_not_a_bad_certificate() {
     drop(held);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let client = certs.http1_client();
     let mut metrics = String::new();
     for _ in 0..40 {
         if let Ok(reply) = client.once(addr, get("/metrics")).await {
@@ -464,8 +478,15 @@ async fn failed_requests_are_counted_and_logged_at_a_bounded_rate() {
     let certs = Certs::new();
     let log_path = certs.dir.path().join("server.log");
     let log = std::fs::File::create(&log_path).expect("log file");
-    let (_server, addr) = spawn_binary(&certs, &[], log.into()).await;
-    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let (_server, addr) = spawn_binary(
+        certs.dir.path(),
+        &certs.ca.cert_pem(),
+        &[],
+        log.into(),
+        None,
+    )
+    .await;
+    let client = certs.http1_client();
     let path = format!("/{}", "p".repeat(10_000));
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -536,7 +557,7 @@ async fn a_next_head_sent_during_a_request_gets_the_header_timeout() {
     cfg.limits.header_read_timeout = Duration::from_millis(300);
     cfg.limits.idle_timeout = Duration::from_secs(8);
     let server = Server::start(cfg).await;
-    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let client = certs.http1_client();
     let first = format!(
         "POST {WEBHOOK_PATH} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{V1_POD}",
         V1_POD.len()

@@ -5,7 +5,7 @@
 //! wrong content types, oversized bodies and HTTP request smuggling attempts. Each gets a 4xx
 //! or a no-op allowed answer (never a 5xx, never a hang), and the server keeps serving.
 
-mod common;
+use test_support::webhook as common;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -14,7 +14,6 @@ use common::{Certs, Client, Server, admission, config, decoded_patch, review_req
 use hyper::StatusCode;
 use pod_webhook::WEBHOOK_PATH;
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const V1: &str = "admission.k8s.io/v1";
 const LIMIT: usize = 7 * 1024 * 1024;
@@ -577,38 +576,16 @@ fn corpus() -> Vec<Case> {
     cases
 }
 
-/// Writes the bytes while reading the answer, until the server closes or `limit` passes.
-/// Returns the answer and whether the server closed the connection in time.
+/// Connects and writes the bytes while reading the answer, until the server closes or `limit`
+/// passes. Returns the answer and whether the server closed the connection in time.
 async fn exchange(
     client: &Client,
     addr: SocketAddr,
     bytes: &[u8],
     limit: Duration,
 ) -> (Vec<u8>, bool) {
-    let stream = client.tls(addr).await.expect("TLS handshake");
-    let (mut reader, mut writer) = tokio::io::split(stream);
-    let write = async {
-        if writer.write_all(bytes).await.is_ok() {
-            let _ = writer.flush().await;
-        }
-    };
-    let read = async {
-        let mut out = Vec::new();
-        let closed = tokio::time::timeout(limit, async {
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                match reader.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => out.extend_from_slice(&buf[..n]),
-                }
-            }
-        })
-        .await
-        .is_ok();
-        (out, closed)
-    };
-    let ((), out) = tokio::join!(write, read);
-    out
+    let mut stream = client.tls(addr).await.expect("TLS handshake");
+    common::exchange(&mut stream, bytes, limit).await
 }
 
 /// Every status line in a raw answer.
@@ -632,7 +609,7 @@ async fn bad_input_corpus_over_tls() {
     cfg.limits.request_timeout = Duration::from_secs(2);
     cfg.limits.header_read_timeout = Duration::from_secs(2);
     let server = Server::start(cfg).await;
-    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let client = certs.http1_client();
     let limit = Duration::from_secs(20);
     let cases = corpus();
     let total = cases.len();

@@ -4,17 +4,18 @@
 //! The binary itself: flag errors and exit codes, start-up errors naming the file, logs,
 //! SIGTERM with a graceful exit 0, and docs/webhook.md's flag table matching `--help`.
 
-mod common;
+use test_support::webhook as common;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use common::*;
 use hyper::StatusCode;
 use serde_json::json;
+use test_support::KillOnDrop;
 
 const BIN: &str = env!("CARGO_BIN_EXE_apiserver-proxy-pod-webhook");
 
@@ -266,7 +267,7 @@ fn help_exits_0_and_matches_the_readme() {
 
 /// A running binary whose stderr is collected line by line.
 struct Process {
-    child: Child,
+    child: KillOnDrop,
     lines: mpsc::Receiver<String>,
     log: Vec<String>,
 }
@@ -291,7 +292,7 @@ impl Process {
             }
         });
         Process {
-            child,
+            child: KillOnDrop(child),
             lines,
             log: Vec::new(),
         }
@@ -316,19 +317,7 @@ impl Process {
     }
 
     fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.signal(name);
     }
 }
 
@@ -361,7 +350,7 @@ async fn sigterm_drains_and_exits_0() {
     let (mut process, addr) =
         serve_on_loopback(&certs, &["--shutdown-delay=300ms", "--shutdown-timeout=5s"]);
 
-    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let client = certs.http1_client();
     let mut conn = client.connect(addr).await.expect("connect");
     let pod = json!({"spec": {"containers": [{"name": "a"}]}});
     let reply = conn

@@ -11,7 +11,7 @@
 //! Where a row's outcome differs from Go's on purpose, its note says so; README's "Differences
 //! from the Go original" gives the reasons.
 
-mod common;
+use test_support::webhook as common;
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use common::{TempDir, decoded_patch, free_port, testdata};
+use common::{TempDir, decoded_patch, free_port, temp_dir, testdata};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_apiserver-proxy-pod-webhook");
@@ -449,7 +449,7 @@ struct Places {
 impl Places {
     fn new() -> Places {
         let data = testdata();
-        let alt = TempDir::new();
+        let alt = temp_dir();
         for (from, to) in [
             ("tls.crt", "serving.crt"),
             ("tls.key", "serving.key"),

@@ -3,7 +3,7 @@
 
 //! End to end over real TLS on 127.0.0.1: the server from the library, a rustls + hyper client.
 
-mod common;
+use test_support::webhook as common;
 
 use std::time::Duration;
 
@@ -56,7 +56,7 @@ async fn readme_example_exact_output() {
 async fn v1_and_v1beta1_answer_in_kind() {
     let certs = Certs::new();
     let server = Server::start(config(certs.dir.path())).await;
-    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let client = certs.http1_client();
     let mut conn = client.connect(server.addr).await.expect("connect");
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
                      "spec": {"containers": [{"name": "a", "env": [{"name": "X", "value": "1"}]}]}});
@@ -85,7 +85,7 @@ async fn v1_and_v1beta1_answer_in_kind() {
 async fn unchanged_pods_get_no_patch() {
     let certs = Certs::new();
     let server = Server::start(config(certs.dir.path())).await;
-    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let client = certs.http1_client();
     let mut conn = client.connect(server.addr).await.expect("connect");
     let label = "apiserver-proxy.networking.gardener.cloud/inject";
     let cases = [
@@ -123,7 +123,7 @@ async fn unchanged_pods_get_no_patch() {
 async fn non_pod_and_non_create_are_allowed_unchanged() {
     let certs = Certs::new();
     let server = Server::start(config(certs.dir.path())).await;
-    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let client = certs.http1_client();
     let mut conn = client.connect(server.addr).await.expect("connect");
     let pod = json!({"spec": {"containers": [{"name": "a"}]}});
     let mut update = admission(V1, "u1", pod.clone());
@@ -163,7 +163,7 @@ async fn skip_env_from_leaves_those_containers() {
     let mut cfg = config(certs.dir.path());
     cfg.mutate.skip_env_from = true;
     let server = Server::start(cfg).await;
-    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let client = certs.http1_client();
     let pod = json!({"spec": {"containers": [
         {"name": "a", "envFrom": [{"configMapRef": {"name": "cm"}}]},
         {"name": "b"},
@@ -188,7 +188,7 @@ async fn skip_env_from_leaves_those_containers() {
 async fn bad_input_gets_clear_answers() {
     let certs = Certs::new();
     let server = Server::start(config(certs.dir.path())).await;
-    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let client = certs.http1_client();
     let post = |ct: Option<&str>, body: Vec<u8>| {
         let mut b = Request::builder()
             .method(Method::POST)
@@ -301,7 +301,7 @@ async fn bad_input_gets_clear_answers() {
 async fn health_ready_and_metrics() {
     let certs = Certs::new();
     let server = Server::start(config(certs.dir.path())).await;
-    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let client = certs.http1_client();
     let mut conn = client.connect(server.addr).await.expect("connect");
     for path in ["/healthz", "/readyz"] {
         let reply = conn.send(get(path)).await.expect(path);
@@ -469,7 +469,7 @@ async fn certificate_rotation_without_failures() {
     let ca = Ca::new("rotation CA").expect("CA");
     let first = ca.server("first").expect("cert");
     let second = ca.server("second").expect("cert");
-    let dir = TempDir::new();
+    let dir = temp_dir();
     k8s_secret_write(dir.path(), 1, &first);
     let server = Server::start(config(dir.path())).await;
     let addr = server.addr;
@@ -595,7 +595,7 @@ async fn graceful_shutdown_finishes_requests_in_flight() {
     cfg.shutdown_delay = Duration::from_secs(2);
     let mut server = Server::start(cfg).await;
     let addr = server.addr;
-    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let client = certs.http1_client();
 
     // A request whose body is only half sent when the signal comes.
     let body = admission(V1, "slow", json!({"spec": {"containers": [{"name": "a"}]}})).to_string();
@@ -662,7 +662,7 @@ async fn slow_and_idle_clients_are_cut_off() {
     cfg.enable_http2 = true;
     let server = Server::start(cfg).await;
     let addr = server.addr;
-    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let client = certs.http1_client();
     let limit = Duration::from_secs(10);
 
     // No TLS handshake at all.
@@ -727,7 +727,7 @@ async fn connection_limit_holds_further_clients_back() {
     let mut cfg = config(certs.dir.path());
     cfg.limits.max_connections = 1;
     let server = Server::start(cfg).await;
-    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let client = certs.http1_client();
     // The first connection has a request in flight (its body is not complete), so it is not
     // idle and keeps its slot.
     let mut first = client.tls(server.addr).await.expect("first");
@@ -768,7 +768,7 @@ async fn shutdown_is_bounded_when_a_request_hangs() {
     cfg.shutdown_timeout = Duration::from_millis(500);
     cfg.limits.request_timeout = Duration::from_secs(600);
     let mut server = Server::start(cfg).await;
-    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let client = certs.http1_client();
     // A request whose body never arrives.
     let mut stuck = client.tls(server.addr).await.expect("tls");
     let head = format!(
@@ -811,7 +811,7 @@ async fn idle_keep_alive_outlives_the_header_timeout() {
     cfg.limits.header_read_timeout = Duration::from_millis(300);
     cfg.limits.idle_timeout = Duration::from_millis(2000);
     let server = Server::start(cfg).await;
-    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let client = certs.http1_client();
     let mut conn = client.connect(server.addr).await.expect("connect");
     let pod = json!({"spec": {"containers": [{"name": "a"}]}});
     for i in 0..3 {
@@ -867,7 +867,7 @@ async fn body_budget_makes_requests_wait_not_fail() {
     let mut cfg = config(certs.dir.path());
     cfg.limits.body_budget_bytes = 4096;
     let server = Server::start(cfg).await;
-    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let client = certs.http1_client();
     let big = json!({"metadata": {"annotations": {"a": "x".repeat(200_000)}},
                      "spec": {"containers": [{"name": "a"}]}});
     let small = json!({"spec": {"containers": [{"name": "a"}]}});

@@ -4,7 +4,7 @@
 //! HTTP/2 rapid reset (CVE-2023-44487): a client that opens streams and resets them at once is
 //! sent away with GOAWAY once it passes the limit, and the server keeps serving others.
 
-mod common;
+use test_support::webhook as common;
 
 use std::time::Duration;
 
@@ -82,7 +82,7 @@ async fn rapid_reset_gets_goaway_and_others_are_served() {
         .await
         .expect("review over h2");
     assert_eq!(reply.status, StatusCode::OK);
-    let h1 = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let h1 = certs.http1_client();
     let reply = h1.once(server.addr, get("/healthz")).await.expect("h1");
     assert_eq!(reply.status, StatusCode::OK);
 }

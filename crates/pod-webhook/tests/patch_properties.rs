@@ -4,7 +4,7 @@
 //! Property tests of the review → patch path: many pod shapes, the patch applied with the
 //! json-patch crate, and the resulting pod checked field by field.
 
-mod common;
+use test_support::webhook as common;
 
 use common::{admission, apply, decoded_patch};
 use pod_webhook::mutate::{INJECT_LABEL, MutateOptions};

@@ -8,24 +8,22 @@
 //! warm-up; the server's open file descriptors back to their baseline once the clients leave.
 //! Everything on 127.0.0.1; every loop is bounded in time and count.
 
-mod common;
+use test_support::webhook as common;
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    Ca, Client, KillOnDrop, Pem, TempDir, admission, decoded_patch, free_port, k8s_secret_write,
-    review_request, status_kib,
+    Ca, Client, Pem, admission, decoded_patch, k8s_secret_write, review_request, spawn_binary,
+    status_kib, temp_dir,
 };
 use hyper::StatusCode;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const BIN: &str = env!("CARGO_BIN_EXE_apiserver-proxy-pod-webhook");
 const V1: &str = "admission.k8s.io/v1";
 const LOAD_CONNECTIONS: usize = 8;
 const IDLE_TCP: usize = 100;
@@ -192,39 +190,19 @@ async fn soak_load_rotation_idle_and_slow_clients() {
     let pems: Vec<Pem> = (0..4)
         .map(|i| ca.server(&format!("soak-{i}")).expect("cert"))
         .collect();
-    let dir = TempDir::new();
+    let dir = temp_dir();
     k8s_secret_write(dir.path(), 0, &pems[0]);
-    let port = free_port();
     let log = std::fs::File::create(dir.path().join("server.log")).expect("log file");
-    let child = Command::new(BIN)
-        .args([
-            "--apiserver-fqdn=foo.bar.",
-            "--host=127.0.0.1",
-            "--shutdown-delay=100ms",
-        ])
-        .arg(format!("--port={port}"))
-        .arg("--cert-dir")
-        .arg(dir.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start the webhook");
-    let mut server = KillOnDrop(child);
-    let pid = server.0.id();
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let (mut server, addr) = spawn_binary(
+        dir.path(),
+        &ca.cert_pem(),
+        &["--shutdown-delay=100ms"],
+        log.into(),
+        None,
+    )
+    .await;
+    let pid = server.id();
     let client = Client::new(&ca.cert_pem(), None, &[b"http/1.1"]);
-    let mut up = false;
-    for _ in 0..200 {
-        if let Ok(reply) = client.once(addr, common::get("/readyz")).await
-            && reply.status == StatusCode::OK
-        {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(up, "the webhook did not come up");
     tokio::time::sleep(Duration::from_millis(200)).await;
     let fds_baseline = open_fds(pid);
 
@@ -368,14 +346,10 @@ async fn soak_load_rotation_idle_and_slow_clients() {
     );
 
     // And it still shuts down cleanly.
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    server.signal("TERM");
     let deadline = Instant::now() + Duration::from_secs(20);
     let exit = loop {
-        if let Some(exit) = server.0.try_wait().expect("wait") {
+        if let Some(exit) = server.try_wait().expect("wait") {
             break exit;
         }
         assert!(Instant::now() < deadline, "no exit after SIGTERM");

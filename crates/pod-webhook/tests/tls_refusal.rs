@@ -7,13 +7,13 @@
 //! Debian's openssl, allowed the old versions at security level 0, is refused with a fatal alert.
 //! (mTLS refusals are in e2e.rs: `mtls_accepts_the_ca_and_rejects_others`.)
 
-mod common;
+use test_support::webhook as common;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{Certs, Server, config};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 const TLS10: u16 = 0x0301;
@@ -75,23 +75,11 @@ fn client_hello(version: u16) -> Vec<u8> {
 async fn answer_to(addr: SocketAddr, hello: &[u8]) -> (Vec<u8>, bool) {
     let mut tcp = TcpStream::connect(addr).await.expect("connect");
     tcp.write_all(hello).await.expect("write hello");
-    let mut out = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(10), async {
-        let mut buf = [0u8; 4096];
-        loop {
-            match tcp.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-            }
-            // A ServerHello flight does not end with a close: stop once it is in.
-            if out.first() == Some(&HANDSHAKE) && out.len() > 5 {
-                break;
-            }
-        }
+    // A ServerHello flight does not end with a close: stop once it is in.
+    test_support::read_until(&mut tcp, Duration::from_secs(10), |out| {
+        out.first() == Some(&HANDSHAKE) && out.len() > 5
     })
     .await
-    .is_ok();
-    (out, closed)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,7 +114,7 @@ async fn tls_10_and_11_hellos_get_a_protocol_version_alert() {
     }
 
     // Still serving TLS 1.2 and 1.3 clients.
-    let client = common::Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let client = certs.http1_client();
     let reply = client
         .once(server.addr, common::get("/healthz"))
         .await

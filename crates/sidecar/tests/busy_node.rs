@@ -5,7 +5,7 @@
 //! another process fighting over the address, iptables binaries that hang, signals while
 //! stuck. Each test in a network namespace of its own (as root), bounded in time.
 
-mod support;
+use test_support::netns as support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -81,11 +81,7 @@ fn notification_bursts_never_stop_the_daemon() {
         "--sync-interval=2s",
         "--metrics-bind-address=127.0.0.1:16910",
     ]);
-    assert!(
-        wait_for(Duration::from_secs(5), || present(&ns)).is_some(),
-        "{}",
-        daemon.log()
-    );
+    daemon.expect_within(Duration::from_secs(5), || present(&ns));
     let mut rss_after_round = Vec::new();
     for round in 1..=3 {
         let end = Instant::now() + Duration::from_secs(6);
@@ -221,11 +217,7 @@ fn a_hung_iptables_save_never_delays_an_address_repair() {
     ]);
     command.env("PATH", path_with(&bin));
     let mut daemon = ns.spawn_logged(command);
-    assert!(
-        wait_for(Duration::from_secs(5), || present(&ns)).is_some(),
-        "{}",
-        daemon.log()
-    );
+    daemon.expect_within(Duration::from_secs(5), || present(&ns));
     // The rules side is now stuck in its first iptables-nft-save.
     std::thread::sleep(Duration::from_millis(300));
     ns.sh("ip", &["addr", "del", &format!("{IP}/32"), "dev", "lo"]);

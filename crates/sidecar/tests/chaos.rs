@@ -5,7 +5,7 @@
 //! `CHAOS_SECONDS` (default 30) another process keeps breaking what the sidecar keeps. Afterwards,
 //! within one interval, the state must be exact, and the sidecar must still be running.
 
-mod support;
+use test_support::netns as support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -75,11 +75,7 @@ fn sidecar_survives_chaos_and_converges_to_the_exact_state() {
         .map(|(_, line)| line.clone())
         .collect();
     expected.sort();
-    assert!(
-        wait_for(Duration::from_secs(5), || rule_lines() == expected).is_some(),
-        "{}",
-        daemon.log()
-    );
+    daemon.expect_within(Duration::from_secs(5), || rule_lines() == expected);
 
     let rss_kib = |pid: u32| {
         std::fs::read_to_string(format!("/proc/{pid}/status"))

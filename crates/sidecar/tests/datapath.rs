@@ -14,7 +14,7 @@
 //! node tracks none of those connections; without the sidecar's rules the hardened node drops
 //! them. As root; every namespace is the test's own.
 
-mod support;
+use test_support::netns as support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -267,11 +267,7 @@ impl Cluster {
         proxy.arg("-db").arg("-f").arg(&config);
         let proxy = node.spawn_logged(proxy);
         let listening = || node.sh("ss", &["-Hltn", "sport = :443"]).lines().count() == 2;
-        assert!(
-            wait_for(Duration::from_secs(5), listening).is_some(),
-            "{}",
-            proxy.log()
-        );
+        proxy.expect_within(Duration::from_secs(5), listening);
         // The apiserver is up once it answers the node directly.
         let up = || {
             node.command("openssl")
@@ -282,11 +278,7 @@ impl Cluster {
                 .status()
                 .is_ok_and(|status| status.success())
         };
-        assert!(
-            wait_for(Duration::from_secs(5), up).is_some(),
-            "{}",
-            server.log()
-        );
+        server.expect_within(Duration::from_secs(5), up);
         Cluster {
             pod,
             node,

@@ -8,14 +8,14 @@
 //! rules, where the logs went and in which format. Each row is what the Go binary does, except
 //! where a row's note names a difference the README lists on purpose.
 
-mod support;
+use test_support::netns as support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use regex::Regex;
-use support::{Netns, SIDECAR, wait_for};
+use support::{Netns, sidecar_binary, wait_for};
 
 const IP: &str = "10.96.0.2";
 const DUMMY: &str = "apiserver-proxy";
@@ -387,7 +387,7 @@ fn run_row(number: usize, row: &Row, header: &Regex, dummy: bool) {
         .collect();
     let stderr_path = ns.dir().join("stderr");
     let stdout_path = ns.dir().join("stdout");
-    let mut command = ns.command(SIDECAR);
+    let mut command = ns.command(sidecar_binary());
     command
         .arg(format!("--xtables-lock={}", ns.lock_path().display()))
         .args(&args)

@@ -5,19 +5,15 @@
 //! `--remove-ip-address`, against the real kernel, each test in a network namespace of its own
 //! (as root).
 
-mod support;
+use test_support::netns as support;
 
 use std::time::Duration;
 
-use support::{Netns, wait_for};
+use support::{Netns, stderr, wait_for};
 
 const V4: &str = "10.96.0.2";
 const V6: &str = "fd00:10:96::2";
 const BOTH: &str = "--ip-address=10.96.0.2,fd00:10:96::2";
-
-fn stderr(output: &std::process::Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
 
 fn v4_in_place(ns: &Netns) -> bool {
     ns.addresses_of(V4) == ["inet 10.96.0.2/32 scope global lo"]
@@ -45,11 +41,7 @@ fn dual_stack_addresses_and_rules_and_cleanup_removes_both() {
         "--metrics-bind-address=127.0.0.1:16911",
     ]);
     let in_place = || v4_in_place(&ns) && v6_in_place(&ns) && rules_in_place(&ns);
-    assert!(
-        wait_for(Duration::from_secs(5), in_place).is_some(),
-        "{}",
-        daemon.log()
-    );
+    daemon.expect_within(Duration::from_secs(5), in_place);
     // Each family's rules with its own tool, and nowhere else.
     assert!(ns.rules_with("iptables-nft-save", V6).is_empty());
     assert!(ns.rules_with("ip6tables-nft-save", V4).is_empty());
@@ -275,15 +267,8 @@ fn every_address_that_cannot_be_added_is_named_once() {
     let ns = Netns::new("dualnocap");
     ns.sh("ip", &["link", "set", "lo", "up"]);
     let output = ns
-        .command("setpriv")
-        .args([
-            "--bounding-set=-net_admin",
-            "--inh-caps=-net_admin",
-            "--",
-            support::SIDECAR,
-            BOTH,
-            "--daemon=false",
-        ])
+        .sidecar_without_net_admin()
+        .args([BOTH, "--daemon=false"])
         .output()
         .expect("run setpriv");
     let err = stderr(&output);

@@ -5,7 +5,7 @@
 //! instead of signals. Each test runs itself again inside a network namespace of its own (as
 //! root), where the library talks to the real kernel.
 
-mod support;
+use test_support::netns as support;
 
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -29,7 +29,7 @@ fn in_namespace(test: &str, body: impl FnOnce(&str)) {
     let ns = Netns::new(test);
     let exe = std::env::current_exe().expect("the test binary");
     let output = ns
-        .command(&exe.to_string_lossy())
+        .command(&exe)
         .args([
             "--exact",
             test,

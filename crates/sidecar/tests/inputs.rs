@@ -4,16 +4,11 @@
 //! Unusual flag values against the real kernel, each test in a network namespace of its own (as
 //! root): every one either works like a normal value or is refused at start.
 
-mod support;
+use test_support::netns as support;
 
-use std::process::Output;
 use std::time::Duration;
 
-use support::{Netns, wait_for};
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
+use support::{Netns, stderr, wait_for};
 
 fn ones() -> Vec<usize> {
     vec![1; 5]
@@ -206,11 +201,7 @@ fn start_with_rules(ns: &Netns, backend: &str) -> support::Daemon {
     ]);
     let save = format!("iptables-{backend}-save");
     let in_place = || ns.rule_counts(&save, "10.96.0.2/32", 443) == ones();
-    assert!(
-        wait_for(Duration::from_secs(5), in_place).is_some(),
-        "{}",
-        daemon.log()
-    );
+    daemon.expect_within(Duration::from_secs(5), in_place);
     daemon
 }
 
@@ -294,11 +285,7 @@ fn a_rule_inserted_above_ours_stays_above_it() {
     }
     let before = daemon.log();
     let seen = syncs(&daemon);
-    assert!(
-        wait_for(Duration::from_secs(5), || syncs(&daemon) >= seen + 5).is_some(),
-        "{}",
-        daemon.log()
-    );
+    daemon.expect_within(Duration::from_secs(5), || syncs(&daemon) >= seen + 5);
     assert_eq!(
         chain(&ns, "iptables-nft-save", "filter", "INPUT"),
         [foreign, accept().as_str()]

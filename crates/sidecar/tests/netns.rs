@@ -3,13 +3,13 @@
 
 //! The sidecar against the real kernel, each test in a network namespace of its own (as root).
 
-mod support;
+use test_support::netns as support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{Netns, SIDECAR, wait_for};
+use support::{Netns, sidecar_binary, stderr, wait_for};
 
 const IP: &str = "10.96.0.2";
 const HOST: &str = "10.96.0.2/32";
@@ -18,11 +18,7 @@ const ONCE: [u8; 5] = [1, 1, 1, 1, 1];
 /// Starts the sidecar (nft backend among `args`) and waits until the five rules are in place.
 fn start_with_rules(ns: &Netns, args: &[&str]) -> support::Daemon {
     let daemon = ns.spawn_sidecar(args);
-    assert!(
-        wait_for(Duration::from_secs(5), || all_rules_in_place(ns)).is_some(),
-        "{}",
-        daemon.log()
-    );
+    daemon.expect_within(Duration::from_secs(5), || all_rules_in_place(ns));
     daemon
 }
 
@@ -33,10 +29,6 @@ fn all_rules_in_place(ns: &Netns) -> bool {
 
 fn ones() -> Vec<usize> {
     ONCE.iter().map(|n| usize::from(*n)).collect()
-}
-
-fn stderr(output: &std::process::Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 #[test]
@@ -207,11 +199,7 @@ fn deleted_address_is_restored_by_the_event_path_within_100ms() {
     let ns = Netns::new("event");
     // A long interval: only a kernel event can explain a fast restore.
     let mut daemon = ns.spawn_sidecar(&["--ip-address", IP, "--sync-interval=1h"]);
-    assert!(
-        wait_for(Duration::from_secs(5), || ns.addresses_of(IP).len() == 1).is_some(),
-        "{}",
-        daemon.log()
-    );
+    daemon.expect_within(Duration::from_secs(5), || ns.addresses_of(IP).len() == 1);
     for _ in 0..5 {
         ns.sh("ip", &["addr", "del", HOST, "dev", "lo"]);
         let took = wait_for(Duration::from_secs(2), || ns.addresses_of(IP).len() == 1);
@@ -238,17 +226,9 @@ fn deleted_address_is_restored_by_the_periodic_path() {
         "--sync-interval=300ms",
         "--watch-kernel-events=false",
     ]);
-    assert!(
-        wait_for(Duration::from_secs(5), || ns.addresses_of(IP).len() == 1).is_some(),
-        "{}",
-        daemon.log()
-    );
+    daemon.expect_within(Duration::from_secs(5), || ns.addresses_of(IP).len() == 1);
     ns.sh("ip", &["addr", "del", HOST, "dev", "lo"]);
-    assert!(
-        wait_for(Duration::from_secs(3), || ns.addresses_of(IP).len() == 1).is_some(),
-        "{}",
-        daemon.log()
-    );
+    daemon.expect_within(Duration::from_secs(3), || ns.addresses_of(IP).len() == 1);
     assert!(daemon.log().contains("periodic sync"));
     assert!(daemon.log().contains("restored address"));
     assert!(daemon.is_running());
@@ -270,11 +250,7 @@ fn flushed_rules_are_restored_on_the_next_tick() {
     );
     ns.sh("iptables-nft", &["-t", "raw", "-F"]);
     ns.sh("iptables-nft", &["-t", "filter", "-F", "INPUT"]);
-    assert!(
-        wait_for(Duration::from_secs(3), || all_rules_in_place(&ns)).is_some(),
-        "{}",
-        daemon.log()
-    );
+    daemon.expect_within(Duration::from_secs(3), || all_rules_in_place(&ns));
     assert_eq!(
         daemon.log().matches("restored iptables rule").count(),
         4,
@@ -437,18 +413,10 @@ fn a_copy_put_on_another_interface_is_removed_at_once() {
         ],
     );
     let daemon = ns.spawn_sidecar(&["--ip-address", IP, "--sync-interval=1h"]);
-    assert!(
-        wait_for(Duration::from_secs(5), || ns.addresses_of(IP).len() == 1).is_some(),
-        "{}",
-        daemon.log()
-    );
+    daemon.expect_within(Duration::from_secs(5), || ns.addresses_of(IP).len() == 1);
     ns.sh("ip", &["addr", "add", HOST, "dev", "old0"]);
     let only_on_lo = || ns.addresses_of(IP) == ["inet 10.96.0.2/32 scope global lo"];
-    assert!(
-        wait_for(Duration::from_secs(2), only_on_lo).is_some(),
-        "{}",
-        daemon.log()
-    );
+    daemon.expect_within(Duration::from_secs(2), only_on_lo);
 }
 
 #[test]
@@ -503,11 +471,7 @@ fn manage_interface_brings_a_link_up_and_cleanup_never_deletes_a_non_dummy_link(
     );
     // Taken down behind its back: brought up again at once.
     ns.sh("ip", &["link", "set", "proxy0", "down"]);
-    assert!(
-        wait_for(Duration::from_secs(2), up).is_some(),
-        "{}",
-        daemon.log()
-    );
+    daemon.expect_within(Duration::from_secs(2), up);
     let (code, _) = daemon.terminate();
     assert_eq!(code, Some(0), "{}", daemon.log());
     assert!(ns.addresses_of(IP).is_empty());
@@ -552,11 +516,7 @@ fn missing_interface_becomes_a_dummy_link_or_a_clear_error() {
             "--interface=apiserver-proxy",
             "--cleanup",
         ]);
-        assert!(
-            wait_for(Duration::from_secs(5), || ns.addresses_of(IP).len() == 1).is_some(),
-            "{}",
-            daemon.log()
-        );
+        daemon.expect_within(Duration::from_secs(5), || ns.addresses_of(IP).len() == 1);
         let link = ns.sh(
             "ip",
             &["-d", "-o", "link", "show", "dev", "apiserver-proxy"],
@@ -641,24 +601,12 @@ fn one_shot_exit_codes() {
     );
 }
 
-/// The sidecar in the namespace with CAP_NET_ADMIN dropped from its bounding set (root keeps
-/// every other capability); callers add the flags.
-fn without_net_admin(ns: &Netns) -> Command {
-    let mut command = ns.command("setpriv");
-    command.args([
-        "--bounding-set=-net_admin",
-        "--inh-caps=-net_admin",
-        "--",
-        SIDECAR,
-    ]);
-    command
-}
-
 #[test]
 #[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn one_shot_without_cap_net_admin_fails_clearly() {
     let ns = Netns::new("nocap");
-    let output = without_net_admin(&ns)
+    let output = ns
+        .sidecar_without_net_admin()
         .args([
             "--ip-address",
             IP,
@@ -787,7 +735,7 @@ fn daemon_keeps_retrying_until_iptables_appears() {
 #[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn daemon_without_cap_net_admin_keeps_retrying() {
     let ns = Netns::new("retrycap");
-    let mut command = without_net_admin(&ns);
+    let mut command = ns.sidecar_without_net_admin();
     command
         .args([
             "--ip-address",
@@ -999,11 +947,7 @@ fn metrics_endpoint_cuts_off_silent_clients() {
         ns.http_get("http://127.0.0.1:16911/healthz")
             .is_some_and(|body| body == "ok\n")
     };
-    assert!(
-        wait_for(Duration::from_secs(5), healthy).is_some(),
-        "{}",
-        daemon.log()
-    );
+    daemon.expect_within(Duration::from_secs(5), healthy);
     // Clients held open by a shell: first 10 that send one keep-alive request and then
     // nothing, then 20 that never send a request, more than the endpoint serves at once.
     let mut silent = ns
@@ -1094,13 +1038,16 @@ fn log_file_receives_the_logs() {
 #[test]
 #[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn version_and_help() {
-    let version = Command::new(SIDECAR)
+    let version = Command::new(sidecar_binary())
         .arg("--version")
         .output()
         .expect("run");
     assert!(version.status.success());
     assert!(String::from_utf8_lossy(&version.stdout).starts_with("apiserver-proxy-sidecar "));
-    let help = Command::new(SIDECAR).arg("--help").output().expect("run");
+    let help = Command::new(sidecar_binary())
+        .arg("--help")
+        .output()
+        .expect("run");
     assert!(help.status.success());
     let help = String::from_utf8_lossy(&help.stdout);
     for flag in [

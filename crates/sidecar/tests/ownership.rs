@@ -6,7 +6,7 @@
 //! earlier IP or port are removed; nobody else's rules are touched. Each test in a network
 //! namespace of its own (as root).
 
-mod support;
+use test_support::netns as support;
 
 use support::Netns;
 

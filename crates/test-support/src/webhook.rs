@@ -1,17 +1,12 @@
 // SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
 // SPDX-License-Identifier: Apache-2.0
 
-//! End-to-end test support: certificates in a private directory, the server on 127.0.0.1 with
-//! a free port, and a real TLS client (rustls + hyper) to talk to it.
-
-#![allow(dead_code)]
-
-pub mod certs;
+//! The webhook's tests: certificates in a private directory, the server on 127.0.0.1 with a
+//! free port, and a real TLS client (rustls + hyper) to talk to it.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -26,49 +21,24 @@ use pod_webhook::mutate::MutateOptions;
 use pod_webhook::{ServerError, WEBHOOK_PATH, Webhook};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-pub use certs::{Ca, Pem};
+pub use crate::certs::{Ca, Pem};
+use crate::{KillOnDrop, cargo_bin, read_until_close};
+pub use tempfile::TempDir;
 
 /// The repository's committed test data.
 pub fn testdata() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata")
 }
 
-/// A directory removed when dropped.
-#[derive(Debug)]
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new() -> TempDir {
-        static COUNT: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "pod-webhook-test-{}-{}",
-            std::process::id(),
-            COUNT.fetch_add(1, Ordering::SeqCst)
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).expect("create temp dir");
-        TempDir(path)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A fresh CA with a server certificate written as `tls.crt`/`tls.key` (and `ca.crt`).
+#[derive(Debug)]
 pub struct Certs {
     pub ca: Ca,
     pub server: Pem,
@@ -76,15 +46,32 @@ pub struct Certs {
 }
 
 impl Certs {
+    #[expect(
+        clippy::new_without_default,
+        reason = "every call makes a new CA and key pair, not a default value"
+    )]
     pub fn new() -> Certs {
         let ca = Ca::new("test CA").expect("CA");
         let server = ca.server("localhost").expect("server cert");
-        let dir = TempDir::new();
+        let dir = temp_dir();
         std::fs::write(dir.path().join("tls.crt"), &server.cert).expect("write cert");
         std::fs::write(dir.path().join("tls.key"), &server.key).expect("write key");
         std::fs::write(dir.path().join("ca.crt"), ca.cert_pem()).expect("write ca");
         Certs { ca, server, dir }
     }
+
+    /// An HTTP/1.1 client trusting the CA, without a client certificate.
+    pub fn http1_client(&self) -> Client {
+        Client::new(&self.ca.cert_pem(), None, &[b"http/1.1"])
+    }
+}
+
+/// A directory removed when dropped.
+pub fn temp_dir() -> TempDir {
+    tempfile::Builder::new()
+        .prefix("pod-webhook-test-")
+        .tempdir()
+        .expect("temporary directory")
 }
 
 /// The configuration tests start from: 127.0.0.1, a free port, quick reloads and shutdown.
@@ -113,6 +100,7 @@ pub fn config(cert_dir: &Path) -> Config {
 }
 
 /// A running server.
+#[derive(Debug)]
 pub struct Server {
     pub addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
@@ -161,12 +149,12 @@ impl Drop for Server {
 }
 
 /// A TLS client trusting one CA, optionally with a client certificate.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Client {
     config: Arc<rustls::ClientConfig>,
 }
 
-pub fn ring() -> Arc<rustls::crypto::CryptoProvider> {
+fn ring() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -225,7 +213,7 @@ impl Client {
     }
 
     /// Completes the TLS handshake on a connected socket.
-    pub async fn tls_on(&self, tcp: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
+    async fn tls_on(&self, tcp: TcpStream) -> std::io::Result<TlsStream<TcpStream>> {
         let name = ServerName::try_from("localhost").expect("name");
         TlsConnector::from(self.config.clone())
             .connect(name, tcp)
@@ -265,12 +253,14 @@ impl Client {
     }
 }
 
+#[derive(Debug)]
 pub enum Sender {
     H1(http1::SendRequest<Full<Bytes>>),
     H2(http2::SendRequest<Full<Bytes>>),
 }
 
 /// An open HTTP connection.
+#[derive(Debug)]
 pub struct Conn {
     pub sender: Sender,
     pub alpn: Option<Vec<u8>>,
@@ -385,50 +375,31 @@ pub fn apply(object: &Value, review: &Value) -> Value {
 
 /// Writes raw bytes on a TLS connection while reading, until the server closes it or `limit`
 /// passes. The server may answer and close before all is written (413): write errors are
-/// ignored, the answer is what counts.
-pub async fn raw_exchange(
+/// ignored, the answer is what counts. Returns the answer and whether the server closed the
+/// connection in time.
+pub async fn exchange(
     stream: &mut TlsStream<TcpStream>,
     request: &[u8],
     limit: Duration,
-) -> String {
+) -> (Vec<u8>, bool) {
     let (mut reader, mut writer) = tokio::io::split(stream);
     let write = async {
         if writer.write_all(request).await.is_ok() {
             let _ = writer.flush().await;
         }
     };
-    let read = async {
-        let mut out = Vec::new();
-        let _ = tokio::time::timeout(limit, async {
-            let mut buf = [0u8; 4096];
-            loop {
-                match reader.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => out.extend_from_slice(&buf[..n]),
-                }
-            }
-        })
-        .await;
-        out
-    };
-    let ((), out) = tokio::join!(write, read);
-    String::from_utf8_lossy(&out).into_owned()
+    let ((), answer) = tokio::join!(write, read_until_close(&mut reader, limit));
+    answer
 }
 
-/// Reads until EOF, an error, or `limit`.
-pub async fn read_until_close(stream: &mut TlsStream<TcpStream>, limit: Duration) -> String {
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(limit, async {
-        let mut buf = [0u8; 4096];
-        loop {
-            match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => out.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
-    String::from_utf8_lossy(&out).into_owned()
+/// [`exchange`], with the answer as text.
+pub async fn raw_exchange(
+    stream: &mut TlsStream<TcpStream>,
+    request: &[u8],
+    limit: Duration,
+) -> String {
+    let (answer, _) = exchange(stream, request, limit).await;
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 /// A `kB` field of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`), in KiB.
@@ -455,35 +426,18 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// A child process killed and reaped when dropped.
-pub struct KillOnDrop(pub std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The webhook binary serving `certs` on 127.0.0.1 with `extra` flags, logging to `log`;
-/// returned once `/readyz` answers 200.
+/// The webhook binary serving the certificate in `cert_dir` on 127.0.0.1 (a free port) with
+/// `extra` flags, logging to `log`, with at most `max_fds` open file descriptors if given (by
+/// `prlimit`); returned once `/readyz` answers 200 to a client trusting `ca_pem`.
 pub async fn spawn_binary(
-    certs: &Certs,
-    extra: &[&str],
-    log: std::process::Stdio,
-) -> (KillOnDrop, SocketAddr) {
-    spawn_binary_with_fds(certs, extra, log, None).await
-}
-
-/// [`spawn_binary`], with at most `max_fds` open file descriptors if given (by `prlimit`).
-pub async fn spawn_binary_with_fds(
-    certs: &Certs,
+    cert_dir: &Path,
+    ca_pem: &str,
     extra: &[&str],
     log: std::process::Stdio,
     max_fds: Option<u32>,
 ) -> (KillOnDrop, SocketAddr) {
     let port = free_port();
-    let bin = env!("CARGO_BIN_EXE_apiserver-proxy-pod-webhook");
+    let bin = cargo_bin("apiserver-proxy-pod-webhook");
     let mut command = match max_fds {
         Some(n) => {
             let mut prlimit = std::process::Command::new("prlimit");
@@ -496,7 +450,7 @@ pub async fn spawn_binary_with_fds(
         .args(["--apiserver-fqdn=foo.bar.", "--host=127.0.0.1"])
         .arg(format!("--port={port}"))
         .arg("--cert-dir")
-        .arg(certs.dir.path())
+        .arg(cert_dir)
         .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
@@ -505,7 +459,7 @@ pub async fn spawn_binary_with_fds(
         .expect("start the webhook");
     let child = KillOnDrop(child);
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let client = Client::new(&certs.ca.cert_pem(), None, &[b"http/1.1"]);
+    let client = Client::new(ca_pem, None, &[b"http/1.1"]);
     for _ in 0..400 {
         if let Ok(reply) = client.once(addr, get("/readyz")).await
             && reply.status == StatusCode::OK

@@ -5,30 +5,29 @@
 //! drop, so nothing ever touches the host's own namespace. Creating one needs root; when that is
 //! impossible the test fails with the reason instead of passing silently.
 
-#![allow(dead_code)]
-
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-pub const SIDECAR: &str = env!("CARGO_BIN_EXE_apiserver-proxy-sidecar");
+use crate::{KillOnDrop, cargo_bin};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// The sidecar binary under test.
+pub fn sidecar_binary() -> PathBuf {
+    cargo_bin("apiserver-proxy-sidecar")
+}
 
 /// Where `ip` lives on this machine.
 fn ip_binary() -> &'static Path {
     static IP: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    IP.get_or_init(|| {
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        std::env::split_paths(&path)
-            .map(|dir| dir.join("ip"))
-            .find(|candidate| candidate.is_file())
-            .expect("the ip command (iproute2) is needed by the sidecar tests")
-    })
+    IP.get_or_init(|| which("ip"))
 }
 
 /// A network namespace owned by one test.
+#[derive(Debug)]
 pub struct Netns {
     pub name: String,
     dir: tempfile::TempDir,
@@ -76,10 +75,10 @@ impl Netns {
     }
 
     /// A command run inside the namespace.
-    pub fn command(&self, program: &str) -> Command {
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
         // `ip` by its full path, so a test may give the command a PATH of its own.
         let mut command = Command::new(ip_binary());
-        command.args(["netns", "exec", &self.name, program]);
+        command.args(["netns", "exec", &self.name]).arg(program);
         command
     }
 
@@ -112,11 +111,21 @@ impl Netns {
 
     /// The sidecar with the per-test lock; more flags follow.
     pub fn sidecar(&self, args: &[&str]) -> Command {
-        let mut command = self.command(SIDECAR);
+        let mut command = self.command(sidecar_binary());
         command
             .arg(format!("--xtables-lock={}", self.lock_path().display()))
             .args(args)
             .env("RUST_LOG", "debug");
+        command
+    }
+
+    /// The sidecar in the namespace with CAP_NET_ADMIN dropped from its bounding set (root keeps
+    /// every other capability); callers add the flags.
+    pub fn sidecar_without_net_admin(&self) -> Command {
+        let mut command = self.command("setpriv");
+        command
+            .args(["--bounding-set=-net_admin", "--inh-caps=-net_admin", "--"])
+            .arg(sidecar_binary());
         command
     }
 
@@ -143,7 +152,10 @@ impl Netns {
             .stderr(file)
             .spawn()
             .unwrap_or_else(|error| panic!("cannot start {command:?}: {error}"));
-        Daemon { child, log }
+        Daemon {
+            child: KillOnDrop(child),
+            log,
+        }
     }
 
     /// `ip -o addr show` lines that carry `ip`, e.g. `inet 10.96.0.2/32 scope global lo`.
@@ -192,9 +204,10 @@ impl Drop for Netns {
     }
 }
 
-/// A running sidecar; killed on drop.
+/// A running sidecar (or another daemon) logging to a file; killed on drop.
+#[derive(Debug)]
 pub struct Daemon {
-    pub child: Child,
+    pub child: KillOnDrop,
     pub log: PathBuf,
 }
 
@@ -211,25 +224,21 @@ impl Daemon {
     /// Sends SIGTERM and waits for the exit; returns the exit code and how long it took.
     pub fn terminate(&mut self) -> (Option<i32>, Duration) {
         let started = Instant::now();
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
+        self.child.signal("TERM");
         let status = self.child.wait().expect("wait for the sidecar");
         (status.code(), started.elapsed())
+    }
+
+    /// Waits for `check` as [`wait_for`] does; panics with the daemon's log when `limit` passes.
+    #[track_caller]
+    pub fn expect_within(&self, limit: Duration, check: impl FnMut() -> bool) -> Duration {
+        wait_for(limit, check)
+            .unwrap_or_else(|| panic!("not within {limit:?}; the daemon's log:\n{}", self.log()))
     }
 
     /// Whether the daemon is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -254,33 +263,37 @@ pub fn wait_for(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Dura
     None
 }
 
-/// The five rules' lines in `iptables-save` form (with their comments) for `ip/prefix` and
-/// `port`, by table.
-pub fn expected_rules(host: &str, port: u16) -> [(String, String); 5] {
+/// The five rules for `ip/prefix` and `port`.
+fn wanted_rules(host: &str, port: u16) -> [sidecar::rules::Rule; 5] {
     let ip = host
         .split('/')
         .next()
         .and_then(|ip| ip.parse().ok())
         .expect("IP/PREFIX");
-    let rules = sidecar::rules::wanted_rules(ip, port);
-    std::array::from_fn(|at| (rules[at].table.to_string(), rules[at].saved()))
+    sidecar::rules::wanted_rules(ip, port)
+        .try_into()
+        .unwrap_or_else(|rules: Vec<_>| panic!("{} rules, not five", rules.len()))
+}
+
+/// The five rules' lines in `iptables-save` form (with their comments) for `ip/prefix` and
+/// `port`, by table.
+pub fn expected_rules(host: &str, port: u16) -> [(String, String); 5] {
+    wanted_rules(host, port).map(|rule| (rule.table.to_string(), rule.saved()))
 }
 
 /// The same lines as the Go original wrote them, without comments.
 pub fn bare_rules(host: &str, port: u16) -> [(String, String); 5] {
-    let ip = host
-        .split('/')
-        .next()
-        .and_then(|ip| ip.parse().ok())
-        .expect("IP/PREFIX");
-    let rules = sidecar::rules::wanted_rules(ip, port);
-    std::array::from_fn(|at| {
-        let rule = &rules[at];
+    wanted_rules(host, port).map(|rule| {
         (
             rule.table.to_string(),
             format!("-A {} {}", rule.chain, rule.bare.join(" ")),
         )
     })
+}
+
+/// A finished command's stderr, as text.
+pub fn stderr(output: &Output) -> String {
+    text(&output.stderr)
 }
 
 impl Netns {
