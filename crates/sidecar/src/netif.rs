@@ -230,13 +230,6 @@ impl Netif {
         .await
     }
 
-    /// Every copy of `ip` on any interface.
-    pub async fn addresses_of(&self, ip: IpAddr) -> Result<Vec<AddressEntry>, NetifError> {
-        let mut found = self.addresses().await?;
-        found.retain(|entry| entry.ip == ip);
-        Ok(found)
-    }
-
     /// Puts `ip` on the link with a full-length prefix, global scope (host scope would break
     /// Cilium's BPF masquerading) and the sidecar's mark ([`ADDRESS_PROTOCOL`]), or updates the
     /// copy there in place. An IPv6 address gets a
