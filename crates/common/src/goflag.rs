@@ -202,24 +202,6 @@ pub fn bool_literal_after_bool_flag(
     command: &clap::Command,
     argv: &[std::ffi::OsString],
 ) -> Option<(String, String)> {
-    enum Kind {
-        Bool,
-        Value,
-        NoValue,
-    }
-    let kind = |arg: &clap::Arg| {
-        if !arg.get_action().takes_values() {
-            Kind::NoValue
-        } else if arg.is_require_equals_set()
-            && arg
-                .get_num_args()
-                .is_some_and(|range| range.min_values() == 0)
-        {
-            Kind::Bool
-        } else {
-            Kind::Value
-        }
-    };
     let mut args = argv
         .iter()
         .skip(1)
@@ -229,31 +211,56 @@ pub fn bool_literal_after_bool_flag(
         if arg == "--" {
             return None;
         }
-        let found = if let Some(long) = arg.strip_prefix("--") {
-            if long.contains('=') {
-                continue;
-            }
-            command.get_arguments().find(|a| a.get_long() == Some(long))
-        } else if let Some(short) = arg.strip_prefix('-').filter(|s| s.chars().count() == 1) {
-            command
-                .get_arguments()
-                .find(|a| a.get_short().map(String::from).as_deref() == Some(short))
-        } else {
-            None
-        };
-        match found.map(kind) {
-            Some(Kind::Bool) => {
+        match flag_kind(command, &arg) {
+            Some(FlagKind::Bool) => {
                 if let Some(next) = args.peek().filter(|next| parse_bool(next).is_ok()) {
                     return Some((arg.into_owned(), next.clone().into_owned()));
                 }
             }
-            Some(Kind::Value) => {
+            Some(FlagKind::Value) => {
                 args.next();
             }
-            Some(Kind::NoValue) | None => {}
+            Some(FlagKind::NoValue) | None => {}
         }
     }
     None
+}
+
+/// How a flag written as one argument takes its value, as pflag reads it.
+enum FlagKind {
+    /// A value only after `=`: a bool flag.
+    Bool,
+    /// The next argument is its value.
+    Value,
+    NoValue,
+}
+
+/// The kind of the flag `arg` names (`--long` or `-s`), or `None` when it names none or
+/// carries its value after `=`.
+fn flag_kind(command: &clap::Command, arg: &str) -> Option<FlagKind> {
+    let found = if let Some(long) = arg.strip_prefix("--") {
+        if long.contains('=') {
+            return None;
+        }
+        command.get_arguments().find(|a| a.get_long() == Some(long))
+    } else if let Some(short) = arg.strip_prefix('-').filter(|s| s.chars().count() == 1) {
+        command
+            .get_arguments()
+            .find(|a| a.get_short().map(String::from).as_deref() == Some(short))
+    } else {
+        None
+    }?;
+    Some(if !found.get_action().takes_values() {
+        FlagKind::NoValue
+    } else if found.is_require_equals_set()
+        && found
+            .get_num_args()
+            .is_some_and(|range| range.min_values() == 0)
+    {
+        FlagKind::Bool
+    } else {
+        FlagKind::Value
+    })
 }
 
 #[cfg(test)]
