@@ -15,13 +15,6 @@ const MAX_GO_NANOS: u128 = (1 << 63) - 1;
 /// a message of their own. Integer arithmetic, as in Go: what Go refuses as too large (beyond
 /// 2^63-1 ns, or -2^63 ns) is refused here too, to the nanosecond.
 pub fn parse_duration_nanos(text: &str) -> Result<i128, String> {
-    let invalid = || {
-        format!(
-            "invalid duration {text:?}: expected a number with a unit, e.g. 1m, 90s, 1.5m or 300ms"
-        )
-    };
-    let too_large =
-        || format!("duration {text:?} is too large: Go durations end at 2562047h47m16.854775807s");
     let (negative, mut rest) = match text.as_bytes().first() {
         Some(b'-') => (true, &text[1..]),
         Some(b'+') => (false, &text[1..]),
@@ -31,67 +24,108 @@ pub fn parse_duration_nanos(text: &str) -> Result<i128, String> {
         return Ok(0);
     }
     if rest.is_empty() {
-        return Err(invalid());
+        return Err(invalid(text));
     }
     let mut total: u128 = 0;
     while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let number = &rest[..number_len];
-        if number.is_empty() || number == "." || number.matches('.').count() > 1 {
-            return Err(invalid());
-        }
-        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
-        rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let nanos_per_unit: u128 = match &rest[..unit_len] {
-            "ns" => 1,
-            "us" | "µs" | "μs" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            "" => {
-                return Err(format!(
-                    "missing unit in duration {text:?}: use ns, us, ms, s, m or h"
-                ));
-            }
-            unit => {
-                return Err(format!(
-                    "unknown unit {unit:?} in duration {text:?}: use ns, us, ms, s, m or h"
-                ));
-            }
-        };
-        rest = &rest[unit_len..];
-        let whole = match whole.trim_start_matches('0') {
-            "" => 0,
-            digits => digits.parse::<u128>().map_err(|_| too_large())?,
-        };
-        let mut nanos = whole.checked_mul(nanos_per_unit).ok_or_else(too_large)?;
-        // Digits beyond the 20th are below a nanosecond even in hours; Go drops them too.
-        let fraction = &fraction[..fraction.len().min(20)];
-        if !fraction.is_empty() {
-            let digits: u128 = fraction.parse().map_err(|_| invalid())?;
-            nanos += digits * nanos_per_unit / 10u128.pow(fraction.len() as u32);
-        }
-        total = total.checked_add(nanos).ok_or_else(too_large)?;
+        let (nanos, after) = term(text, rest)?;
+        total = total.checked_add(nanos).ok_or_else(|| too_large(text))?;
         if total > MAX_GO_NANOS + 1 {
-            return Err(too_large());
+            return Err(too_large(text));
         }
+        rest = after;
     }
-    // Go's range is -2^63 ..= 2^63-1 nanoseconds.
+    signed(text, negative, total)
+}
+
+fn invalid(text: &str) -> String {
+    format!("invalid duration {text:?}: expected a number with a unit, e.g. 1m, 90s, 1.5m or 300ms")
+}
+
+fn too_large(text: &str) -> String {
+    format!("duration {text:?} is too large: Go durations end at 2562047h47m16.854775807s")
+}
+
+/// The number-unit term at the start of `rest` (a tail of the whole `text`, for messages):
+/// its length in nanoseconds, and what follows it.
+fn term<'a>(text: &str, rest: &'a str) -> Result<(u128, &'a str), String> {
+    let (whole, fraction, rest) = number(text, rest)?;
+    let (nanos_per_unit, rest) = unit(text, rest)?;
+    Ok((nanos(text, whole, fraction, nanos_per_unit)?, rest))
+}
+
+/// The number at the start of `rest`, digits with at most one `.` and at least one digit:
+/// its whole and fraction digits, and what follows it.
+fn number<'a>(text: &str, rest: &'a str) -> Result<(&'a str, &'a str, &'a str), String> {
+    let len = rest
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(rest.len());
+    let (number, rest) = rest.split_at(len);
+    if number.is_empty() || number == "." || number.matches('.').count() > 1 {
+        return Err(invalid(text));
+    }
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    Ok((whole, fraction, rest))
+}
+
+/// The unit at the start of `rest`, everything up to the next number: its length in
+/// nanoseconds, and what follows it.
+fn unit<'a>(text: &str, rest: &'a str) -> Result<(u128, &'a str), String> {
+    let len = rest
+        .find(|c: char| c.is_ascii_digit() || c == '.')
+        .unwrap_or(rest.len());
+    let (unit, rest) = rest.split_at(len);
+    let nanos_per_unit = match unit {
+        "ns" => 1,
+        "us" | "µs" | "μs" => 1_000,
+        "ms" => 1_000_000,
+        "s" => 1_000_000_000,
+        "m" => 60_000_000_000,
+        "h" => 3_600_000_000_000,
+        "" => {
+            return Err(format!(
+                "missing unit in duration {text:?}: use ns, us, ms, s, m or h"
+            ));
+        }
+        unit => {
+            return Err(format!(
+                "unknown unit {unit:?} in duration {text:?}: use ns, us, ms, s, m or h"
+            ));
+        }
+    };
+    Ok((nanos_per_unit, rest))
+}
+
+/// `whole.fraction` units of `nanos_per_unit` each, in whole nanoseconds (truncated, as Go
+/// does).
+fn nanos(text: &str, whole: &str, fraction: &str, nanos_per_unit: u128) -> Result<u128, String> {
+    let whole = match whole.trim_start_matches('0') {
+        "" => 0,
+        digits => digits.parse::<u128>().map_err(|_| too_large(text))?,
+    };
+    let mut nanos = whole
+        .checked_mul(nanos_per_unit)
+        .ok_or_else(|| too_large(text))?;
+    // Digits beyond the 20th are below a nanosecond even in hours; Go drops them too.
+    let fraction = &fraction[..fraction.len().min(20)];
+    if !fraction.is_empty() {
+        let digits: u128 = fraction.parse().map_err(|_| invalid(text))?;
+        nanos += digits * nanos_per_unit / 10u128.pow(fraction.len() as u32);
+    }
+    Ok(nanos)
+}
+
+/// The signed duration, within Go's range of -2^63 ..= 2^63-1 nanoseconds.
+fn signed(text: &str, negative: bool, total: u128) -> Result<i128, String> {
     let limit = if negative {
         MAX_GO_NANOS + 1
     } else {
         MAX_GO_NANOS
     };
     if total > limit {
-        return Err(too_large());
+        return Err(too_large(text));
     }
-    let nanos = i128::try_from(total).map_err(|_| too_large())?;
+    let nanos = i128::try_from(total).map_err(|_| too_large(text))?;
     Ok(if negative { -nanos } else { nanos })
 }
 
@@ -168,24 +202,6 @@ pub fn bool_literal_after_bool_flag(
     command: &clap::Command,
     argv: &[std::ffi::OsString],
 ) -> Option<(String, String)> {
-    enum Kind {
-        Bool,
-        Value,
-        NoValue,
-    }
-    let kind = |arg: &clap::Arg| {
-        if !arg.get_action().takes_values() {
-            Kind::NoValue
-        } else if arg.is_require_equals_set()
-            && arg
-                .get_num_args()
-                .is_some_and(|range| range.min_values() == 0)
-        {
-            Kind::Bool
-        } else {
-            Kind::Value
-        }
-    };
     let mut args = argv
         .iter()
         .skip(1)
@@ -195,31 +211,56 @@ pub fn bool_literal_after_bool_flag(
         if arg == "--" {
             return None;
         }
-        let found = if let Some(long) = arg.strip_prefix("--") {
-            if long.contains('=') {
-                continue;
-            }
-            command.get_arguments().find(|a| a.get_long() == Some(long))
-        } else if let Some(short) = arg.strip_prefix('-').filter(|s| s.chars().count() == 1) {
-            command
-                .get_arguments()
-                .find(|a| a.get_short().map(String::from).as_deref() == Some(short))
-        } else {
-            None
-        };
-        match found.map(kind) {
-            Some(Kind::Bool) => {
+        match flag_kind(command, &arg) {
+            Some(FlagKind::Bool) => {
                 if let Some(next) = args.peek().filter(|next| parse_bool(next).is_ok()) {
                     return Some((arg.into_owned(), next.clone().into_owned()));
                 }
             }
-            Some(Kind::Value) => {
+            Some(FlagKind::Value) => {
                 args.next();
             }
-            Some(Kind::NoValue) | None => {}
+            Some(FlagKind::NoValue) | None => {}
         }
     }
     None
+}
+
+/// How a flag written as one argument takes its value, as pflag reads it.
+enum FlagKind {
+    /// A value only after `=`: a bool flag.
+    Bool,
+    /// The next argument is its value.
+    Value,
+    NoValue,
+}
+
+/// The kind of the flag `arg` names (`--long` or `-s`), or `None` when it names none or
+/// carries its value after `=`.
+fn flag_kind(command: &clap::Command, arg: &str) -> Option<FlagKind> {
+    let found = if let Some(long) = arg.strip_prefix("--") {
+        if long.contains('=') {
+            return None;
+        }
+        command.get_arguments().find(|a| a.get_long() == Some(long))
+    } else if let Some(short) = arg.strip_prefix('-').filter(|s| s.chars().count() == 1) {
+        command
+            .get_arguments()
+            .find(|a| a.get_short().map(String::from).as_deref() == Some(short))
+    } else {
+        None
+    }?;
+    Some(if !found.get_action().takes_values() {
+        FlagKind::NoValue
+    } else if found.is_require_equals_set()
+        && found
+            .get_num_args()
+            .is_some_and(|range| range.min_values() == 0)
+    {
+        FlagKind::Bool
+    } else {
+        FlagKind::Value
+    })
 }
 
 #[cfg(test)]
@@ -256,6 +297,32 @@ mod tests {
         ];
         for (text, want) in cases {
             assert_eq!(parse_duration_nanos(text), Ok(*want), "{text}");
+        }
+    }
+
+    #[test]
+    fn one_term_at_a_time() {
+        // the rest of the text, the term's nanoseconds and what follows, or the error's start
+        type Case<'a> = (&'a str, Result<(u128, &'a str), &'a str>);
+        let cases: &[Case] = &[
+            ("1h2m", Ok((3_600_000_000_000, "2m"))),
+            ("1.5m2s", Ok((90_000_000_000, "2s"))),
+            (".5s", Ok((500_000_000, ""))),
+            ("5.s1ns", Ok((5_000_000_000, "1ns"))),
+            ("0.0000000019s", Ok((1, ""))),
+            ("2µs.5s", Ok((2_000, ".5s"))),
+            ("7", Err("missing unit")),
+            ("7 s", Err("unknown unit \" s\"")),
+            (".s", Err("invalid duration")),
+            ("1.2.3s", Err("invalid duration")),
+            ("s", Err("invalid duration")),
+        ];
+        for (rest, want) in cases {
+            match (term(rest, rest), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, *want, "{rest}"),
+                (Err(got), Err(start)) => assert!(got.starts_with(start), "{rest}: {got}"),
+                (got, _) => panic!("{rest}: {got:?}"),
+            }
         }
     }
 

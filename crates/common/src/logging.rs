@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use tracing::field::{Field, Visit};
-use tracing::{Event, Level, Subscriber};
+use tracing::{Event, Level, Metadata, Subscriber};
 use tracing_log::NormalizeEvent;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::format::Writer;
@@ -120,7 +120,7 @@ pub fn init(settings: Settings<'_>) -> Result<(), InitError> {
 // ---------------------------------------------------------------------------------------------
 // Time
 
-/// A UTC timestamp broken into its calendar fields.
+/// A UTC timestamp, written in the shapes klog and zap use.
 struct Stamp(time::OffsetDateTime);
 
 impl Stamp {
@@ -130,33 +130,58 @@ impl Stamp {
 
     /// klog's `mmdd hh:mm:ss.uuuuuu`.
     fn klog(&self, out: &mut impl fmt::Write) -> fmt::Result {
-        let t = &self.0;
-        write!(
-            out,
-            "{:02}{:02} {:02}:{:02}:{:02}.{:06}",
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-            t.microsecond()
-        )
+        self.month_day(out, "")?;
+        out.write_char(' ')?;
+        self.time(out, ":")?;
+        self.micros(out)
     }
 
     /// RFC 3339 with microseconds, `2026-11-30T14:39:27.273949Z`.
     fn rfc3339(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        self.date(out, "-")?;
+        out.write_char('T')?;
+        self.time(out, ":")?;
+        self.micros(out)?;
+        out.write_char('Z')
+    }
+
+    /// The time a klog file was created, in its header: `2026/11/30 14:39:27`.
+    fn file_header(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        self.date(out, "/")?;
+        out.write_char(' ')?;
+        self.time(out, ":")
+    }
+
+    /// The start time in klog's file names: `20261130-143927`.
+    fn file_name(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        self.date(out, "")?;
+        out.write_char('-')?;
+        self.time(out, "")
+    }
+
+    fn date(&self, out: &mut impl fmt::Write, separator: &str) -> fmt::Result {
+        write!(out, "{:04}{separator}", self.0.year())?;
+        self.month_day(out, separator)
+    }
+
+    fn month_day(&self, out: &mut impl fmt::Write, separator: &str) -> fmt::Result {
+        let t = &self.0;
+        write!(out, "{:02}{separator}{:02}", u8::from(t.month()), t.day())
+    }
+
+    fn time(&self, out: &mut impl fmt::Write, separator: &str) -> fmt::Result {
         let t = &self.0;
         write!(
             out,
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
+            "{:02}{separator}{:02}{separator}{:02}",
             t.hour(),
             t.minute(),
-            t.second(),
-            t.microsecond()
+            t.second()
         )
+    }
+
+    fn micros(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        write!(out, ".{:06}", self.0.microsecond())
     }
 }
 
@@ -224,6 +249,28 @@ enum Style {
     Json,
 }
 
+impl Style {
+    /// What goes before a field's value: ` key=` or `,"key":`.
+    fn key(self, out: &mut String, name: &str) -> fmt::Result {
+        match self {
+            Style::Klog => write!(out, " {name}="),
+            Style::Json => {
+                out.push(',');
+                json_quote(out, name)?;
+                out.write_char(':')
+            }
+        }
+    }
+
+    /// A string value, quoted as the format quotes strings.
+    fn quote(self, out: &mut String, text: &str) -> fmt::Result {
+        match self {
+            Style::Klog => go_quote(out, text),
+            Style::Json => json_quote(out, text),
+        }
+    }
+}
+
 impl Fields {
     fn new(style: Style) -> Fields {
         Fields {
@@ -238,13 +285,7 @@ impl Fields {
         if field.name().starts_with("log.") {
             return false;
         }
-        let _ = match self.style {
-            Style::Klog => write!(self.rest, " {}=", field.name()),
-            Style::Json => {
-                self.rest.push(',');
-                json_quote(&mut self.rest, field.name()).and_then(|()| self.rest.write_char(':'))
-            }
-        };
+        let _ = self.style.key(&mut self.rest, field.name());
         true
     }
 
@@ -252,10 +293,7 @@ impl Fields {
         if field.name() == "message" {
             self.message = Some(value.to_string());
         } else if self.key(field) {
-            let _ = match self.style {
-                Style::Klog => go_quote(&mut self.rest, value),
-                Style::Json => json_quote(&mut self.rest, value),
-            };
+            let _ = self.style.quote(&mut self.rest, value);
         }
     }
 
@@ -324,19 +362,10 @@ fn format_span_fields<R: tracing_subscriber::field::RecordFields>(
     let mut collected = Fields::new(style);
     fields.record(&mut collected);
     if let Some(message) = collected.message.take() {
-        let field_text = match style {
-            Style::Klog => {
-                let mut text = String::from(" message=");
-                go_quote(&mut text, &message)?;
-                text
-            }
-            Style::Json => {
-                let mut text = String::from(",\"message\":");
-                json_quote(&mut text, &message)?;
-                text
-            }
-        };
-        writer.write_str(&field_text)?;
+        let mut text = String::new();
+        style.key(&mut text, "message")?;
+        style.quote(&mut text, &message)?;
+        writer.write_str(&text)?;
     }
     writer.write_str(&collected.rest)
 }
@@ -420,23 +449,45 @@ where
     fn format_event(
         &self,
         ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
+        writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let normalized = event.normalized_metadata();
-        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
-        let mut line = String::with_capacity(128);
-        if !self.skip_headers {
-            self.header(&mut line, meta.level(), meta.file(), meta.line())?;
-        }
-        let mut fields = Fields::new(Style::Klog);
-        event.record(&mut fields);
-        go_quote(&mut line, fields.message.as_deref().unwrap_or_default())?;
-        line.push_str(&span_fields(ctx));
-        line.push_str(&fields.rest);
-        line.push('\n');
-        writer.write_str(&line)
+        let head = |line: &mut String, meta: &Metadata<'_>| {
+            if self.skip_headers {
+                return Ok(());
+            }
+            self.header(line, meta.level(), meta.file(), meta.line())
+        };
+        format_line(Style::Klog, ctx, writer, event, head, "\n")
     }
+}
+
+/// The line of an event in either format: what `head` writes from the event's metadata, the
+/// quoted message, the fields of its spans, its own fields, then `end`. Written at once.
+fn format_line<S, N>(
+    style: Style,
+    ctx: &FmtContext<'_, S, N>,
+    mut writer: Writer<'_>,
+    event: &Event<'_>,
+    head: impl FnOnce(&mut String, &Metadata<'_>) -> fmt::Result,
+    end: &str,
+) -> fmt::Result
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    // A `log` record's own metadata, not that of tracing-log's callsite.
+    let normalized = event.normalized_metadata();
+    let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
+    let mut line = String::with_capacity(160);
+    head(&mut line, meta)?;
+    let mut fields = Fields::new(style);
+    event.record(&mut fields);
+    style.quote(&mut line, fields.message.as_deref().unwrap_or_default())?;
+    line.push_str(&span_fields(ctx));
+    line.push_str(&fields.rest);
+    line.push_str(end);
+    writer.write_str(&line)
 }
 
 /// One JSON object per line, controller-runtime's schema: `level`, `ts`, `logger` (the
@@ -462,28 +513,22 @@ where
     fn format_event(
         &self,
         ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
+        writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let normalized = event.normalized_metadata();
-        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
-        let mut line = String::with_capacity(160);
-        write!(
-            line,
-            "{{\"level\":\"{}\",\"ts\":\"",
-            json_level(meta.level())
-        )?;
-        Stamp::now().rfc3339(&mut line)?;
-        line.push_str("\",\"logger\":");
-        json_quote(&mut line, meta.target())?;
-        let mut fields = Fields::new(Style::Json);
-        event.record(&mut fields);
-        line.push_str(",\"msg\":");
-        json_quote(&mut line, fields.message.as_deref().unwrap_or_default())?;
-        line.push_str(&span_fields(ctx));
-        line.push_str(&fields.rest);
-        line.push_str("}\n");
-        writer.write_str(&line)
+        let head = |line: &mut String, meta: &Metadata<'_>| {
+            write!(
+                line,
+                "{{\"level\":\"{}\",\"ts\":\"",
+                json_level(meta.level())
+            )?;
+            Stamp::now().rfc3339(line)?;
+            line.push_str("\",\"logger\":");
+            json_quote(line, meta.target())?;
+            line.push_str(",\"msg\":");
+            Ok(())
+        };
+        format_line(Style::Json, ctx, writer, event, head, "}\n")
     }
 }
 
@@ -601,19 +646,15 @@ fn user_name() -> String {
     }
 }
 
-/// klog's file header.
-fn file_header(program: &str, version: &str, host: &str) -> String {
-    let now = Stamp::now().0;
+/// klog's file header, for a file created at `created`.
+fn file_header(program: &str, version: &str, host: &str, created: &Stamp) -> String {
+    let mut created_at = String::new();
+    // Writing to a String cannot fail.
+    let _ = created.file_header(&mut created_at);
     format!(
-        "Log file created at: {:04}/{:02}/{:02} {:02}:{:02}:{:02}\nRunning on machine: {host}\n\
+        "Log file created at: {created_at}\nRunning on machine: {host}\n\
          Binary: {program} {version} (Rust)\n\
-         Log line format: [IWEF]mmdd hh:mm:ss.uuuuuu threadid file:line] msg\n",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second()
+         Log line format: [IWEF]mmdd hh:mm:ss.uuuuuu threadid file:line] msg\n"
     )
 }
 
@@ -637,7 +678,7 @@ impl FileSet {
             if settings.klog.skip_log_headers || settings.format == LogFormat::Json {
                 String::new()
             } else {
-                file_header(settings.program, settings.version, host)
+                file_header(settings.program, settings.version, host, &Stamp::now())
             }
         };
         match &route.files {
@@ -648,16 +689,9 @@ impl FileSet {
             )?))),
             Files::PerSeverity { dir, one_output } => {
                 let host = host_name();
-                let now = Stamp::now().0;
-                let started = format!(
-                    "{:04}{:02}{:02}-{:02}{:02}{:02}",
-                    now.year(),
-                    u8::from(now.month()),
-                    now.day(),
-                    now.hour(),
-                    now.minute(),
-                    now.second()
-                );
+                let mut started = String::new();
+                // Writing to a String cannot fail.
+                let _ = Stamp::now().file_name(&mut started);
                 let mut set = FileSet::PerSeverity {
                     dir: dir.clone(),
                     one_output: *one_output,
@@ -822,6 +856,46 @@ mod tests {
             json_quote(&mut out, text).expect("format");
             assert_eq!(out, want, "{text:?}");
         }
+    }
+
+    #[test]
+    fn timestamps_in_every_shape() {
+        // 2026-03-04 05:06:07.000089 UTC: every field padded.
+        let at = time::OffsetDateTime::from_unix_timestamp_nanos(1_772_600_767_000_089_000)
+            .expect("a time");
+        let stamp = Stamp(at);
+        let shown = |write: fn(&Stamp, &mut String) -> fmt::Result| {
+            let mut out = String::new();
+            write(&stamp, &mut out).expect("format");
+            out
+        };
+        assert_eq!(shown(|s, out| s.klog(out)), "0304 05:06:07.000089");
+        assert_eq!(
+            shown(|s, out| s.rfc3339(out)),
+            "2026-03-04T05:06:07.000089Z"
+        );
+        assert_eq!(shown(|s, out| s.file_header(out)), "2026/03/04 05:06:07");
+        assert_eq!(shown(|s, out| s.file_name(out)), "20260304-050607");
+        assert_eq!(
+            file_header("prog", "v1", "node-1", &stamp),
+            "Log file created at: 2026/03/04 05:06:07\nRunning on machine: node-1\n\
+             Binary: prog v1 (Rust)\n\
+             Log line format: [IWEF]mmdd hh:mm:ss.uuuuuu threadid file:line] msg\n"
+        );
+    }
+
+    #[test]
+    fn span_messages_are_fields() {
+        let emit = || {
+            let span = tracing::info_span!("sync", message = "tick \"7\"", n = 2u8);
+            let _entered = span.enter();
+            tracing::info!("synced");
+        };
+        let text = capture(LogFormat::Text, true, emit);
+        assert_eq!(text, "\"synced\" message=\"tick \\\"7\\\"\" n=2\n");
+        let json = capture(LogFormat::Json, false, emit);
+        let end = "\"msg\":\"synced\",\"message\":\"tick \\\"7\\\"\",\"n\":2}\n";
+        assert!(json.ends_with(end), "{json}");
     }
 
     #[test]

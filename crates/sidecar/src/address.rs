@@ -153,6 +153,39 @@ pub fn plan(ip: IpAddr, link_index: u32, found: &[Found]) -> AddressPlan {
     plan
 }
 
+/// What a sync writes for one address, once the plan's deletions are done: at most one add
+/// (`replace`), which either puts the address on the link or rewrites the copy in place.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Change {
+    /// Add the missing address.
+    pub add: bool,
+    /// Rewrite the copy in place to deprecate it.
+    pub deprecate: bool,
+    /// Rewrite the copy in place to mark it as the sidecar's.
+    pub mark: bool,
+    /// The copy lacks the mark although the sidecar wrote it: the kernel keeps no marks.
+    pub marks_unsupported: bool,
+}
+
+impl Change {
+    /// Whether anything is written.
+    pub fn writes(self) -> bool {
+        self.add || self.deprecate || self.mark
+    }
+}
+
+/// What to write after `plan`. `mark_attempted` tells whether the sidecar has already written
+/// this address with its mark: a mark that did not stick then will not stick now.
+pub fn change(plan: &AddressPlan, mark_attempted: bool) -> Change {
+    let in_place = !plan.add;
+    Change {
+        add: plan.add,
+        deprecate: in_place && plan.deprecate,
+        mark: in_place && plan.mark && !mark_attempted,
+        marks_unsupported: in_place && plan.mark && mark_attempted,
+    }
+}
+
 /// An address family: each has its own iptables binaries and its own rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Family {
@@ -163,13 +196,6 @@ pub enum Family {
 impl Family {
     pub fn of(ip: IpAddr) -> Family {
         if ip.is_ipv4() { Family::V4 } else { Family::V6 }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Family::V4 => "IPv4",
-            Family::V6 => "IPv6",
-        }
     }
 }
 
@@ -426,6 +452,90 @@ mod tests {
         };
         let plan = plan_v4(&[unmarked]);
         assert!(plan.mark && !plan.add && plan.delete.is_empty());
+    }
+
+    #[test]
+    fn one_write_per_address_and_a_mark_tried_once() {
+        let plan = |add, deprecate, mark| AddressPlan {
+            delete: vec![],
+            add,
+            deprecate,
+            mark,
+        };
+        let change = |add, deprecate, mark, marks_unsupported| Change {
+            add,
+            deprecate,
+            mark,
+            marks_unsupported,
+        };
+        // name, plan, whether the mark was attempted, the change
+        let cases = [
+            (
+                "in place",
+                plan(false, false, false),
+                false,
+                Change::default(),
+            ),
+            (
+                "missing",
+                plan(true, false, false),
+                false,
+                change(true, false, false, false),
+            ),
+            (
+                "missing again",
+                plan(true, false, false),
+                true,
+                change(true, false, false, false),
+            ),
+            (
+                "an add marks anyway",
+                plan(true, false, true),
+                true,
+                change(true, false, false, false),
+            ),
+            (
+                "unmarked",
+                plan(false, false, true),
+                false,
+                change(false, false, true, false),
+            ),
+            (
+                "unmarked after a try",
+                plan(false, false, true),
+                true,
+                change(false, false, false, true),
+            ),
+            (
+                "preferred",
+                plan(false, true, false),
+                false,
+                change(false, true, false, false),
+            ),
+            (
+                "preferred, unmarked",
+                plan(false, true, true),
+                false,
+                change(false, true, true, false),
+            ),
+            (
+                "preferred, unmarked after a try",
+                plan(false, true, true),
+                true,
+                change(false, true, false, true),
+            ),
+        ];
+        for (name, plan, attempted, want) in cases {
+            let got = super::change(&plan, attempted);
+            assert_eq!(got, want, "{name}");
+            assert_eq!(
+                got.writes(),
+                want.add || want.deprecate || want.mark,
+                "{name}"
+            );
+        }
+        assert!(!Change::default().writes());
+        assert!(!change(false, false, false, true).writes());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 
 use crate::cli::Config;
 use crate::error_chain;
-use crate::events::KernelEvents;
+use crate::events::{KernelEvents, Need};
 use crate::firewall::READ_TIMEOUT;
 use crate::reconcile::{AddressKeeper, RuleKeeper, Sidecar, StepError};
 
@@ -196,60 +196,21 @@ fn ticks(every: Duration) -> tokio::time::Interval {
 async fn keep_address(keeper: &mut AddressKeeper, events: &KernelEvents, resync_rules: &[Notify]) {
     let mut ticks = ticks(keeper.config.sync_interval);
     let mut retry = Retry::new(keeper.config.sync_interval);
-    // One per address: each tug-of-war is recognised, paced and reported on its own.
-    let mut contests: Vec<Contest> = keeper
-        .config
-        .ips
-        .iter()
-        .map(|_| Contest::default())
-        .collect();
-    let mut overruns_unreported = 0u32;
-    let mut last_overrun_report: Option<Instant> = None;
+    let mut watch = Watch::new(keeper.config.ips.len());
     let mut why = "initial sync";
     loop {
         debug!(why, "address sync");
         retry.after(keeper.sync().await);
         events.follow_link(keeper.link_index);
-        let now = Instant::now();
         keeper
             .metrics
-            .set_contested(contests.iter().any(|contest| contest.contested(now)));
+            .set_contested(watch.contested(Instant::now()));
         let mut hold = None;
         why = loop {
             tokio::select! {
                 need = events.next() => {
-                    if need.resync() {
-                        keeper.metrics.overrun();
-                        overruns_unreported += 1;
-                        let now = Instant::now();
-                        if last_overrun_report.is_none_or(|at| now.duration_since(at) >= OVERRUN_REPORT_EVERY) {
-                            warn!(lost = overruns_unreported, "kernel notifications were lost (socket buffer full): resyncing everything");
-                            last_overrun_report = Some(now);
-                            overruns_unreported = 0;
-                        }
-                        for resync in resync_rules {
-                            resync.notify_one();
-                        }
-                        break "notifications lost";
-                    }
-                    for position in need.foreign_copies() {
-                        let (Some(contest), Some(ip)) =
-                            (contests.get_mut(position), keeper.config.ips.get(position))
-                        else {
-                            continue;
-                        };
-                        keeper.metrics.address_conflict();
-                        if let Verdict::Hold { wait, report } = contest.record(Instant::now()) {
-                            keeper.metrics.set_contested(true);
-                            if let Some(copies) = report {
-                                warn!(%ip, copies, pause = ?wait,
-                                      "another process keeps putting the address on another interface; backing off");
-                            }
-                            hold = hold.max(Some(wait));
-                        }
-                    }
-                    if need.address() {
-                        break "kernel notification";
+                    if let Some(why) = watch.on_need(keeper, need, resync_rules, &mut hold) {
+                        break why;
                     }
                 }
                 _ = ticks.tick() => break "periodic sync",
@@ -259,6 +220,98 @@ async fn keep_address(keeper: &mut AddressKeeper, events: &KernelEvents, resync_
         if let Some(wait) = hold {
             tokio::time::sleep(wait).await;
         }
+    }
+}
+
+/// What the address loop remembers of the notifications between syncs.
+#[derive(Debug)]
+struct Watch {
+    /// One per address: each tug-of-war is recognised, paced and reported on its own.
+    contests: Vec<Contest>,
+    overruns: Overruns,
+}
+
+impl Watch {
+    fn new(addresses: usize) -> Self {
+        Watch {
+            contests: (0..addresses).map(|_| Contest::default()).collect(),
+            overruns: Overruns::default(),
+        }
+    }
+
+    fn contested(&self, now: Instant) -> bool {
+        self.contests.iter().any(|contest| contest.contested(now))
+    }
+
+    /// Acts on what the notifications ask for; returns why to sync now, if they ask for a
+    /// sync. A tug-of-war raises `hold`, the pause before that sync.
+    fn on_need(
+        &mut self,
+        keeper: &AddressKeeper,
+        need: Need,
+        resync_rules: &[Notify],
+        hold: &mut Option<Duration>,
+    ) -> Option<&'static str> {
+        if need.resync() {
+            keeper.metrics.overrun();
+            if let Some(lost) = self.overruns.record(Instant::now()) {
+                warn!(
+                    lost,
+                    "kernel notifications were lost (socket buffer full): resyncing everything"
+                );
+            }
+            for resync in resync_rules {
+                resync.notify_one();
+            }
+            return Some("notifications lost");
+        }
+        for position in need.foreign_copies() {
+            *hold = (*hold).max(self.on_foreign_copy(keeper, position));
+        }
+        need.address().then_some("kernel notification")
+    }
+
+    /// Records a copy of the address at `position` put on another interface; returns the
+    /// pause before repairing it, in a tug-of-war.
+    fn on_foreign_copy(&mut self, keeper: &AddressKeeper, position: usize) -> Option<Duration> {
+        let (Some(contest), Some(ip)) = (
+            self.contests.get_mut(position),
+            keeper.config.ips.get(position),
+        ) else {
+            return None;
+        };
+        keeper.metrics.address_conflict();
+        let Verdict::Hold { wait, report } = contest.record(Instant::now()) else {
+            return None;
+        };
+        keeper.metrics.set_contested(true);
+        if let Some(copies) = report {
+            warn!(%ip, copies, pause = ?wait,
+                  "another process keeps putting the address on another interface; backing off");
+        }
+        Some(wait)
+    }
+}
+
+/// Paces the reports of lost notifications: each loss is counted, a report comes at most every
+/// [`OVERRUN_REPORT_EVERY`].
+#[derive(Debug, Default)]
+struct Overruns {
+    unreported: u32,
+    last_report: Option<Instant>,
+}
+
+impl Overruns {
+    /// Records a loss at `now`; returns the losses to report, when it is time to.
+    fn record(&mut self, now: Instant) -> Option<u32> {
+        self.unreported += 1;
+        let due = self
+            .last_report
+            .is_none_or(|at| now.duration_since(at) >= OVERRUN_REPORT_EVERY);
+        due.then(|| {
+            self.last_report = Some(now);
+            std::mem::take(&mut self.unreported)
+        })
     }
 }
 
@@ -370,6 +423,26 @@ mod tests {
                 (122, 60, MAX_HOLD)
             ]
         );
+    }
+
+    #[test]
+    fn lost_notifications_are_reported_once_a_minute_with_their_count() {
+        let start = Instant::now();
+        let mut overruns = Overruns::default();
+        // seconds after the start, the count reported
+        let cases = [
+            (0, Some(1)),
+            (1, None),
+            (59, None),
+            (60, Some(3)),
+            (61, None),
+            (200, Some(2)),
+            (200, None),
+        ];
+        for (at, want) in cases {
+            let got = overruns.record(start + Duration::from_secs(at));
+            assert_eq!(got, want, "at {at}s");
+        }
     }
 
     #[test]

@@ -13,11 +13,11 @@ use std::io;
 use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 
 use crate::rules::{Plan, Rule, Ruleset};
 
@@ -134,21 +134,7 @@ impl Firewall {
             async move { (backend, run(&binary, &[], None, None, READ_TIMEOUT).await) }
         };
         let (nft, legacy) = tokio::join!(probe(Backend::Nft), probe(Backend::Legacy));
-        let mut found = Vec::new();
-        let mut missing = Vec::new();
-        let mut failed = Vec::new();
-        for (backend, result) in [nft, legacy] {
-            match result {
-                Ok(output) => found.push((backend, Ruleset::parse(&output))),
-                Err(error @ FirewallError::BinaryMissing { .. }) => missing.push(error),
-                Err(error) => failed.push(error),
-            }
-        }
-        if !failed.is_empty() || found.is_empty() {
-            failed.extend(missing);
-            return Err(FirewallError::NoBackend(failed));
-        }
-        Ok(choose_backend(&found))
+        pick_backend(vec![nft, legacy])
     }
 
     /// The bound of a command run while this process holds the host's xtables lock.
@@ -250,6 +236,29 @@ impl Firewall {
     }
 }
 
+/// The backend to use, from what each backend's `iptables-save` gave: the choice of
+/// [`choose_backend`] among those that answered. A missing binary only leaves its backend
+/// out; any other failure makes the choice impossible, as does having no backend at all.
+pub fn pick_backend(
+    probes: Vec<(Backend, Result<String, FirewallError>)>,
+) -> Result<(Backend, String), FirewallError> {
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    let mut failed = Vec::new();
+    for (backend, result) in probes {
+        match result {
+            Ok(output) => found.push((backend, Ruleset::parse(&output))),
+            Err(error @ FirewallError::BinaryMissing { .. }) => missing.push(error),
+            Err(error) => failed.push(error),
+        }
+    }
+    if !failed.is_empty() || found.is_empty() {
+        failed.extend(missing);
+        return Err(FirewallError::NoBackend(failed));
+    }
+    Ok(choose_backend(&found))
+}
+
 /// Of the backends whose rules could be read (at least one), the one that holds the host's
 /// rules: kubelet's canary chains first, then the larger rule count, nft on a tie. Returns it
 /// and what was found, for the log.
@@ -308,9 +317,46 @@ async fn run(
     if let Some(path) = child_lock {
         command.env("XTABLES_LOCKFILE", path);
     }
-    let mut child = command.spawn().map_err(|source| match source.kind() {
-        // NotFound can also mean a missing /dev/null or interpreter: only blame the binary
-        // when no PATH entry has it.
+    let mut child = command
+        .spawn()
+        .map_err(|source| spawn_error(binary, source, in_path))?;
+    let finished = tokio::time::timeout(bound, finish(&mut child, stdin))
+        .await
+        .ok();
+    if finished.is_none() {
+        // SIGKILL and reap now, not whenever the runtime gets to it.
+        let _ = child.kill().await;
+    }
+    outcome(binary, bound, finished)
+}
+
+/// Feeds the child its input, reads its output and waits for it to exit.
+async fn finish(child: &mut Child, stdin: Option<String>) -> io::Result<Output> {
+    let (stdin_pipe, stdout, stderr) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    let feed = async {
+        if let (Some(input), Some(mut pipe)) = (stdin, stdin_pipe) {
+            // A failed write shows up as the command's own error below.
+            let _ = pipe.write_all(input.as_bytes()).await;
+        }
+    };
+    let (_, stdout, stderr, status) =
+        tokio::join!(feed, read_all(stdout), read_all(stderr), child.wait());
+    Ok(Output {
+        status: status?,
+        stdout,
+        stderr,
+    })
+}
+
+/// Why a binary could not be started. `NotFound` can also mean a missing /dev/null or
+/// interpreter: the binary is only blamed when `in_path` finds it on no PATH entry.
+fn spawn_error(
+    binary: &str,
+    source: io::Error,
+    in_path: impl FnOnce(&str) -> bool,
+) -> FirewallError {
+    match source.kind() {
         io::ErrorKind::NotFound if !in_path(binary) => FirewallError::BinaryMissing {
             binary: binary.to_string(),
         },
@@ -318,38 +364,27 @@ async fn run(
             binary: binary.to_string(),
             source,
         },
-    })?;
-    let (stdin_pipe, stdout, stderr) =
-        (child.stdin.take(), child.stdout.take(), child.stderr.take());
-    let work = async {
-        let feed = async {
-            if let (Some(input), Some(mut pipe)) = (stdin, stdin_pipe) {
-                // A failed write shows up as the command's own error below.
-                let _ = pipe.write_all(input.as_bytes()).await;
-            }
-        };
-        let (_, stdout, stderr, status) =
-            tokio::join!(feed, read_all(stdout), read_all(stderr), child.wait());
-        status.map(|status| (status, stdout, stderr))
-    };
-    let (status, stdout, stderr) = match tokio::time::timeout(bound, work).await {
-        Ok(result) => result.map_err(|source| FirewallError::Spawn {
-            binary: binary.to_string(),
-            source,
-        })?,
-        Err(_) => {
-            // SIGKILL and reap now, not whenever the runtime gets to it.
-            let _ = child.kill().await;
+    }
+}
+
+/// What a run of `binary` comes to: its standard output when it succeeded, else why not.
+/// `finished` is `None` when the child was still running after `bound` (and was killed).
+fn outcome(
+    binary: &str,
+    bound: Duration,
+    finished: Option<io::Result<Output>>,
+) -> Result<String, FirewallError> {
+    let output = match finished {
+        None => {
             return Err(FirewallError::Hung {
                 binary: binary.to_string(),
                 bound,
             });
         }
-    };
-    let output = std::process::Output {
-        status,
-        stdout,
-        stderr,
+        Some(output) => output.map_err(|source| FirewallError::Spawn {
+            binary: binary.to_string(),
+            source,
+        })?,
     };
     if output.status.success() {
         return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
@@ -478,6 +513,169 @@ mod tests {
         ];
         for (stderr, hint) in cases {
             assert_eq!(hint_for(stderr), hint, "{stderr}");
+        }
+    }
+
+    fn shown(result: Result<String, FirewallError>) -> Result<String, String> {
+        result.map_err(|error| crate::error_chain(&error))
+    }
+
+    #[test]
+    fn what_a_run_comes_to() {
+        use std::os::unix::process::ExitStatusExt;
+        let exited = |code: i32, stdout: &str, stderr: &str| {
+            Some(Ok(Output {
+                status: std::process::ExitStatus::from_raw(code << 8),
+                stdout: stdout.into(),
+                stderr: stderr.into(),
+            }))
+        };
+        let binary = "iptables-nft-save";
+        // name, how the child finished (`None`: still running at the bound), the outcome
+        type Case = (
+            &'static str,
+            Option<io::Result<Output>>,
+            Result<&'static str, &'static str>,
+        );
+        let cases: Vec<Case> = vec![
+            ("success", exited(0, "*raw\n", "warning"), Ok("*raw\n")),
+            (
+                "hung",
+                None,
+                Err("iptables-nft-save did not finish within 2s and was killed"),
+            ),
+            (
+                "wait failed",
+                Some(Err(io::Error::other("gone"))),
+                Err("cannot run iptables-nft-save: gone"),
+            ),
+            (
+                "failed, with a hint",
+                exited(4, "", "iptables: Permission denied (you must be root)\n"),
+                Err(
+                    "iptables-nft-save failed (exit status: 4): iptables: Permission denied (you must be root) (the sidecar needs CAP_NET_ADMIN)",
+                ),
+            ),
+            (
+                "failed, no hint",
+                exited(1, "partial", " line 3 failed "),
+                Err("iptables-nft-save failed (exit status: 1): line 3 failed"),
+            ),
+        ];
+        for (name, finished, want) in cases {
+            let got = shown(outcome(binary, Duration::from_secs(2), finished));
+            assert_eq!(got.as_deref().map_err(String::as_str), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_binary_is_blamed_only_when_no_path_entry_has_it() {
+        use io::ErrorKind::{NotFound, PermissionDenied};
+        // kind of the spawn error, whether the binary is on the PATH, the message
+        let cases = [
+            (
+                NotFound,
+                false,
+                "iptables-legacy-save not found: install iptables (both the nft and legacy variants)",
+            ),
+            (
+                NotFound,
+                true,
+                "cannot run iptables-legacy-save: entity not found",
+            ),
+            (
+                PermissionDenied,
+                false,
+                "cannot run iptables-legacy-save: permission denied",
+            ),
+        ];
+        for (kind, on_path, want) in cases {
+            let error = spawn_error("iptables-legacy-save", io::Error::from(kind), |_| on_path);
+            assert_eq!(
+                crate::error_chain(&error),
+                want,
+                "{kind:?}, on the PATH: {on_path}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_backend_is_picked_only_when_every_installed_one_answers() {
+        use Backend::{Legacy, Nft};
+        let missing = |binary: &str| {
+            Err(FirewallError::BinaryMissing {
+                binary: binary.into(),
+            })
+        };
+        let hung = |binary: &str| {
+            Err(FirewallError::Hung {
+                binary: binary.into(),
+                bound: READ_TIMEOUT,
+            })
+        };
+        let rules = |count: usize| {
+            let mut text = String::from("*filter\n");
+            for i in 0..count {
+                text.push_str(&format!("-A INPUT -s 10.0.0.{i}/32 -j ACCEPT\n"));
+            }
+            Ok(text + "COMMIT\n")
+        };
+        // name, what each backend's iptables-save gave, the pick or the errors named
+        type Case = (
+            &'static str,
+            Vec<(Backend, Result<String, FirewallError>)>,
+            Result<Backend, Vec<&'static str>>,
+        );
+        let cases: Vec<Case> = vec![
+            (
+                "both answer",
+                vec![(Nft, rules(0)), (Legacy, rules(2))],
+                Ok(Legacy),
+            ),
+            (
+                "legacy missing",
+                vec![(Nft, rules(0)), (Legacy, missing("iptables-legacy-save"))],
+                Ok(Nft),
+            ),
+            (
+                "nft missing",
+                vec![(Nft, missing("iptables-nft-save")), (Legacy, rules(0))],
+                Ok(Legacy),
+            ),
+            (
+                "both missing",
+                vec![
+                    (Nft, missing("iptables-nft-save")),
+                    (Legacy, missing("iptables-legacy-save")),
+                ],
+                Err(vec!["iptables-nft-save", "iptables-legacy-save"]),
+            ),
+            (
+                "one hangs: the other may not hold the host's rules",
+                vec![(Nft, hung("iptables-nft-save")), (Legacy, rules(5))],
+                Err(vec!["iptables-nft-save"]),
+            ),
+            (
+                "one hangs, the other is missing: the failure first",
+                vec![
+                    (Nft, missing("iptables-nft-save")),
+                    (Legacy, hung("iptables-legacy-save")),
+                ],
+                Err(vec!["iptables-legacy-save", "iptables-nft-save"]),
+            ),
+        ];
+        for (name, probes, want) in cases {
+            match (pick_backend(probes), want) {
+                (Ok((got, _)), Ok(want)) => assert_eq!(got, want, "{name}"),
+                (Err(FirewallError::NoBackend(errors)), Err(binaries)) => {
+                    let named: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                    assert_eq!(named.len(), binaries.len(), "{name}: {named:?}");
+                    for (shown, binary) in named.iter().zip(binaries) {
+                        assert!(shown.starts_with(binary), "{name}: {named:?}");
+                    }
+                }
+                (got, want) => panic!("{name}: got {got:?}, want {want:?}"),
+            }
         }
     }
 

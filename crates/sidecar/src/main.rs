@@ -11,8 +11,9 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use common::logging::{self, Settings};
-use sidecar::cli::Args;
+use common::klog::KlogArgs;
+use common::logging::{self, LogFormat, Settings};
+use sidecar::cli::{Args, Config};
 use sidecar::error_chain;
 use sidecar::run::{self, Outcome, Stop};
 use tokio::signal::unix::{SignalKind, signal};
@@ -23,18 +24,55 @@ const PROGRAM: &str = "apiserver-proxy-sidecar";
 
 fn main() -> ExitCode {
     let argv: Vec<OsString> = std::env::args_os().collect();
-    let parsed = match Args::parse_argv(&argv) {
-        Ok(parsed) => parsed,
+    let start = match Start::parse(&argv) {
+        Ok(start) => start,
         Err(error) => return usage(&error),
     };
-    let mut args = parsed.args;
-    let klog = args.klog.clone();
-    let format = args.logging_format;
-    let positional = std::mem::take(&mut args.positional);
-    let config = match args.into_config() {
-        Ok(config) => config,
-        Err(error) => return usage(&Args::usage_error(error)),
-    };
+    if let Err(error) = init_logging(&start.klog, start.format) {
+        eprintln!("error: {}", error_chain(&error));
+        return ExitCode::FAILURE;
+    }
+    if !start.positional.is_empty() {
+        warn!(
+            arguments = start.positional.join(" "),
+            "ignoring positional arguments, as the Go binary did"
+        );
+    }
+    for flag in start.without_effect {
+        debug!(flag, "accepted for compatibility; it has no effect here");
+    }
+    exit_code(run(start.config))
+}
+
+/// The command line, taken apart.
+struct Start {
+    config: Config,
+    klog: KlogArgs,
+    format: LogFormat,
+    positional: Vec<String>,
+    without_effect: Vec<&'static str>,
+}
+
+impl Start {
+    fn parse(argv: &[OsString]) -> Result<Start, clap::Error> {
+        let parsed = Args::parse_argv(argv)?;
+        let mut args = parsed.args;
+        let klog = args.klog.clone();
+        let format = args.logging_format;
+        let positional = std::mem::take(&mut args.positional);
+        let config = args.into_config().map_err(Args::usage_error)?;
+        Ok(Start {
+            config,
+            klog,
+            format,
+            positional,
+            without_effect: parsed.without_effect,
+        })
+    }
+}
+
+/// Logging as `-v`, the klog flags and `--logging-format` ask.
+fn init_logging(klog: &KlogArgs, format: LogFormat) -> Result<(), logging::InitError> {
     // RUST_LOG takes `level` or `target=level,...` directives, as env_logger's simple form.
     // netlink-proto's own warnings (a full notification buffer) are handled and reported here.
     let level = logging::level_for_verbosity(klog.v)
@@ -42,40 +80,33 @@ fn main() -> ExitCode {
         .to_ascii_lowercase();
     let directives =
         std::env::var("RUST_LOG").unwrap_or_else(|_| format!("{level},netlink_proto=error"));
-    if let Err(error) = logging::init(Settings {
-        klog: &klog,
+    logging::init(Settings {
+        klog,
         format,
         program: PROGRAM,
         version: sidecar::VERSION,
         directives: &directives,
-    }) {
-        eprintln!("error: {}", error_chain(&error));
-        return ExitCode::FAILURE;
-    }
-    if !positional.is_empty() {
-        warn!(
-            arguments = positional.join(" "),
-            "ignoring positional arguments, as the Go binary did"
-        );
-    }
-    for flag in parsed.without_effect {
-        debug!(flag, "accepted for compatibility; it has no effect here");
-    }
+    })
+}
+
+/// Runs the sidecar on a runtime of its own, stopped by SIGTERM and SIGINT.
+fn run(config: Config) -> anyhow::Result<Outcome> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(async {
+        let stops = forward_signals().context("cannot watch SIGTERM and SIGINT")?;
+        anyhow::Ok(run::run(config, stops).await?)
+    })
+}
+
+/// The exit code of a run, with the failures logged.
+fn exit_code(outcome: anyhow::Result<Outcome>) -> ExitCode {
     let fatal = |message: String| {
         error!("{message}");
         ExitCode::FAILURE
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => return fatal(format!("cannot start the runtime: {error}")),
-    };
-    let outcome = runtime.block_on(async {
-        let stops = forward_signals().context("cannot watch SIGTERM and SIGINT")?;
-        anyhow::Ok(run::run(config, stops).await?)
-    });
     match outcome {
         Ok(Outcome::NotInPlace(errors)) => fatal(format!("not everything is in place: {errors}")),
         Ok(Outcome::CleanupIncomplete(errors)) => fatal(format!("cleanup incomplete: {errors}")),

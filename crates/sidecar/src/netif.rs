@@ -209,7 +209,7 @@ impl Netif {
         let action = || format!("delete interface {}", link.name);
         let request = self.handle().link().del(link.index).execute();
         self.bounded(action, async {
-            gone_is_done(request.await, ENODEV, action)
+            gone_is_done(request.await.map_err(to_io), ENODEV, action)
         })
         .await
     }
@@ -228,13 +228,6 @@ impl Netif {
             Ok(found)
         })
         .await
-    }
-
-    /// Every copy of `ip` on any interface.
-    pub async fn addresses_of(&self, ip: IpAddr) -> Result<Vec<AddressEntry>, NetifError> {
-        let mut found = self.addresses().await?;
-        found.retain(|entry| entry.ip == ip);
-        Ok(found)
     }
 
     /// Puts `ip` on the link with a full-length prefix, global scope (host scope would break
@@ -276,7 +269,7 @@ impl Netif {
         let action = || format!("delete address from interface index {}", entry.index);
         let request = self.handle().address().del(entry.message.clone()).execute();
         self.bounded(action, async {
-            gone_is_done(request.await, EADDRNOTAVAIL, action)
+            gone_is_done(request.await.map_err(to_io), EADDRNOTAVAIL, action)
         })
         .await
     }
@@ -306,11 +299,11 @@ fn entry(ip: IpAddr, message: AddressMessage) -> AddressEntry {
 
 /// A delete whose target is already gone (the kernel answers `gone_errno`) has done its job.
 fn gone_is_done(
-    result: Result<(), rtnetlink::Error>,
+    result: io::Result<()>,
     gone_errno: i32,
     action: impl FnOnce() -> String,
 ) -> Result<(), NetifError> {
-    match result.map_err(to_io) {
+    match result {
         Err(error) if error.raw_os_error() != Some(gone_errno) => Err(NetifError {
             action: action(),
             cause: error,
@@ -553,21 +546,88 @@ mod tests {
 
     #[test]
     fn errors_carry_a_hint_where_the_errno_has_one() {
-        let error = |errno| NetifError {
-            action: "add 10.96.0.2 to interface lo".into(),
-            cause: io::Error::from_raw_os_error(errno),
+        let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "no answer");
+        // what the kernel answered, the message
+        let cases = [
+            (
+                io::Error::from_raw_os_error(EPERM),
+                "add 10.96.0.2 to interface lo: Operation not permitted (os error 1) (the sidecar needs CAP_NET_ADMIN)",
+            ),
+            (
+                io::Error::from_raw_os_error(EOPNOTSUPP),
+                "add 10.96.0.2 to interface lo: Operation not supported (os error 95) (the kernel cannot create dummy links: enable CONFIG_DUMMY or create the interface beforehand)",
+            ),
+            (
+                io::Error::from_raw_os_error(ENODEV),
+                "add 10.96.0.2 to interface lo: No such device (os error 19)",
+            ),
+            (timed_out(), "add 10.96.0.2 to interface lo: no answer"),
+        ];
+        for (cause, want) in cases {
+            let error = NetifError {
+                action: "add 10.96.0.2 to interface lo".into(),
+                cause,
+            };
+            assert_eq!(error.to_string(), want);
+            // The kernel's answer is in the message: shown once, not again as a source.
+            assert!(std::error::Error::source(&error).is_none(), "{want}");
+        }
+    }
+
+    #[test]
+    fn a_delete_of_what_is_gone_is_done() {
+        let os = |errno| Err(io::Error::from_raw_os_error(errno));
+        // the kernel's answer, the errno that means gone, whether the delete failed
+        let cases = [
+            (Ok(()), EADDRNOTAVAIL, false),
+            (os(EADDRNOTAVAIL), EADDRNOTAVAIL, false),
+            (os(ENODEV), ENODEV, false),
+            (os(ENODEV), EADDRNOTAVAIL, true),
+            (os(EPERM), ENODEV, true),
+            (Err(io::Error::other("lost")), ENODEV, true),
+        ];
+        for (answer, gone, fails) in cases {
+            let shown = format!("{answer:?}");
+            let result = gone_is_done(answer, gone, || "delete".to_string());
+            assert_eq!(result.is_err(), fails, "{shown} with gone {gone}");
+        }
+    }
+
+    #[test]
+    fn address_dumps_are_read_with_their_state_and_mark() {
+        let dumped = |deprecated: bool, protocol: Option<u8>| {
+            let mut message = address("fd00::2", 4, true);
+            message.header.prefix_len = 128;
+            message.header.scope = AddressScope::Link;
+            if deprecated {
+                message.header.flags |= AddressHeaderFlags::Deprecated;
+            }
+            if let Some(protocol) = protocol {
+                message
+                    .attributes
+                    .push(AddressAttribute::Protocol(protocol.into()));
+            }
+            message
         };
-        assert!(
-            error(EPERM)
-                .to_string()
-                .ends_with("(the sidecar needs CAP_NET_ADMIN)")
-        );
-        assert!(error(EOPNOTSUPP).to_string().contains("CONFIG_DUMMY"));
-        assert!(
-            error(ENODEV)
-                .to_string()
-                .starts_with("add 10.96.0.2 to interface lo: No such device")
-        );
-        assert!(std::error::Error::source(&error(EPERM)).is_none());
+        // deprecated, protocol
+        let cases = [
+            (false, None),
+            (true, None),
+            (false, Some(ADDRESS_PROTOCOL)),
+            (true, Some(2)),
+        ];
+        let ip: IpAddr = "fd00::2".parse().expect("ip");
+        for (deprecated, protocol) in cases {
+            let found = entry(ip, dumped(deprecated, protocol));
+            assert_eq!(
+                (found.ip, found.index, found.prefix_len, found.scope),
+                (ip, 4, 128, AddressScope::Link)
+            );
+            assert_eq!(
+                (found.deprecated, found.protocol),
+                (deprecated, protocol),
+                "{found:?}"
+            );
+        }
     }
 }

@@ -182,52 +182,70 @@ impl AddressKeeper {
     /// Makes sure the interface exists (and is up when it is ours) and carries the address
     /// exactly once. In steady state this only reads.
     pub async fn sync_address(&mut self) -> Result<(), StepError> {
-        let interface = self.config.interface.clone();
-        let link = match self
-            .netif
-            .link_by_name(&interface)
-            .await
-            .map_err(|e| self.interface_error(e))?
-        {
-            Some(link) => link,
-            None => {
-                let link = self
-                    .netif
-                    .create_dummy(&interface)
-                    .await
-                    .map_err(|e| self.interface_error(e))?;
-                info!(interface, index = link.index, "created dummy interface");
-                self.metrics.repaired("interface");
-                self.created_link = Some(link.clone());
-                link
+        let link = self.find_or_create_link().await?;
+        self.keep_link_up(&link).await?;
+        self.link_index = Some(link.index);
+        let every = self.netif.addresses().await.map_err(StepError::Address)?;
+        self.remove_unwanted(&every).await?;
+        // Every address is tried, whatever failed before it, and every failure reported.
+        let mut errors = Vec::new();
+        for ip in self.config.ips.clone() {
+            if let Err(error) = self.sync_one(&link, ip, &every).await {
+                errors.push(error);
             }
-        };
+        }
+        one_or_several(errors)
+    }
+
+    /// The interface, created as a dummy link when there is none.
+    async fn find_or_create_link(&mut self) -> Result<Link, StepError> {
+        let interface = &self.config.interface;
+        let found = self.netif.link_by_name(interface).await;
+        if let Some(link) = found.map_err(|e| self.interface_error(e))? {
+            return Ok(link);
+        }
+        let created = self.netif.create_dummy(interface).await;
+        let link = created.map_err(|e| self.interface_error(e))?;
+        info!(interface, index = link.index, "created dummy interface");
+        self.metrics.repaired("interface");
+        self.created_link = Some(link.clone());
+        Ok(link)
+    }
+
+    /// Carries out [`link_step`] for the interface.
+    async fn keep_link_up(&mut self, link: &Link) -> Result<(), StepError> {
         let ours = self
             .created_link
             .as_ref()
             .is_some_and(|created| created.index == link.index);
-        if !link.up {
-            // A down lo breaks every local connection, so it is always brought up.
-            if ours || self.config.manage_interface || link.is_loopback {
-                self.netif
-                    .set_up(&link)
-                    .await
-                    .map_err(|e| self.interface_error(e))?;
+        let interface = &self.config.interface;
+        match link_step(
+            link,
+            ours || self.config.manage_interface,
+            self.reported_down,
+        ) {
+            LinkStep::Up => self.reported_down = false,
+            LinkStep::BringUp => {
+                let up = self.netif.set_up(link).await;
+                up.map_err(|e| self.interface_error(e))?;
                 info!(interface, "brought interface up");
                 self.metrics.repaired("interface");
-            } else if !self.reported_down {
+            }
+            LinkStep::ReportDown => {
                 warn!(
                     interface,
                     "interface is down; the address is kept but unreachable (use --manage-interface to bring it up)"
                 );
                 self.reported_down = true;
             }
-        } else {
-            self.reported_down = false;
+            LinkStep::StayDown => {}
         }
-        self.link_index = Some(link.index);
+        Ok(())
+    }
 
-        let every = self.netif.addresses().await.map_err(StepError::Address)?;
+    /// Removes the addresses this sidecar added under an earlier IP and those named by
+    /// `--remove-ip-address`, from the dump `every`.
+    async fn remove_unwanted(&mut self, every: &[AddressEntry]) -> Result<(), StepError> {
         let all: Vec<Found> = every.iter().map(Found::from).collect();
         let removals = [
             (
@@ -249,14 +267,7 @@ impl AddressKeeper {
                 self.metrics.repaired("stale_address");
             }
         }
-        // Every address is tried, whatever failed before it, and every failure reported.
-        let mut errors = Vec::new();
-        for ip in self.config.ips.clone() {
-            if let Err(error) = self.sync_one(&link, ip, &every).await {
-                errors.push(error);
-            }
-        }
-        one_or_several(errors)
+        Ok(())
     }
 
     /// Puts `ip` on `link` exactly once, from the dump `every` read at the start of the sync.
@@ -266,7 +277,6 @@ impl AddressKeeper {
         ip: IpAddr,
         every: &[AddressEntry],
     ) -> Result<(), StepError> {
-        let interface = &self.config.interface;
         let copies: Vec<&AddressEntry> = every.iter().filter(|entry| entry.ip == ip).collect();
         let found: Vec<Found> = copies.iter().map(|entry| Found::from(*entry)).collect();
         let plan = address::plan(ip, link.index, &found);
@@ -280,44 +290,76 @@ impl AddressKeeper {
                   "removed address from another interface, or with a wrong scope");
             self.metrics.repaired("duplicate_address");
         }
-        // A mark that did not stick the last time will not stick now: the kernel keeps none.
-        let attempted = self.marks.attempted.contains(&ip);
-        let mark = plan.mark && !plan.add && attempted;
-        if mark && !self.marks.reported_unsupported {
+        let change = address::change(&plan, self.marks.attempted.contains(&ip));
+        if change.marks_unsupported && !self.marks.reported_unsupported {
             warn!(
                 %ip,
                 "the kernel keeps no address protocol (Linux 5.18 and later do): an address this sidecar added under an earlier IP cannot be recognised; name it with --remove-ip-address"
             );
             self.marks.reported_unsupported = true;
         }
-        let mark = plan.mark && !plan.add && !attempted;
-        if plan.add {
-            self.netif
-                .add_address(link, ip)
-                .await
-                .map_err(StepError::Address)?;
-            if !attempted {
-                self.marks.attempted.push(ip);
-            }
+        self.apply_change(link, ip, change).await
+    }
+
+    /// Carries out an [`address::Change`]: one add, or one re-add in place, or nothing.
+    async fn apply_change(
+        &mut self,
+        link: &Link,
+        ip: IpAddr,
+        change: address::Change,
+    ) -> Result<(), StepError> {
+        if !change.writes() {
+            return Ok(());
+        }
+        self.netif
+            .add_address(link, ip)
+            .await
+            .map_err(StepError::Address)?;
+        if !self.marks.attempted.contains(&ip) {
+            self.marks.attempted.push(ip);
+        }
+        let interface = &self.config.interface;
+        if change.add {
             info!(%ip, interface, "{} address", self.verb());
             self.metrics.repaired("address");
-        } else if plan.deprecate || mark {
-            self.netif
-                .add_address(link, ip)
-                .await
-                .map_err(StepError::Address)?;
-            if !attempted {
-                self.marks.attempted.push(ip);
-            }
-            if plan.deprecate {
-                info!(%ip, interface, "deprecated the address in place: never a source address");
-            }
-            if mark {
-                info!(%ip, interface, "marked the address in place as this sidecar's");
-            }
-            self.metrics.repaired("address_in_place");
+            return Ok(());
         }
+        if change.deprecate {
+            info!(%ip, interface, "deprecated the address in place: never a source address");
+        }
+        if change.mark {
+            info!(%ip, interface, "marked the address in place as this sidecar's");
+        }
+        self.metrics.repaired("address_in_place");
         Ok(())
+    }
+}
+
+/// What a sync does about the state of its interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinkStep {
+    /// It is up: nothing to do, and a later down is reported again.
+    Up,
+    /// Bring it up.
+    BringUp,
+    /// Warn that it is down and leave it.
+    ReportDown,
+    /// Leave it down; that was already reported.
+    StayDown,
+}
+
+/// Whether to bring the link up: when the sidecar may manage it (`managed`: it created the
+/// link, or `--manage-interface`) or it is lo, whose being down breaks every local connection.
+/// Otherwise a down link is reported once (`reported`: already done) and left alone.
+fn link_step(link: &Link, managed: bool, reported: bool) -> LinkStep {
+    if link.up {
+        LinkStep::Up
+    } else if managed || link.is_loopback {
+        LinkStep::BringUp
+    } else if reported {
+        LinkStep::StayDown
+    } else {
+        LinkStep::ReportDown
     }
 }
 
@@ -429,6 +471,37 @@ mod tests {
             action: format!("add {ip} to interface lo"),
             cause: std::io::Error::from_raw_os_error(1),
         })
+    }
+
+    #[test]
+    fn a_down_link_is_brought_up_only_when_managed_or_lo() {
+        let link = |up, is_loopback| Link {
+            index: 7,
+            name: "eth9".into(),
+            is_dummy: false,
+            is_loopback,
+            up,
+        };
+        use LinkStep::{BringUp, ReportDown, StayDown, Up};
+        // up, lo, managed, already reported, step
+        let cases = [
+            (true, false, false, false, Up),
+            (true, false, true, true, Up),
+            (true, true, false, true, Up),
+            (false, false, true, false, BringUp),
+            (false, false, true, true, BringUp),
+            (false, true, false, false, BringUp),
+            (false, true, false, true, BringUp),
+            (false, false, false, false, ReportDown),
+            (false, false, false, true, StayDown),
+        ];
+        for (up, lo, managed, reported, want) in cases {
+            assert_eq!(
+                link_step(&link(up, lo), managed, reported),
+                want,
+                "up {up}, lo {lo}, managed {managed}, reported {reported}"
+            );
+        }
     }
 
     #[test]

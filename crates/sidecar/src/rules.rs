@@ -101,72 +101,93 @@ impl fmt::Display for Line {
     }
 }
 
+/// Which side of a connection a rule matches the proxy on.
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    /// Packets to the proxy: `-d IP --dport PORT`.
+    To,
+    /// Packets from the proxy: `-s IP --sport PORT`.
+    From,
+}
+
+/// One of the five rules, before it is given the proxy's address and port.
+struct Template {
+    table: &'static str,
+    chain: &'static str,
+    side: Side,
+    target: &'static str,
+    why: &'static str,
+}
+
+/// The five rules, in the order of the original README.
+const TEMPLATES: [Template; 5] = [
+    Template {
+        table: "raw",
+        chain: "PREROUTING",
+        side: Side::To,
+        target: "NOTRACK",
+        why: "incoming connections to the local proxy need no conntrack entry",
+    },
+    Template {
+        table: "raw",
+        chain: "OUTPUT",
+        side: Side::To,
+        target: "NOTRACK",
+        why: "connections from this host to the local proxy need no conntrack entry",
+    },
+    Template {
+        table: "raw",
+        chain: "OUTPUT",
+        side: Side::From,
+        target: "NOTRACK",
+        why: "replies from the local proxy need no conntrack entry",
+    },
+    Template {
+        table: "filter",
+        chain: "INPUT",
+        side: Side::To,
+        target: "ACCEPT",
+        why: "untracked packets to the proxy must not be dropped by INVALID-state rules",
+    },
+    Template {
+        table: "filter",
+        chain: "OUTPUT",
+        side: Side::From,
+        target: "ACCEPT",
+        why: "untracked replies from the proxy must not be dropped by INVALID-state rules",
+    },
+];
+
+impl Template {
+    /// The rule for a proxy on `host` (`ip/prefix`) and `port`.
+    fn rule(&self, host: &str, port: &str) -> Rule {
+        let (direction, port_match) = match self.side {
+            Side::To => ("-d", "--dport"),
+            Side::From => ("-s", "--sport"),
+        };
+        let matches = [direction, host, "-p", "tcp", "-m", "tcp", port_match, port];
+        let comment = format!("{COMMENT_PREFIX}{}", self.why);
+        let commented = ["-m", "comment", "--comment", &comment, "-j", self.target];
+        let to_strings =
+            |tokens: &[&[&str]]| tokens.concat().iter().map(|t| t.to_string()).collect();
+        Rule {
+            table: self.table,
+            chain: self.chain,
+            spec: to_strings(&[&matches, &commented]),
+            bare: to_strings(&[&matches, &["-j", self.target]]),
+            why: self.why,
+        }
+    }
+}
+
 /// The five rules for a proxy listening on `ip`:`port`, in the order of the original README.
 pub fn wanted_rules(ip: IpAddr, port: u16) -> Vec<Rule> {
     let host = format!("{ip}/{}", crate::netif::full_prefix(ip));
     let port = port.to_string();
-    let rule = |table, chain, direction: &str, port_match: &str, target: &str, why| {
-        let matches = [
-            direction, &host, "-p", "tcp", "-m", "tcp", port_match, &port,
-        ];
-        let comment = format!("{COMMENT_PREFIX}{why}");
-        let to_strings = |tokens: &[&str]| tokens.iter().map(|t| t.to_string()).collect::<Vec<_>>();
-        Rule {
-            table,
-            chain,
-            spec: to_strings(
-                &[
-                    &matches[..],
-                    &["-m", "comment", "--comment", &comment, "-j", target],
-                ]
-                .concat(),
-            ),
-            bare: to_strings(&[&matches[..], &["-j", target]].concat()),
-            why,
-        }
-    };
-    vec![
-        rule(
-            "raw",
-            "PREROUTING",
-            "-d",
-            "--dport",
-            "NOTRACK",
-            "incoming connections to the local proxy need no conntrack entry",
-        ),
-        rule(
-            "raw",
-            "OUTPUT",
-            "-d",
-            "--dport",
-            "NOTRACK",
-            "connections from this host to the local proxy need no conntrack entry",
-        ),
-        rule(
-            "raw",
-            "OUTPUT",
-            "-s",
-            "--sport",
-            "NOTRACK",
-            "replies from the local proxy need no conntrack entry",
-        ),
-        rule(
-            "filter",
-            "INPUT",
-            "-d",
-            "--dport",
-            "ACCEPT",
-            "untracked packets to the proxy must not be dropped by INVALID-state rules",
-        ),
-        rule(
-            "filter",
-            "OUTPUT",
-            "-s",
-            "--sport",
-            "ACCEPT",
-            "untracked replies from the proxy must not be dropped by INVALID-state rules",
-        ),
-    ]
+    TEMPLATES
+        .iter()
+        .map(|template| template.rule(&host, &port))
+        .collect()
 }
 
 /// The rules of an `iptables-save` dump, by table and chain.
@@ -220,11 +241,6 @@ impl Ruleset {
             .filter(|(_, spec)| **spec == rule.spec || **spec == rule.bare)
             .map(|(at, _)| at)
             .collect()
-    }
-
-    /// How many copies of `rule`, with or without its comment, the dump holds.
-    pub fn count(&self, rule: &Rule) -> usize {
-        self.positions(rule).len()
     }
 
     /// The rules carrying the sidecar's comment that are none of `wanted`.
@@ -494,7 +510,7 @@ COMMIT
         let current = Ruleset::parse(V4_SAVE);
         let counts: Vec<usize> = wanted_rules(IpAddr::from([10, 96, 0, 2]), 443)
             .iter()
-            .map(|rule| current.count(rule))
+            .map(|rule| current.positions(rule).len())
             .collect();
         assert_eq!(counts, [1, 1, 2, 0, 1]);
         assert_eq!(current.rule_count(), 7);
@@ -634,7 +650,10 @@ COMMIT
                  -A OUTPUT -s {printed} -p tcp -m tcp --sport 443 -j ACCEPT\nCOMMIT\n"
             );
             let current = Ruleset::parse(&save);
-            let counts: Vec<usize> = wanted.iter().map(|rule| current.count(rule)).collect();
+            let counts: Vec<usize> = wanted
+                .iter()
+                .map(|rule| current.positions(rule).len())
+                .collect();
             assert_eq!(counts, [0, 0, 0, 1, 1], "{ip} printed as {printed}");
         }
     }
@@ -651,7 +670,11 @@ COMMIT
             let save = format!(
                 "*filter\n-A INPUT -d {printed} -p tcp -m tcp --dport 443 -j ACCEPT\nCOMMIT\n"
             );
-            assert_eq!(Ruleset::parse(&save).count(&wanted[3]), 0, "{printed}");
+            assert_eq!(
+                Ruleset::parse(&save).positions(&wanted[3]).len(),
+                0,
+                "{printed}"
+            );
         }
     }
 

@@ -89,14 +89,31 @@ async fn next_stop(stops: &mut mpsc::Receiver<Stop>) -> Stop {
 
 /// Runs the sidecar as configured until it is done or stopped.
 pub async fn run(config: Config, mut stops: mpsc::Receiver<Stop>) -> Result<Outcome, StartError> {
-    let metrics = Arc::new(Metrics::new(
-        daemon::stale_after(&config),
-        &if config.setup_iptables {
-            address::families(&config.ips)
-        } else {
-            Vec::new()
-        },
-    ));
+    let metrics = start_metrics(&config).await?;
+    let netif = Netif::connect().map_err(StartError::Netlink)?;
+    let events = if config.daemon && config.watch_kernel_events {
+        KernelEvents::subscribe(config.ips.clone()).map_err(StartError::Netlink)?
+    } else {
+        KernelEvents::none()
+    };
+    announce(&config);
+    let (is_daemon, cleanup) = (config.daemon, config.cleanup);
+    let mut sidecar = Sidecar::new(config, netif, metrics);
+    Ok(if is_daemon {
+        daemon_until_stopped(&mut sidecar, events, &mut stops, cleanup).await
+    } else {
+        one_shot(&mut sidecar, &mut stops, cleanup).await
+    })
+}
+
+/// The metrics, served on `--metrics-bind-address` when it is set.
+async fn start_metrics(config: &Config) -> Result<Arc<Metrics>, StartError> {
+    let families = if config.setup_iptables {
+        address::families(&config.ips)
+    } else {
+        Vec::new()
+    };
+    let metrics = Arc::new(Metrics::new(daemon::stale_after(config), &families));
     if let Some(address) = config.metrics_bind_address {
         let server = metrics::serve(address, metrics.clone())
             .await
@@ -104,55 +121,70 @@ pub async fn run(config: Config, mut stops: mpsc::Receiver<Stop>) -> Result<Outc
         tokio::spawn(server);
         info!(%address, "serving /healthz and /metrics");
     }
-    let netif = Netif::connect().map_err(StartError::Netlink)?;
-    let events = if config.daemon && config.watch_kernel_events {
-        KernelEvents::subscribe(config.ips.clone()).map_err(StartError::Netlink)?
-    } else {
-        KernelEvents::none()
-    };
-    let (is_daemon, cleanup) = (config.daemon, config.cleanup);
+    Ok(metrics)
+}
+
+/// Logs the start, with the settings that shape the run.
+fn announce(config: &Config) {
     info!(
         ip = %config.ip_list(), interface = config.interface, port = config.port,
-        setup_iptables = config.setup_iptables, daemon = is_daemon, cleanup,
+        setup_iptables = config.setup_iptables, daemon = config.daemon, cleanup = config.cleanup,
         version = crate::VERSION, "starting"
     );
-    if is_daemon {
-        daemon::announce(&config);
+    if config.daemon {
+        daemon::announce(config);
     }
-    let mut sidecar = Sidecar::new(config, netif, metrics);
+}
 
-    if !is_daemon {
-        // An init container must stop promptly: a stop abandons the sync (which kills a
-        // running iptables child and frees the lock).
-        let synced = tokio::select! {
-            result = sidecar.sync() => result,
-            stop = next_stop(&mut stops) => {
-                error!(signal = stop.name, "stopped before everything was in place");
-                return Ok(Outcome::Interrupted(stop));
-            }
-        };
-        if synced.is_ok() {
-            info!("everything is in place");
+/// `--daemon=false`: one sync, then the cleanup with `--cleanup`.
+async fn one_shot(
+    sidecar: &mut Sidecar,
+    stops: &mut mpsc::Receiver<Stop>,
+    cleanup: bool,
+) -> Outcome {
+    // An init container must stop promptly: a stop abandons the sync (which kills a running
+    // iptables child and frees the lock).
+    let synced = tokio::select! {
+        result = sidecar.sync() => result,
+        stop = next_stop(stops) => {
+            error!(signal = stop.name, "stopped before everything was in place");
+            return Outcome::Interrupted(stop);
         }
-        if !cleanup {
-            return Ok(match synced {
-                Ok(()) => Outcome::Done,
-                Err(errors) => Outcome::NotInPlace(errors),
-            });
-        }
-        // --cleanup with --daemon=false: set up, then tear down at exit, as one-shot "remove
-        // the address" jobs expect; the teardown runs even when the set-up failed in part.
-        let torn_down = cleanup_until_stopped(&mut sidecar, &mut stops).await;
-        return Ok(match (synced, torn_down) {
-            (_, Outcome::CleanupAbandoned(stop)) => Outcome::CleanupAbandoned(stop),
-            (Err(errors), _) => Outcome::NotInPlace(errors),
-            (Ok(()), outcome) => outcome,
-        });
+    };
+    if synced.is_ok() {
+        info!("everything is in place");
     }
+    // --cleanup with --daemon=false: set up, then tear down at exit, as one-shot "remove the
+    // address" jobs expect; the teardown runs even when the set-up failed in part.
+    let torn_down = if cleanup {
+        Some(cleanup_until_stopped(sidecar, stops).await)
+    } else {
+        None
+    };
+    one_shot_outcome(synced, torn_down)
+}
 
+/// How a one-shot run ended, from its sync and its cleanup (`None` without `--cleanup`): an
+/// abandoned cleanup first (the exit code a signal gives), then a sync that failed.
+fn one_shot_outcome(synced: Result<(), StepErrors>, torn_down: Option<Outcome>) -> Outcome {
+    match (synced, torn_down) {
+        (_, Some(Outcome::CleanupAbandoned(stop))) => Outcome::CleanupAbandoned(stop),
+        (Err(errors), _) => Outcome::NotInPlace(errors),
+        (Ok(()), Some(outcome)) => outcome,
+        (Ok(()), None) => Outcome::Done,
+    }
+}
+
+/// The daemon until the first stop request, then the cleanup with `--cleanup`.
+async fn daemon_until_stopped(
+    sidecar: &mut Sidecar,
+    events: KernelEvents,
+    stops: &mut mpsc::Receiver<Stop>,
+    cleanup: bool,
+) -> Outcome {
     let mut stopped_by = None;
-    daemon::run(&mut sidecar, events, async {
-        stopped_by = Some(next_stop(&mut stops).await);
+    daemon::run(sidecar, events, async {
+        stopped_by = Some(next_stop(stops).await);
     })
     .await;
     info!(
@@ -160,9 +192,9 @@ pub async fn run(config: Config, mut stops: mpsc::Receiver<Stop>) -> Result<Outc
         cleanup, "stopping"
     );
     if !cleanup {
-        return Ok(Outcome::Done);
+        return Outcome::Done;
     }
-    Ok(cleanup_until_stopped(&mut sidecar, &mut stops).await)
+    cleanup_until_stopped(sidecar, stops).await
 }
 
 /// The cleanup, until it is done or a stop request abandons it.
@@ -179,5 +211,55 @@ async fn cleanup_until_stopped(sidecar: &mut Sidecar, stops: &mut mpsc::Receiver
             error!(signal = stop.name, "second signal: cleanup abandoned");
             Outcome::CleanupAbandoned(stop)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::StepError;
+
+    fn failed() -> Result<(), StepErrors> {
+        Err(StepErrors(vec![StepError::Several(Vec::new())]))
+    }
+
+    #[test]
+    fn a_one_shot_run_ends_with_its_worst_part() {
+        let stop = Stop::SIGTERM;
+        let incomplete = || Outcome::CleanupIncomplete(StepErrors(Vec::new()));
+        // name, the sync, the cleanup, the exit code
+        type Case = (&'static str, Result<(), StepErrors>, Option<Outcome>, u8);
+        let cases: Vec<Case> = vec![
+            ("in place", Ok(()), None, 0),
+            ("not in place", failed(), None, 1),
+            ("in place, cleaned up", Ok(()), Some(Outcome::Done), 0),
+            ("not in place, cleaned up", failed(), Some(Outcome::Done), 1),
+            (
+                "in place, cleanup incomplete",
+                Ok(()),
+                Some(incomplete()),
+                1,
+            ),
+            (
+                "in place, cleanup abandoned",
+                Ok(()),
+                Some(Outcome::CleanupAbandoned(stop)),
+                143,
+            ),
+            (
+                "not in place, cleanup abandoned",
+                failed(),
+                Some(Outcome::CleanupAbandoned(stop)),
+                143,
+            ),
+        ];
+        for (name, synced, torn_down, code) in cases {
+            let outcome = one_shot_outcome(synced, torn_down);
+            assert_eq!(outcome.exit_code(), code, "{name}: {outcome:?}");
+        }
+        assert!(matches!(
+            one_shot_outcome(failed(), Some(incomplete())),
+            Outcome::NotInPlace(_)
+        ));
     }
 }

@@ -7,6 +7,7 @@
 use tracing::info;
 
 use crate::address::{self, Found};
+use crate::netif::Link;
 use crate::reconcile::{AddressKeeper, RuleKeeper, Sidecar, StepError, StepErrors};
 
 impl Sidecar {
@@ -53,44 +54,92 @@ impl AddressKeeper {
     /// Removes the address, and the interface when it is a dummy link this sidecar owns;
     /// reports what failed.
     pub async fn teardown(&mut self) -> Vec<StepError> {
-        let mut errors = Vec::new();
         let link = match self.netif.link_by_name(&self.config.interface).await {
-            Ok(link) => link,
-            Err(error) => {
-                errors.push(self.interface_error(error));
-                None
-            }
+            Ok(Some(link)) => link,
+            Ok(None) => return Vec::new(),
+            Err(error) => return vec![self.interface_error(error)],
         };
-        if let Some(link) = &link {
-            match self.netif.addresses().await {
-                Ok(every) => {
-                    for ip in &self.config.ips {
-                        let copies: Vec<_> = every.iter().filter(|entry| entry.ip == *ip).collect();
-                        let found: Vec<Found> =
-                            copies.iter().map(|entry| Found::from(*entry)).collect();
-                        let ours = address::teardown(*ip, link.index, &found);
-                        for copy in ours.iter().filter_map(|at| copies.get(*at)) {
-                            match self.netif.delete_address(copy).await {
-                                Ok(()) => info!(%ip, interface = link.name, "removed address"),
-                                Err(error) => errors.push(StepError::Address(error)),
-                            }
-                        }
-                    }
-                }
-                Err(error) => errors.push(StepError::Address(error)),
-            }
-            let created = self
-                .created_link
-                .as_ref()
-                .is_some_and(|created| created.index == link.index);
-            let managed = self.config.manage_interface && link.is_dummy;
-            if (created || managed) && !link.is_loopback {
-                match self.netif.delete_link(link).await {
-                    Ok(()) => info!(interface = link.name, "deleted dummy interface"),
-                    Err(error) => errors.push(self.interface_error(error)),
+        let mut errors = self.remove_addresses(&link).await;
+        errors.extend(self.delete_owned_link(&link).await);
+        errors
+    }
+
+    /// Removes every copy of the addresses on `link`; reports what failed.
+    async fn remove_addresses(&self, link: &Link) -> Vec<StepError> {
+        let every = match self.netif.addresses().await {
+            Ok(every) => every,
+            Err(error) => return vec![StepError::Address(error)],
+        };
+        let mut errors = Vec::new();
+        for ip in &self.config.ips {
+            let copies: Vec<_> = every.iter().filter(|entry| entry.ip == *ip).collect();
+            let found: Vec<Found> = copies.iter().map(|entry| Found::from(*entry)).collect();
+            let ours = address::teardown(*ip, link.index, &found);
+            for copy in ours.iter().filter_map(|at| copies.get(*at)) {
+                match self.netif.delete_address(copy).await {
+                    Ok(()) => info!(%ip, interface = link.name, "removed address"),
+                    Err(error) => errors.push(StepError::Address(error)),
                 }
             }
         }
         errors
+    }
+
+    /// Deletes `link` when [`deletes_link`] says so; reports the failure.
+    async fn delete_owned_link(&self, link: &Link) -> Option<StepError> {
+        let created = self
+            .created_link
+            .as_ref()
+            .is_some_and(|created| created.index == link.index);
+        if !deletes_link(link, created, self.config.manage_interface) {
+            return None;
+        }
+        match self.netif.delete_link(link).await {
+            Ok(()) => {
+                info!(interface = link.name, "deleted dummy interface");
+                None
+            }
+            Err(error) => Some(self.interface_error(error)),
+        }
+    }
+}
+
+/// Whether the teardown deletes the link: a dummy link this process `created`, or any dummy
+/// link under `--manage-interface`; never lo, nor an interface someone else set up.
+fn deletes_link(link: &Link, created: bool, manage_interface: bool) -> bool {
+    let managed = manage_interface && link.is_dummy;
+    (created || managed) && !link.is_loopback
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_dummy_link_the_sidecar_owns_is_deleted() {
+        let link = |is_dummy, is_loopback| Link {
+            index: 7,
+            name: "apiproxy0".into(),
+            is_dummy,
+            is_loopback,
+            up: true,
+        };
+        // dummy, lo, created by this process, --manage-interface, deleted
+        let cases = [
+            (true, false, true, false, true),
+            (true, false, false, true, true),
+            (true, false, false, false, false),
+            (false, false, false, true, false),
+            (false, false, true, false, true),
+            (false, true, true, true, false),
+            (false, true, false, true, false),
+        ];
+        for (dummy, lo, created, manage, want) in cases {
+            assert_eq!(
+                deletes_link(&link(dummy, lo), created, manage),
+                want,
+                "dummy {dummy}, lo {lo}, created {created}, --manage-interface {manage}"
+            );
+        }
     }
 }
