@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use sidecar::cli::Args;
 use sidecar::run::{self, Outcome, Stop};
-use support::{Netns, wait_for};
+use support::Netns;
 use tokio::sync::mpsc;
 
 const IP: &str = "10.96.0.2";
@@ -75,20 +75,20 @@ fn rules_present() -> usize {
 
 /// Another program holding the xtables lock for `seconds`; returns once it holds it.
 fn hold_lock(lock: &str, seconds: &str) -> Child {
-    // Its output goes nowhere: the test's own would stay open until `sleep` ends.
-    let holder = Command::new("flock")
-        .args([lock, "sleep", seconds])
-        .stdout(std::process::Stdio::null())
+    // The holder says when it has the lock: probing with `flock -n` could catch the sidecar's
+    // own iptables run holding it for a moment. Its stderr goes nowhere: the test's own would
+    // stay open until `sleep` ends.
+    let mut holder = Command::new("flock")
+        .args([lock, "sh", "-c", "echo held; exec sleep \"$0\"", seconds])
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("flock");
-    let held = wait_for(Duration::from_secs(5), || {
-        !Command::new("flock")
-            .args(["-n", lock, "true"])
-            .status()
-            .is_ok_and(|status| status.success())
-    });
-    assert!(held.is_some(), "flock never took {lock}");
+    let mut said = String::new();
+    let stdout = holder.stdout.take().expect("piped stdout");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut said)
+        .expect("flock's output");
+    assert_eq!(said, "held\n", "flock never took {lock}");
     holder
 }
 
