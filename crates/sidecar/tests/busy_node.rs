@@ -303,12 +303,7 @@ fn a_hung_backend_probe_is_named_and_no_backend_is_guessed() {
 #[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn a_one_shot_run_stops_at_once_on_sigterm() {
     let ns = Netns::new("oneshotterm");
-    let mut holder = Command::new("flock")
-        .arg(ns.lock_path())
-        .args(["sleep", "30"])
-        .spawn()
-        .expect("flock");
-    std::thread::sleep(Duration::from_millis(100));
+    let mut holder = support::hold_lock(&ns.lock_path(), "30");
     let mut one_shot = ns.spawn_sidecar(&[
         "--ip-address",
         IP,

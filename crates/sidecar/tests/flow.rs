@@ -7,7 +7,7 @@
 
 use test_support::netns as support;
 
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -74,24 +74,6 @@ fn rules_present() -> usize {
 }
 
 /// Another program holding the xtables lock for `seconds`; returns once it holds it.
-fn hold_lock(lock: &str, seconds: &str) -> Child {
-    // The holder says when it has the lock: probing with `flock -n` could catch the sidecar's
-    // own iptables run holding it for a moment. Its stderr goes nowhere: the test's own would
-    // stay open until `sleep` ends.
-    let mut holder = Command::new("flock")
-        .args([lock, "sh", "-c", "echo held; exec sleep \"$0\"", seconds])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("flock");
-    let mut said = String::new();
-    let stdout = holder.stdout.take().expect("piped stdout");
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut said)
-        .expect("flock's output");
-    assert_eq!(said, "held\n", "flock never took {lock}");
-    holder
-}
-
 fn block_on<T>(work: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -138,7 +120,7 @@ fn a_one_shot_run_puts_everything_in_place_and_is_done() {
 #[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn a_one_shot_run_is_interrupted_by_a_stop() {
     in_namespace("a_one_shot_run_is_interrupted_by_a_stop", |lock| {
-        let mut holder = hold_lock(lock, "10");
+        let mut holder = support::hold_lock(std::path::Path::new(lock), "10");
         let (stops, receiver) = mpsc::channel(1);
         let config = config(
             lock,
@@ -225,7 +207,7 @@ fn a_second_stop_abandons_the_cleanup() {
             let run = tokio::spawn(run::run(config, receiver));
             until(|| address_present() && rules_present() == 5).await;
             // The cleanup needs the lock: it waits while another program holds it.
-            holder = Some(hold_lock(lock, "10"));
+            holder = Some(support::hold_lock(std::path::Path::new(lock), "10"));
             stops.send(Stop::SIGTERM).await.expect("send");
             tokio::time::sleep(Duration::from_millis(300)).await;
             // Should the run have ended already, its outcome says why below.

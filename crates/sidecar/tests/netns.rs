@@ -336,12 +336,7 @@ fn stuck_on_the_lock(
     ];
     args.extend_from_slice(extra);
     let daemon = start_with_rules(ns, &args);
-    let holder = Command::new("flock")
-        .arg(ns.lock_path())
-        .args(["sleep", hold])
-        .spawn()
-        .expect("flock");
-    std::thread::sleep(Duration::from_millis(100));
+    let holder = support::hold_lock(&ns.lock_path(), hold);
     ns.sh("iptables-nft", &["-t", "raw", "-F"]);
     std::thread::sleep(Duration::from_millis(300));
     (daemon, holder)
@@ -766,12 +761,7 @@ fn busy_xtables_lock_is_a_bounded_wait_and_a_clear_error() {
     let ns = Netns::new("lock");
     let lock = ns.lock_path();
     std::fs::write(&lock, "").expect("lock file");
-    let mut holder = Command::new("flock")
-        .arg(&lock)
-        .args(["sleep", "5"])
-        .spawn()
-        .expect("flock");
-    std::thread::sleep(Duration::from_millis(200));
+    let mut holder = support::hold_lock(&lock, "5");
     let output = ns.sidecar_once(&[
         "--ip-address",
         IP,

@@ -310,3 +310,23 @@ impl Netns {
             .collect()
     }
 }
+
+/// Holds the xtables lock at `lock` for `seconds` (as `sleep` reads them) and returns once it is
+/// held: the holder says so, where probing with `flock -n` could catch a sidecar's own iptables
+/// run holding it for a moment. Its stderr goes nowhere: the test's own would stay open until
+/// `sleep` ends.
+pub fn hold_lock(lock: &Path, seconds: &str) -> std::process::Child {
+    let mut holder = Command::new("flock")
+        .arg(lock)
+        .args(["sh", "-c", "echo held; exec sleep \"$0\"", seconds])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("flock");
+    let mut said = String::new();
+    let stdout = holder.stdout.take().expect("piped stdout");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut said)
+        .expect("flock's output");
+    assert_eq!(said, "held\n", "flock never took {}", lock.display());
+    holder
+}
