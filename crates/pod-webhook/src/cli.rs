@@ -6,14 +6,16 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::LazyLock;
 use std::time::Duration;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser as _};
 use clap::error::ErrorKind;
-use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, ValueEnum};
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 use common::goflag;
 use common::logging::LogFormat;
 
-use crate::config::{Config, Limits, Listen, TlsFiles};
+use crate::config::{Config, Limits, Listen, TlsFiles, TlsMinVersion};
 use crate::mutate::MutateOptions;
 
 /// A mutating admission webhook that sets KUBERNETES_SERVICE_HOST to the kube-apiserver's FQDN in
@@ -51,7 +53,8 @@ pub struct Cli {
     pub port: u16,
 
     /// Lowest TLS version accepted.
-    #[arg(long, value_name = "VERSION", value_enum, default_value = "1.2")]
+    #[arg(long, value_name = "VERSION", default_value = "1.2",
+          value_parser = PossibleValuesParser::new(["1.2", "1.3"]).map(|name| tls_min_version(&name)))]
     pub tls_min_version: TlsMinVersion,
 
     /// Leave containers that use envFrom alone: an env entry would override a value they take
@@ -68,12 +71,13 @@ pub struct Cli {
     pub enable_http2: bool,
 
     /// Most connections served at once; further clients wait in the listen backlog.
-    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, value_name = "N", default_value_t = Limits::DEFAULT.max_connections, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: u32,
 
     /// Close connections idle this long; keep it above the client's idle keep-alive (90s for
     /// kube-apiserver) so the client closes first; 1s to 1440m.
-    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = duration_between(IDLE_TIMEOUT))]
+    #[arg(long, value_name = "DURATION", default_value = IDLE_TIMEOUT_DEFAULT.as_str(),
+          value_parser = duration_between(IDLE_TIMEOUT))]
     pub idle_timeout: Duration,
 
     /// After SIGTERM: how long to keep serving, not ready, before closing connections; 0s to
@@ -107,15 +111,17 @@ pub struct Cli {
     pub positional: Vec<String>,
 }
 
-/// The lowest TLS version the server accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TlsMinVersion {
-    // No doc comments on the variants: clap would switch --help to its long format.
-    #[value(name = "1.2")]
-    Tls12,
-    #[value(name = "1.3")]
-    Tls13,
+/// The version a `--tls-min-version` value names; the parser lets only "1.2" and "1.3" through.
+fn tls_min_version(name: &str) -> TlsMinVersion {
+    match name {
+        "1.3" => TlsMinVersion::Tls13,
+        _ => TlsMinVersion::Tls12,
+    }
 }
+
+/// `--idle-timeout`'s default, as the flag shows it: [`Limits::DEFAULT`]'s, in seconds.
+static IDLE_TIMEOUT_DEFAULT: LazyLock<String> =
+    LazyLock::new(|| format!("{}s", Limits::DEFAULT.idle_timeout.as_secs()));
 
 impl Cli {
     /// Parses the command line as pflag does: the last of a repeated flag wins, positional
@@ -164,7 +170,7 @@ impl Cli {
             },
             shutdown_delay: self.shutdown_delay,
             shutdown_timeout: self.shutdown_timeout,
-            cert_reload_interval: Duration::from_secs(1),
+            cert_reload_interval: Config::CERT_RELOAD_INTERVAL,
         }
     }
 }

@@ -19,8 +19,7 @@ use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tracing::{info, warn};
 
-use crate::cli::TlsMinVersion;
-use crate::config::TlsFiles;
+use crate::config::{TlsFiles, TlsMinVersion};
 use crate::metrics::Metrics;
 
 /// Why the certificate files cannot be used.
