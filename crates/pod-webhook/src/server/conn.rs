@@ -470,7 +470,7 @@ async fn serve_request(
             )
         }
     };
-    if !h2 && shared.terminating.load(Ordering::Relaxed) {
+    if !h2 && shared.terminating() {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }

@@ -13,7 +13,6 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -74,13 +73,25 @@ enum Phase {
 struct Shared {
     config: Config,
     metrics: Arc<Metrics>,
-    ready: AtomicBool,
-    terminating: AtomicBool,
+    /// Where the server is in its life; connections watch it to know when to close.
+    phase: watch::Sender<Phase>,
     /// Permits for bytes of request bodies in memory ([`crate::config::Limits::body_budget_bytes`]).
     body_budget: Arc<Semaphore>,
     body_budget_permits: u32,
     /// Failed requests are logged at a bounded rate (and all counted).
     failure_log: LogLimit,
+}
+
+impl Shared {
+    /// Ready for new requests: not shutting down.
+    fn ready(&self) -> bool {
+        *self.phase.borrow() == Phase::Serving
+    }
+
+    /// Shutdown has been signalled: answers ask their clients to close.
+    fn terminating(&self) -> bool {
+        *self.phase.borrow() >= Phase::Terminating
+    }
 }
 
 /// A bound, not yet serving webhook server.
@@ -105,8 +116,7 @@ impl Webhook {
             shared: Arc::new(Shared {
                 config,
                 metrics: Arc::new(Metrics::new(WEBHOOK_PATH)),
-                ready: AtomicBool::new(false),
-                terminating: AtomicBool::new(false),
+                phase: watch::Sender::new(Phase::Serving),
                 body_budget: Arc::new(Semaphore::new(body_budget_permits as usize)),
                 body_budget_permits,
                 failure_log: LogLimit::new(FAILURE_LOG_BURST, FAILURE_LOG_PER_SECOND),
@@ -130,7 +140,6 @@ impl Webhook {
         let config = &shared.config;
         let max_connections = config.limits.max_connections;
         let permits = Arc::new(Semaphore::new(max_connections as usize));
-        let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
         let reload = tokio::spawn(tls::watch(
             tls.clone(),
             config.cert_reload_interval,
@@ -140,30 +149,21 @@ impl Webhook {
         let addr = listener
             .local_addr()
             .map_or_else(|e| format!("unknown address ({e})"), |a| a.to_string());
-        let mut accept = Box::pin(accept_loop(
-            listener,
-            tls,
-            shared.clone(),
-            permits.clone(),
-            phase_rx,
-        ));
-        shared.ready.store(true, Ordering::SeqCst);
+        let mut accept = Box::pin(accept_loop(listener, tls, shared.clone(), permits.clone()));
         info!(%addr, http2 = config.enable_http2, "serving");
 
         tokio::select! {
             () = &mut accept => {}
             () = shutdown => {}
         }
-        shared.ready.store(false, Ordering::SeqCst);
-        shared.terminating.store(true, Ordering::SeqCst);
-        phase_tx.send_replace(Phase::Terminating);
+        shared.phase.send_replace(Phase::Terminating);
         info!(delay = ?config.shutdown_delay, "shutting down: not ready, still serving");
         tokio::select! {
             () = &mut accept => {}
             () = tokio::time::sleep(config.shutdown_delay) => {}
         }
         drop(accept);
-        phase_tx.send_replace(Phase::Draining);
+        shared.phase.send_replace(Phase::Draining);
         let open = max_connections as usize - permits.available_permits();
         info!(connections = open, timeout = ?config.shutdown_timeout, "draining connections");
         let drained = tokio::time::timeout(
@@ -189,7 +189,6 @@ async fn accept_loop(
     tls: Arc<TlsStore>,
     shared: Arc<Shared>,
     permits: Arc<Semaphore>,
-    phase: watch::Receiver<Phase>,
 ) {
     let (evict_tx, _) = watch::channel(0u64);
     let mut backoff = None;
@@ -238,7 +237,7 @@ async fn accept_loop(
         };
         let acceptor = TlsAcceptor::from(tls.current());
         let shared = shared.clone();
-        let phase = phase.clone();
+        let phase = shared.phase.subscribe();
         // Only calls for room made after it joined concern a connection.
         let evict = evict_tx.subscribe();
         let span = tracing::debug_span!("conn", %peer);

@@ -10,7 +10,6 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -223,7 +222,7 @@ fn get_only(method: &Method) -> Result<(), Failure> {
 }
 
 fn readiness(shared: &Shared) -> Result<Response<Body>, Failure> {
-    if shared.ready.load(Ordering::SeqCst) {
+    if shared.ready() {
         Ok(text(StatusCode::OK, "ok"))
     } else {
         Err(Failure::new(
