@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error};
 
-use super::routes::{Body, CatchPanic, Failure, failure_response, handle};
+use super::routes::{Body, Failure, catch_panic, failure_response, handle};
 use super::*;
 use crate::config::Limits;
 
@@ -455,9 +455,9 @@ async fn serve_request(
     req: Request<Incoming>,
     guard: RequestGuard,
 ) -> Result<Response<Body>, Infallible> {
-    // Beyond the review's own guard: whatever panics while handling a request becomes a 500
+    // Beyond the review's own catch: whatever panics while handling a request becomes a 500
     // instead of a dropped connection.
-    let mut resp = match CatchPanic(Box::pin(handle(&shared, req))).await {
+    let mut resp = match catch_panic(handle(&shared, req)).await {
         Ok(resp) => resp,
         Err(what) => {
             error!(panic = %what, "panic while handling a request");

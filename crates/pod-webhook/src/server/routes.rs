@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use futures_util::FutureExt as _;
 use http_body_util::BodyExt;
 use hyper::body::{Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderValue};
@@ -260,7 +261,9 @@ async fn review_route(shared: &Shared, req: Request<Incoming>) -> Result<Respons
     let metrics = &shared.metrics;
     let _in_flight = metrics.in_flight();
     let timeout = shared.config.limits.request_timeout;
-    let result = match tokio::time::timeout(timeout, review_request(shared, req)).await {
+    let reviewed = catch_panic(review_request(shared, req))
+        .map(|caught| caught.unwrap_or_else(|what| Err(review_panicked(&what))));
+    let result = match tokio::time::timeout(timeout, reviewed).await {
         Ok(result) => result,
         Err(_) => Err(Failure::new(
             StatusCode::REQUEST_TIMEOUT,
@@ -289,7 +292,7 @@ async fn review_request(
         size.body_read(body.len());
     }
 
-    let answer = guarded(|| review::review(&body, &shared.config.mutate))?.map_err(|e| {
+    let answer = review::review(&body, &shared.config.mutate).map_err(|e| {
         let status = if e.is_client_error() {
             StatusCode::BAD_REQUEST
         } else {
@@ -476,55 +479,54 @@ fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
-/// A future whose panic is caught and returned as its message.
-pub(super) struct CatchPanic<F>(pub(super) Pin<Box<F>>);
-
-impl<F: Future> Future for CatchPanic<F> {
-    type Output = Result<F::Output, String>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let inner = self.get_mut().0.as_mut();
-        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
-            Err(panic) => Poll::Ready(Err(panic_message(panic))),
-        }
-    }
+/// Runs `future`, returning the message of a panic in it instead of unwinding: one bad request
+/// never takes a connection, let alone the server, down.
+pub(super) async fn catch_panic<F: Future>(future: F) -> Result<F::Output, String> {
+    AssertUnwindSafe(future)
+        .catch_unwind()
+        .await
+        .map_err(panic_message)
 }
 
-/// Runs `f`, turning a panic into a 500 so one bad request never takes the server down.
-fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, Failure> {
-    std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
-        let what = panic_message(panic);
-        error!(panic = %what, "panic while reviewing a request");
-        Failure::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal error while reviewing the request",
-        )
-    })
+/// A review that panicked: logged, and answered with a 500 that is counted like any other
+/// failure.
+fn review_panicked(what: &str) -> Failure {
+    error!(panic = %what, "panic while reviewing a request");
+    Failure::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error while reviewing the request",
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn panic_becomes_500() {
-        let failure = guarded(|| -> u8 { panic!("boom") }).expect_err("must fail");
+    #[tokio::test]
+    async fn panic_becomes_500() {
+        let failure = catch_panic(async { panic!("boom") })
+            .await
+            .map_err(|what| review_panicked(&what))
+            .expect_err("must fail");
         assert_eq!(failure.status, StatusCode::INTERNAL_SERVER_ERROR);
-        assert_eq!(guarded(|| 7).ok().map(|v| v + 1), Some(8));
+        let fine = catch_panic(async { 7 })
+            .await
+            .map_err(|what| review_panicked(&what));
+        assert_eq!(fine.ok().map(|v: u8| v + 1), Some(8));
     }
 
     #[tokio::test]
     async fn panic_in_a_handler_future_is_caught() {
-        let caught: Result<(), String> = CatchPanic(Box::pin(async {
+        let caught: Result<(), String> = catch_panic(async {
             tokio::task::yield_now().await;
             panic!("handler bug");
-        }))
+        })
         .await;
         assert_eq!(caught, Err("handler bug".to_owned()));
-        let fine = CatchPanic(Box::pin(async { 5 })).await;
+        let fine = catch_panic(async { 5 }).await;
         assert_eq!(fine, Ok(5));
+        let formatted: Result<(), String> = catch_panic(async { panic!("bug {}", 42) }).await;
+        assert_eq!(formatted, Err("bug 42".to_owned()));
     }
 
     #[test]
