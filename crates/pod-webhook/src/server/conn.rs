@@ -526,23 +526,44 @@ async fn drive<C>(
                 }
             }
             () = tokio::time::sleep_until(deadline), if armed => {
-                match state.wait(&timeouts) {
-                    Wait::Head(at) if at <= Instant::now() => {
-                        debug!("request head not received in time: closing the connection");
-                        return;
-                    }
-                    Wait::Write(at) if at <= Instant::now() => {
-                        debug!(timeout = ?timeouts.write, "answer not read by the client in time: closing the connection");
-                        return;
-                    }
-                    Wait::Idle(at) if at <= Instant::now() && !closing => {
-                        debug!("closing idle connection");
+                match deadline_passed(state, &timeouts, closing) {
+                    Some(Ending::AtOnce) => return,
+                    Some(Ending::Gracefully) => {
                         closing = true;
                         conn.as_mut().graceful_shutdown();
                     }
-                    _ => {}
+                    None => {}
                 }
             }
         }
+    }
+}
+
+/// How a connection whose deadline passed ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Closed now: a request head or an answer is stuck half-way.
+    AtOnce,
+    /// Asked to close after what is in flight: it was idle.
+    Gracefully,
+}
+
+/// What a passed deadline calls for, looked at again now: something may have happened since
+/// it was set (`None`: nothing to do).
+fn deadline_passed(state: &ConnState, timeouts: &Timeouts, closing: bool) -> Option<Ending> {
+    match state.wait(timeouts) {
+        Wait::Head(at) if at <= Instant::now() => {
+            debug!("request head not received in time: closing the connection");
+            Some(Ending::AtOnce)
+        }
+        Wait::Write(at) if at <= Instant::now() => {
+            debug!(timeout = ?timeouts.write, "answer not read by the client in time: closing the connection");
+            Some(Ending::AtOnce)
+        }
+        Wait::Idle(at) if at <= Instant::now() && !closing => {
+            debug!("closing idle connection");
+            Some(Ending::Gracefully)
+        }
+        _ => None,
     }
 }

@@ -164,23 +164,24 @@ impl Webhook {
         }
         drop(accept);
         shared.phase.send_replace(Phase::Draining);
-        let open = max_connections as usize - permits.available_permits();
-        info!(connections = open, timeout = ?config.shutdown_timeout, "draining connections");
-        let drained = tokio::time::timeout(
-            config.shutdown_timeout,
-            permits.acquire_many(max_connections),
-        )
-        .await;
-        match drained {
-            Ok(_) => info!("all connections closed"),
-            Err(_) => warn!(
-                connections = max_connections as usize - permits.available_permits(),
-                "shutdown timeout reached with connections still open; closing them"
-            ),
-        }
+        drain(&permits, max_connections, config.shutdown_timeout).await;
         reload.abort();
         summary.abort();
         Ok(())
+    }
+}
+
+/// Waits up to `timeout` for the open connections to close: every one holds one of the
+/// `max_connections` permits.
+async fn drain(permits: &Semaphore, max_connections: u32, timeout: Duration) {
+    let open = || max_connections as usize - permits.available_permits();
+    info!(connections = open(), ?timeout, "draining connections");
+    match tokio::time::timeout(timeout, permits.acquire_many(max_connections)).await {
+        Ok(_) => info!("all connections closed"),
+        Err(_) => warn!(
+            connections = open(),
+            "shutdown timeout reached with connections still open; closing them"
+        ),
     }
 }
 

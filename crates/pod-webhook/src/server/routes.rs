@@ -21,6 +21,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, error, warn};
 
+use crate::config::Limits;
 use crate::log_limit::{self, Verdict};
 use crate::review::{self, Outcome};
 
@@ -381,24 +382,7 @@ async fn read_body(
     );
     let mut budget = None;
     let mut fill_deadline = None;
-    loop {
-        let frame = match fill_deadline {
-            None => incoming.frame().await,
-            Some(at) => tokio::time::timeout_at(at, incoming.frame())
-                .await
-                .map_err(|_| {
-                    Failure::new(
-                        StatusCode::REQUEST_TIMEOUT,
-                        format!(
-                            "body not received within {:?} of getting its share of the memory budget",
-                            limits.body_fill_timeout
-                        ),
-                    )
-                })?,
-        };
-        let Some(frame) = frame else { break };
-        let frame = frame
-            .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, format!("cannot read body: {e}")))?;
+    while let Some(frame) = next_frame(&mut incoming, fill_deadline, limits).await? {
         let Ok(data) = frame.into_data() else {
             continue;
         };
@@ -412,18 +396,7 @@ async fn read_body(
         let needs_share = declared.is_none_or(|d| d > limits.body_unbudgeted_bytes as u64)
             || len > limits.body_unbudgeted_bytes;
         if budget.is_none() && needs_share {
-            let permits = budget_permits(declared, shared.body_budget_permits);
-            budget = Some(
-                shared
-                    .body_budget
-                    .clone()
-                    .acquire_many_owned(permits)
-                    .await
-                    // Never closed; should it ever be, refuse rather than read unbounded.
-                    .map_err(|_| {
-                        Failure::new(StatusCode::SERVICE_UNAVAILABLE, "body budget closed")
-                    })?,
-            );
+            budget = Some(take_share(shared, declared).await?);
             fill_deadline = Some(tokio::time::Instant::now() + limits.body_fill_timeout);
             // One buffer sized by Content-Length (kube-apiserver sends it): one copy, no list
             // of chunks to join afterwards.
@@ -437,6 +410,47 @@ async fn read_body(
         body.extend_from_slice(&data);
     }
     Ok((body, budget))
+}
+
+/// The body's next frame (`None` at its end); once the body holds its share of the budget,
+/// only until `fill_deadline`.
+async fn next_frame(
+    incoming: &mut Incoming,
+    fill_deadline: Option<tokio::time::Instant>,
+    limits: &Limits,
+) -> Result<Option<Frame<Bytes>>, Failure> {
+    let frame = match fill_deadline {
+        None => incoming.frame().await,
+        Some(at) => tokio::time::timeout_at(at, incoming.frame())
+            .await
+            .map_err(|_| {
+                Failure::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "body not received within {:?} of getting its share of the memory budget",
+                        limits.body_fill_timeout
+                    ),
+                )
+            })?,
+    };
+    frame
+        .transpose()
+        .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, format!("cannot read body: {e}")))
+}
+
+/// Waits for a body's share of the body budget.
+async fn take_share(
+    shared: &Shared,
+    declared: Option<u64>,
+) -> Result<OwnedSemaphorePermit, Failure> {
+    let permits = budget_permits(declared, shared.body_budget_permits);
+    shared
+        .body_budget
+        .clone()
+        .acquire_many_owned(permits)
+        .await
+        // Never closed; should it ever be, refuse rather than read unbounded.
+        .map_err(|_| Failure::new(StatusCode::SERVICE_UNAVAILABLE, "body budget closed"))
 }
 
 /// The answer must fit in the memory the request already holds: its body (freed once
