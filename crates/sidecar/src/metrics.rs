@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::accept::{self, Policy, WhenFull};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
@@ -19,7 +20,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tracing::warn;
 
 use crate::address::Family;
 use crate::error_chain;
@@ -310,20 +310,15 @@ pub async fn serve(
         TcpListener::bind(address).await?
     };
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    Ok(async move {
-        loop {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                return;
-            };
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    // Typically out of file descriptors: back off instead of spinning.
-                    warn!(%error, "metrics endpoint cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
+    let policy = Policy {
+        when_full: WhenFull::Wait,
+        failing: "metrics endpoint cannot accept a connection",
+    };
+    Ok(accept::run(
+        listener,
+        permits,
+        policy,
+        move |stream, _, permit| {
             let metrics = metrics.clone();
             tokio::spawn(async move {
                 let _permit = permit;
@@ -338,8 +333,8 @@ pub async fn serve(
                     .serve_connection(TokioIo::new(stream), service);
                 let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
             });
-        }
-    })
+        },
+    ))
 }
 
 fn respond(request: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {

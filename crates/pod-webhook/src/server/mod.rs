@@ -15,10 +15,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::accept::{self, Policy, WhenFull};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, TryAcquireError, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
-use tracing::{Instrument, debug, info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::config::Config;
 use crate::log_limit::LogLimit;
@@ -191,56 +192,25 @@ async fn accept_loop(
     shared: Arc<Shared>,
     permits: Arc<Semaphore>,
 ) {
-    let (evict_tx, _) = watch::channel(0u64);
-    let mut backoff = None;
-    loop {
+    // Counts calls for room; a connection watches those made after it joined.
+    let evict = Arc::new(watch::Sender::new(0u64));
+    let policy = Policy {
         // Without a free slot, accept anyway: a waiting client is what makes idle connections
-        // worth closing.
-        let permit = match permits.clone().try_acquire_owned() {
-            Ok(permit) => Some(permit),
-            Err(TryAcquireError::NoPermits) => None,
-            Err(TryAcquireError::Closed) => return,
-        };
-        let (tcp, peer) = match listener.accept().await {
-            Ok(conn) => {
-                backoff = None;
-                conn
-            }
-            Err(e) => {
-                // Typically out of file descriptors: back off, longer while it lasts, instead
-                // of spinning, and warn once per episode.
-                let wait = accept_backoff(backoff);
-                if backoff.is_none() {
-                    warn!(error = %e, "cannot accept connections; retrying with back-off");
-                } else {
-                    debug!(error = %e, ?wait, "still cannot accept connections");
-                }
-                backoff = Some(wait);
-                tokio::time::sleep(wait).await;
-                continue;
-            }
-        };
-        let permit = match permit {
-            Some(permit) => permit,
-            None => {
-                // Every slot is taken: idle connections make room for the new client.
-                evict_tx.send_modify(|round| *round += 1);
-                let wait = shared.config.limits.handshake_timeout;
-                match tokio::time::timeout(wait, permits.clone().acquire_owned()).await {
-                    Ok(Ok(permit)) => permit,
-                    Ok(Err(_)) => return,
-                    Err(_) => {
-                        debug!(%peer, "no connection slot freed in time: closing the new connection");
-                        continue;
-                    }
-                }
-            }
-        };
+        // worth closing, and idle connections make room for it.
+        when_full: WhenFull::MakeRoom {
+            make_room: Box::new({
+                let evict = evict.clone();
+                move || evict.send_modify(|round| *round += 1)
+            }),
+            wait: shared.config.limits.handshake_timeout,
+        },
+        failing: "cannot accept connections; retrying with back-off",
+    };
+    accept::run(listener, permits, policy, move |tcp, peer, permit| {
         let acceptor = TlsAcceptor::from(tls.current());
         let shared = shared.clone();
         let phase = shared.phase.subscribe();
-        // Only calls for room made after it joined concern a connection.
-        let evict = evict_tx.subscribe();
+        let evict = evict.subscribe();
         let span = tracing::debug_span!("conn", %peer);
         tokio::spawn(
             async move {
@@ -249,31 +219,6 @@ async fn accept_loop(
             }
             .instrument(span),
         );
-    }
-}
-
-/// How long to wait after a failed accept, given the previous wait in this run of failures:
-/// from 10 ms, doubling, up to 1 s.
-fn accept_backoff(previous: Option<Duration>) -> Duration {
-    previous.map_or(Duration::from_millis(10), |wait| {
-        (wait * 2).min(Duration::from_secs(1))
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn accept_backs_off() {
-        let ms = Duration::from_millis;
-        for (previous, want) in [
-            (None, ms(10)),
-            (Some(ms(10)), ms(20)),
-            (Some(ms(640)), ms(1000)),
-            (Some(ms(1000)), ms(1000)),
-        ] {
-            assert_eq!(accept_backoff(previous), want, "{previous:?}");
-        }
-    }
+    .await;
 }
