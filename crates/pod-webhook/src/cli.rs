@@ -10,9 +10,9 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use clap::builder::{PossibleValuesParser, TypedValueParser as _};
-use clap::error::ErrorKind;
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 use common::goflag;
+use common::klog::Verbosity;
 use common::logging::LogFormat;
 
 use crate::config::{Config, Limits, Listen, TlsFiles, TlsMinVersion};
@@ -21,7 +21,8 @@ use crate::mutate::MutateOptions;
 /// A mutating admission webhook that sets KUBERNETES_SERVICE_HOST to the kube-apiserver's FQDN in
 /// every container of every new pod.
 #[derive(Debug, Parser)]
-#[command(name = "apiserver-proxy-pod-webhook", version = crate::VERSION, args_override_self = true)]
+#[command(name = "apiserver-proxy-pod-webhook", version = crate::VERSION, args_override_self = true,
+          mut_arg(Verbosity::ID, |v| v.help(VERBOSITY_HELP)))]
 pub struct Cli {
     /// Fully qualified domain name of the kube-apiserver, e.g. example.com.
     #[arg(long, value_name = "FQDN", value_parser = parse_fqdn)]
@@ -96,20 +97,17 @@ pub struct Cli {
           default_value_t = LogFormat::Json, hide_possible_values = true)]
     pub logging_format: LogFormat,
 
-    /// Log verbosity: 0 info, 1-4 debug, 5+ trace; RUST_LOG, when set, takes precedence.
-    #[arg(
-        short = 'v',
-        long = "v",
-        value_name = "LEVEL",
-        default_value_t = 0,
-        allow_negative_numbers = true
-    )]
-    pub v: i32,
+    #[command(flatten)]
+    pub verbosity: Verbosity,
 
     /// Positional arguments: ignored, as Go's flag parsing ignores them.
     #[arg(hide = true, value_name = "IGNORED")]
     pub positional: Vec<String>,
 }
+
+/// `-v`'s help here: the webhook has none of klog's other flags, and RUST_LOG says more.
+const VERBOSITY_HELP: &str =
+    "Log verbosity: 0 info, 1-4 debug, 5+ trace; RUST_LOG, when set, takes precedence";
 
 /// The version a `--tls-min-version` value names; the parser lets only "1.2" and "1.3" through.
 fn tls_min_version(name: &str) -> TlsMinVersion {
@@ -130,15 +128,7 @@ impl Cli {
     /// refused with a hint.
     pub fn parse_argv(argv: &[OsString]) -> Result<Cli, clap::Error> {
         let mut command = Cli::command();
-        if let Some((flag, literal)) = goflag::bool_literal_after_bool_flag(&command, argv) {
-            return Err(command.error(
-                ErrorKind::InvalidValue,
-                format!(
-                    "{literal:?} after {flag} is not its value: Go would set {flag} to true and \
-                     ignore {literal:?}; write {flag}={literal}"
-                ),
-            ));
-        }
+        goflag::refuse_bool_literal_after_bool_flag(&mut command, argv)?;
         let matches = command.try_get_matches_from_mut(argv)?;
         Cli::from_arg_matches(&matches)
     }
@@ -380,11 +370,7 @@ mod tests {
     }
 
     fn parse_argv(args: &[&str]) -> Result<Cli, clap::Error> {
-        let argv: Vec<OsString> = std::iter::once("apiserver-proxy-pod-webhook")
-            .chain(args.iter().copied())
-            .map(OsString::from)
-            .collect();
-        Cli::parse_argv(&argv)
+        Cli::parse_argv(&goflag::argv("apiserver-proxy-pod-webhook", args))
     }
 
     #[test]
@@ -410,7 +396,7 @@ mod tests {
         assert_eq!(cli.port, 2);
         assert!(!cli.enable_http2);
         assert_eq!(cli.logging_format, LogFormat::Json);
-        assert_eq!(cli.v, 1);
+        assert_eq!(cli.verbosity.v, 1);
     }
 
     #[test]
