@@ -373,6 +373,55 @@ mod tests {
     use super::*;
 
     #[test]
+    fn encodes_every_metric_as_openmetrics_text() {
+        let metrics = Metrics::new(Duration::from_secs(60), &[Family::V4]);
+        let text = metrics.encode();
+        for line in [
+            "# TYPE apiserver_proxy_sidecar_last_successful_sync_timestamp_seconds gauge",
+            "apiserver_proxy_sidecar_last_successful_sync_timestamp_seconds 0.0",
+            "# TYPE apiserver_proxy_sidecar_address_conflicts counter",
+            "apiserver_proxy_sidecar_address_conflicts_total 0",
+            "apiserver_proxy_sidecar_address_contested 0",
+            "apiserver_proxy_sidecar_kernel_event_overruns_total 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+        // A labelled family shows once a label is used.
+        assert!(!text.contains("apiserver_proxy_sidecar_repairs"), "{text}");
+
+        metrics.repaired("address");
+        metrics.repaired("address");
+        metrics.repaired("iptables_rule");
+        metrics.address_conflict();
+        metrics.set_contested(true);
+        metrics.overrun();
+        let text = metrics.encode();
+        for line in [
+            "# TYPE apiserver_proxy_sidecar_repairs counter",
+            "apiserver_proxy_sidecar_repairs_total{kind=\"address\"} 2",
+            "apiserver_proxy_sidecar_repairs_total{kind=\"iptables_rule\"} 1",
+            "apiserver_proxy_sidecar_address_conflicts_total 1",
+            "apiserver_proxy_sidecar_address_contested 1",
+            "apiserver_proxy_sidecar_kernel_event_overruns_total 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+        metrics.set_contested(false);
+        assert!(
+            metrics
+                .encode()
+                .lines()
+                .any(|l| l == "apiserver_proxy_sidecar_address_contested 0")
+        );
+        assert_eq!(text.lines().last(), Some("# EOF"), "{text}");
+        assert!(
+            text.lines()
+                .all(|l| l.starts_with("# ") || l.starts_with("apiserver_proxy_sidecar_")),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn health_fails_only_when_an_expected_side_stops_finishing_syncs() {
         let stale = Duration::from_millis(40);
         let metrics = Metrics::new(stale, &[]);
