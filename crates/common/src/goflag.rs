@@ -191,6 +191,33 @@ pub fn parse_bool(text: &str) -> Result<bool, String> {
     }
 }
 
+/// Refuses Go's trap (see [`bool_literal_after_bool_flag`]) as a usage error of `command`
+/// that says what Go would do and how to write it instead.
+pub fn refuse_bool_literal_after_bool_flag(
+    command: &mut clap::Command,
+    argv: &[std::ffi::OsString],
+) -> Result<(), clap::Error> {
+    match bool_literal_after_bool_flag(command, argv) {
+        None => Ok(()),
+        Some((flag, literal)) => Err(command.error(
+            clap::error::ErrorKind::InvalidValue,
+            format!(
+                "{literal:?} after {flag} is not its value: Go would set {flag} to true and \
+                 ignore {literal:?}; write {flag}={literal}"
+            ),
+        )),
+    }
+}
+
+/// A command line as a program named `program` receives it with `args`: what the flag
+/// parsing tests feed their parsers.
+pub fn argv(program: &str, args: &[&str]) -> Vec<std::ffi::OsString> {
+    std::iter::once(program)
+        .chain(args.iter().copied())
+        .map(std::ffi::OsString::from)
+        .collect()
+}
+
 /// Go's trap: pflag reads `--daemon false` as `--daemon` (true) followed by a positional
 /// argument `false`, which it ignores. Finds the first bool flag written without `=` whose next
 /// argument is a bool literal, and returns the flag's name and that literal.

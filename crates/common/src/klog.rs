@@ -111,9 +111,10 @@ pub fn parse_trace_location(text: &str) -> Result<String, String> {
     }
 }
 
-/// klog v2's flags. Bool flags take Go's forms (`--flag`, `--flag=false`, `--flag=0`, ...).
-#[derive(Debug, Clone, clap::Args)]
-pub struct KlogArgs {
+/// klog's `-v`: the one flag of klog's that every binary here takes, declared once. A binary
+/// that says more about it in its help changes the help of the arg with id [`Verbosity::ID`].
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct Verbosity {
     /// number for the log level verbosity (0 info, 1-4 debug, 5+ trace).
     #[arg(
         short = 'v',
@@ -123,6 +124,18 @@ pub struct KlogArgs {
         allow_negative_numbers = true
     )]
     pub v: i32,
+}
+
+impl Verbosity {
+    /// The clap id of `-v`.
+    pub const ID: &str = "v";
+}
+
+/// klog v2's flags. Bool flags take Go's forms (`--flag`, `--flag=false`, `--flag=0`, ...).
+#[derive(Debug, Clone, clap::Args)]
+pub struct KlogArgs {
+    #[command(flatten)]
+    pub verbosity: Verbosity,
 
     /// comma-separated list of pattern=N settings for file-filtered logging (syntax checked, no
     /// effect here).
@@ -245,23 +258,14 @@ impl KlogArgs {
     /// klog's defaults with verbosity `v`: everything to stderr, no file, headers on. For a
     /// binary that has `-v` but not the rest of klog's flags.
     pub fn with_verbosity(v: i32) -> KlogArgs {
-        KlogArgs {
-            v,
-            vmodule: String::new(),
-            logtostderr: true,
-            alsologtostderr: false,
-            alsologtostderrthreshold: Severity(0),
-            stderrthreshold: Severity(2),
-            legacy_stderr_threshold_behavior: true,
-            log_file: String::new(),
-            log_dir: String::new(),
-            log_file_max_size: 1800,
-            one_output: false,
-            skip_headers: false,
-            skip_log_headers: false,
-            add_dir_header: false,
-            log_backtrace_at: ":0".to_string(),
-        }
+        // The defaults are the flags' own: an empty command line, parsed.
+        let command = <KlogArgs as clap::Args>::augment_args(clap::Command::new("klog"));
+        let defaults = command
+            .try_get_matches_from(["klog"])
+            .and_then(|matches| <KlogArgs as clap::FromArgMatches>::from_arg_matches(&matches));
+        let mut klog = defaults.expect("klog's flags parse with their defaults");
+        klog.verbosity.v = v;
+        klog
     }
 
     /// Where lines go. With `--logtostderr` (the default) everything goes to stderr and no file
@@ -326,7 +330,7 @@ mod tests {
     }
 
     fn parse(args: &[&str]) -> Result<(KlogArgs, Vec<&'static str>), String> {
-        let argv = std::iter::once("test").chain(args.iter().copied());
+        let argv = goflag::argv("test", args);
         let matches = <Cli as clap::CommandFactory>::command()
             .try_get_matches_from(argv)
             .map_err(|e| e.to_string())?;
@@ -484,7 +488,7 @@ mod tests {
             "-v=3",
         ])
         .expect("valid");
-        assert_eq!(klog.v, 3);
+        assert_eq!(klog.verbosity.v, 3);
         assert!(klog.one_output && klog.skip_headers);
         assert_eq!(
             ignored,
@@ -504,6 +508,6 @@ mod tests {
         ] {
             assert!(parse(&[bad]).is_err(), "{bad}");
         }
-        assert_eq!(parse(&["--v=-1"]).expect("valid").0.v, -1);
+        assert_eq!(parse(&["--v=-1"]).expect("valid").0.verbosity.v, -1);
     }
 }

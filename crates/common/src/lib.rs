@@ -2,8 +2,10 @@
 // SPDX-License-Identifier: Apache-2.0
 
 //! What both apiserver-proxy binaries share: Go's flag value syntaxes, klog's flags, the klog
-//! and JSON log formats, one way to print an error with its causes, and the dual-stack listener.
+//! and JSON log formats, one way to print an error with its causes, the dual-stack listener and
+//! the accept loop on it.
 
+pub mod accept;
 pub mod goflag;
 pub mod klog;
 pub mod listen;

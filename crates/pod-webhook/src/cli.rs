@@ -6,20 +6,23 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::LazyLock;
 use std::time::Duration;
 
-use clap::error::ErrorKind;
-use clap::{ArgAction, CommandFactory, FromArgMatches, Parser, ValueEnum};
+use clap::builder::{PossibleValuesParser, TypedValueParser as _};
+use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 use common::goflag;
+use common::klog::Verbosity;
 use common::logging::LogFormat;
 
-use crate::config::{Config, Limits, Listen, TlsFiles};
+use crate::config::{Config, Limits, Listen, TlsFiles, TlsMinVersion};
 use crate::mutate::MutateOptions;
 
 /// A mutating admission webhook that sets KUBERNETES_SERVICE_HOST to the kube-apiserver's FQDN in
 /// every container of every new pod.
 #[derive(Debug, Parser)]
-#[command(name = "apiserver-proxy-pod-webhook", version = crate::VERSION, args_override_self = true)]
+#[command(name = "apiserver-proxy-pod-webhook", version = crate::VERSION, args_override_self = true,
+          mut_arg(Verbosity::ID, |v| v.help(VERBOSITY_HELP)))]
 pub struct Cli {
     /// Fully qualified domain name of the kube-apiserver, e.g. example.com.
     #[arg(long, value_name = "FQDN", value_parser = parse_fqdn)]
@@ -51,7 +54,8 @@ pub struct Cli {
     pub port: u16,
 
     /// Lowest TLS version accepted.
-    #[arg(long, value_name = "VERSION", value_enum, default_value = "1.2")]
+    #[arg(long, value_name = "VERSION", default_value = "1.2",
+          value_parser = PossibleValuesParser::new(["1.2", "1.3"]).map(|name| tls_min_version(&name)))]
     pub tls_min_version: TlsMinVersion,
 
     /// Leave containers that use envFrom alone: an env entry would override a value they take
@@ -68,12 +72,13 @@ pub struct Cli {
     pub enable_http2: bool,
 
     /// Most connections served at once; further clients wait in the listen backlog.
-    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, value_name = "N", default_value_t = Limits::DEFAULT.max_connections, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: u32,
 
     /// Close connections idle this long; keep it above the client's idle keep-alive (90s for
     /// kube-apiserver) so the client closes first; 1s to 1440m.
-    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = duration_between(IDLE_TIMEOUT))]
+    #[arg(long, value_name = "DURATION", default_value = IDLE_TIMEOUT_DEFAULT.as_str(),
+          value_parser = duration_between(IDLE_TIMEOUT))]
     pub idle_timeout: Duration,
 
     /// After SIGTERM: how long to keep serving, not ready, before closing connections; 0s to
@@ -92,30 +97,29 @@ pub struct Cli {
           default_value_t = LogFormat::Json, hide_possible_values = true)]
     pub logging_format: LogFormat,
 
-    /// Log verbosity: 0 info, 1-4 debug, 5+ trace; RUST_LOG, when set, takes precedence.
-    #[arg(
-        short = 'v',
-        long = "v",
-        value_name = "LEVEL",
-        default_value_t = 0,
-        allow_negative_numbers = true
-    )]
-    pub v: i32,
+    #[command(flatten)]
+    pub verbosity: Verbosity,
 
     /// Positional arguments: ignored, as Go's flag parsing ignores them.
     #[arg(hide = true, value_name = "IGNORED")]
     pub positional: Vec<String>,
 }
 
-/// The lowest TLS version the server accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum TlsMinVersion {
-    // No doc comments on the variants: clap would switch --help to its long format.
-    #[value(name = "1.2")]
-    Tls12,
-    #[value(name = "1.3")]
-    Tls13,
+/// `-v`'s help here: the webhook has none of klog's other flags, and RUST_LOG says more.
+const VERBOSITY_HELP: &str =
+    "Log verbosity: 0 info, 1-4 debug, 5+ trace; RUST_LOG, when set, takes precedence";
+
+/// The version a `--tls-min-version` value names; the parser lets only "1.2" and "1.3" through.
+fn tls_min_version(name: &str) -> TlsMinVersion {
+    match name {
+        "1.3" => TlsMinVersion::Tls13,
+        _ => TlsMinVersion::Tls12,
+    }
 }
+
+/// `--idle-timeout`'s default, as the flag shows it: [`Limits::DEFAULT`]'s, in seconds.
+static IDLE_TIMEOUT_DEFAULT: LazyLock<String> =
+    LazyLock::new(|| format!("{}s", Limits::DEFAULT.idle_timeout.as_secs()));
 
 impl Cli {
     /// Parses the command line as pflag does: the last of a repeated flag wins, positional
@@ -124,15 +128,7 @@ impl Cli {
     /// refused with a hint.
     pub fn parse_argv(argv: &[OsString]) -> Result<Cli, clap::Error> {
         let mut command = Cli::command();
-        if let Some((flag, literal)) = goflag::bool_literal_after_bool_flag(&command, argv) {
-            return Err(command.error(
-                ErrorKind::InvalidValue,
-                format!(
-                    "{literal:?} after {flag} is not its value: Go would set {flag} to true and \
-                     ignore {literal:?}; write {flag}={literal}"
-                ),
-            ));
-        }
+        goflag::refuse_bool_literal_after_bool_flag(&mut command, argv)?;
         let matches = command.try_get_matches_from_mut(argv)?;
         Cli::from_arg_matches(&matches)
     }
@@ -164,7 +160,7 @@ impl Cli {
             },
             shutdown_delay: self.shutdown_delay,
             shutdown_timeout: self.shutdown_timeout,
-            cert_reload_interval: Duration::from_secs(1),
+            cert_reload_interval: Config::CERT_RELOAD_INTERVAL,
         }
     }
 }
@@ -374,11 +370,7 @@ mod tests {
     }
 
     fn parse_argv(args: &[&str]) -> Result<Cli, clap::Error> {
-        let argv: Vec<OsString> = std::iter::once("apiserver-proxy-pod-webhook")
-            .chain(args.iter().copied())
-            .map(OsString::from)
-            .collect();
-        Cli::parse_argv(&argv)
+        Cli::parse_argv(&goflag::argv("apiserver-proxy-pod-webhook", args))
     }
 
     #[test]
@@ -404,7 +396,7 @@ mod tests {
         assert_eq!(cli.port, 2);
         assert!(!cli.enable_http2);
         assert_eq!(cli.logging_format, LogFormat::Json);
-        assert_eq!(cli.v, 1);
+        assert_eq!(cli.verbosity.v, 1);
     }
 
     #[test]

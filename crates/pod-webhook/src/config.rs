@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::TlsMinVersion;
 use crate::mutate::MutateOptions;
 
 /// Everything the server needs to run.
@@ -39,6 +38,21 @@ pub struct Listen {
     pub host: String,
     /// TCP port; 0 picks a free one.
     pub port: u16,
+}
+
+impl Config {
+    /// How often the certificate files are checked for changes, unless a test wants it
+    /// quicker.
+    pub const CERT_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+}
+
+/// The lowest TLS version the server accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMinVersion {
+    /// TLS 1.2 and 1.3.
+    Tls12,
+    /// TLS 1.3 only.
+    Tls13,
 }
 
 /// Paths of the PEM files.
@@ -94,23 +108,29 @@ pub struct Limits {
     pub h2_max_pending_reset_streams: usize,
 }
 
+impl Limits {
+    /// The limits the server runs with unless told otherwise; the flags' defaults come from
+    /// here.
+    pub const DEFAULT: Limits = Limits {
+        max_connections: 1024,
+        handshake_timeout: Duration::from_secs(10),
+        header_read_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(120),
+        request_timeout: Duration::from_secs(10),
+        write_timeout: Duration::from_secs(10),
+        max_header_bytes: 16 * 1024,
+        max_body_bytes: 7 * 1024 * 1024,
+        body_budget_bytes: 1024 * 1024,
+        body_unbudgeted_bytes: 16 * 1024,
+        body_fill_timeout: Duration::from_secs(2),
+        answer_unbudgeted_bytes: 64 * 1024,
+        h2_max_concurrent_streams: 100,
+        h2_max_pending_reset_streams: 20,
+    };
+}
+
 impl Default for Limits {
     fn default() -> Self {
-        Limits {
-            max_connections: 1024,
-            handshake_timeout: Duration::from_secs(10),
-            header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(120),
-            request_timeout: Duration::from_secs(10),
-            write_timeout: Duration::from_secs(10),
-            max_header_bytes: 16 * 1024,
-            max_body_bytes: 7 * 1024 * 1024,
-            body_budget_bytes: 1024 * 1024,
-            body_unbudgeted_bytes: 16 * 1024,
-            body_fill_timeout: Duration::from_secs(2),
-            answer_unbudgeted_bytes: 64 * 1024,
-            h2_max_concurrent_streams: 100,
-            h2_max_pending_reset_streams: 20,
-        }
+        Limits::DEFAULT
     }
 }

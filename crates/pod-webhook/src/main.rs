@@ -29,12 +29,13 @@ fn main() -> ExitCode {
         }
     };
     // RUST_LOG takes `level` or `target=level,...` directives, as env_logger's simple form.
-    let level = logging::level_for_verbosity(cli.v)
+    let v = cli.verbosity.v;
+    let level = logging::level_for_verbosity(v)
         .as_str()
         .to_ascii_lowercase();
     let directives = std::env::var("RUST_LOG").unwrap_or(level);
     if let Err(error) = logging::init(Settings {
-        klog: &KlogArgs::with_verbosity(cli.v),
+        klog: &KlogArgs::with_verbosity(v),
         format: cli.logging_format,
         program: PROGRAM,
         version: pod_webhook::VERSION,

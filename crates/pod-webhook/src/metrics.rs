@@ -32,16 +32,61 @@ struct ReasonLabel {
     reason: &'static str,
 }
 
-/// Every metric the webhook exports, and the registry that encodes them.
+/// controller-runtime's webhook request metrics, for one webhook.
 #[derive(Debug)]
-pub struct Metrics {
-    registry: Registry,
-    webhook: &'static str,
+struct RequestMetrics {
     requests: Family<RequestLabels, Counter>,
     /// The `code="200"` counter, looked up once.
     ok: Counter,
     in_flight: Gauge,
     latency: Histogram,
+}
+
+impl RequestMetrics {
+    /// Registers the families, with the children of the webhook served at `webhook`.
+    fn register(registry: &mut Registry, webhook: &'static str) -> Self {
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "controller_runtime_webhook_requests",
+            "Total number of admission requests by HTTP status code",
+            requests.clone(),
+        );
+        let in_flight = Family::<WebhookLabel, Gauge>::default();
+        registry.register(
+            "controller_runtime_webhook_requests_in_flight",
+            "Current number of admission requests being served",
+            in_flight.clone(),
+        );
+        let latency = Family::<WebhookLabel, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0, 10.0,
+            ])
+        });
+        registry.register(
+            "controller_runtime_webhook_latency_seconds",
+            "Histogram of the latency of processing admission requests",
+            latency.clone(),
+        );
+        let label = WebhookLabel { webhook };
+        let ok = requests
+            .get_or_create(&RequestLabels { webhook, code: 200 })
+            .clone();
+        RequestMetrics {
+            requests,
+            ok,
+            in_flight: in_flight.get_or_create(&label).clone(),
+            latency: latency.get_or_create(&label).clone(),
+        }
+    }
+}
+
+/// Every metric the webhook exports, and the registry that encodes them.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    webhook: &'static str,
+    requests: RequestMetrics,
     /// Pods that got a patch.
     pub pods_mutated: Counter,
     skipped: Family<ReasonLabel, Counter>,
@@ -56,29 +101,7 @@ impl Metrics {
     /// Creates the metrics for the webhook served at `webhook` (its path).
     pub fn new(webhook: &'static str) -> Self {
         let mut registry = Registry::default();
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "controller_runtime_webhook_requests",
-            "Total number of admission requests by HTTP status code",
-            requests.clone(),
-        );
-        let in_flight_family = Family::<WebhookLabel, Gauge>::default();
-        registry.register(
-            "controller_runtime_webhook_requests_in_flight",
-            "Current number of admission requests being served",
-            in_flight_family.clone(),
-        );
-        let latency_family = Family::<WebhookLabel, Histogram>::new_with_constructor(|| {
-            Histogram::new([
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                1.0, 2.5, 5.0, 10.0,
-            ])
-        });
-        registry.register(
-            "controller_runtime_webhook_latency_seconds",
-            "Histogram of the latency of processing admission requests",
-            latency_family.clone(),
-        );
+        let requests = RequestMetrics::register(&mut registry, webhook);
         let pods_mutated = Counter::default();
         registry.register(
             "apiserver_proxy_pod_webhook_pods_mutated",
@@ -109,19 +132,10 @@ impl Metrics {
             "Certificate changes that could not be loaded (the previous certificate stays)",
             cert_reload_errors.clone(),
         );
-        let ok = requests
-            .get_or_create(&RequestLabels { webhook, code: 200 })
-            .clone();
-        let label = WebhookLabel { webhook };
-        let in_flight = in_flight_family.get_or_create(&label).clone();
-        let latency = latency_family.get_or_create(&label).clone();
         Metrics {
             registry,
             webhook,
             requests,
-            ok,
-            in_flight,
-            latency,
             pods_mutated,
             skipped,
             failures,
@@ -132,23 +146,24 @@ impl Metrics {
 
     /// Counts a request as in flight until the guard is dropped.
     pub fn in_flight(&self) -> InFlight {
-        self.in_flight.inc();
-        InFlight(self.in_flight.clone())
+        self.requests.in_flight.inc();
+        InFlight(self.requests.in_flight.clone())
     }
 
     /// Records a finished admission request.
     pub fn observe(&self, code: u16, elapsed: Duration) {
         if code == 200 {
-            self.ok.inc();
+            self.requests.ok.inc();
         } else {
             self.requests
+                .requests
                 .get_or_create(&RequestLabels {
                     webhook: self.webhook,
                     code,
                 })
                 .inc();
         }
-        self.latency.observe(elapsed.as_secs_f64());
+        self.requests.latency.observe(elapsed.as_secs_f64());
     }
 
     /// Counts a pod creation left unchanged.

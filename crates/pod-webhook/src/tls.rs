@@ -19,8 +19,7 @@ use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tracing::{info, warn};
 
-use crate::cli::TlsMinVersion;
-use crate::config::TlsFiles;
+use crate::config::{TlsFiles, TlsMinVersion};
 use crate::metrics::Metrics;
 
 /// Why the certificate files cannot be used.
@@ -396,6 +395,124 @@ mod tests {
             assert!(got.contains(want), "{got:?} lacks {want:?}");
             assert!(!got.contains("[45, 45"), "{got}");
         }
+    }
+
+    /// A directory of its own for one test's files, removed when dropped.
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new(name: &str) -> Self {
+            let path =
+                std::env::temp_dir().join(format!("pod-webhook-tls-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(&path).expect("create the test directory");
+            Dir(path)
+        }
+
+        fn files(&self) -> TlsFiles {
+            TlsFiles {
+                cert: self.0.join("tls.crt"),
+                key: self.0.join("tls.key"),
+                client_ca: None,
+            }
+        }
+
+        /// Writes a fresh self-signed certificate and its key.
+        fn write_good(&self) {
+            let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+                .expect("generate a certificate");
+            self.write(
+                cert.cert.pem().as_bytes(),
+                cert.key_pair.serialize_pem().as_bytes(),
+            );
+        }
+
+        fn write(&self, cert: &[u8], key: &[u8]) {
+            let files = self.files();
+            std::fs::write(files.cert, cert).expect("write the certificate");
+            std::fs::write(files.key, key).expect("write the key");
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn load(dir: &Dir) -> TlsStore {
+        TlsStore::load(&dir.files(), TlsMinVersion::Tls12, false).expect("load a good certificate")
+    }
+
+    #[test]
+    fn a_bad_certificate_keeps_the_last_good_one_until_fixed() {
+        let dir = Dir::new("bad-then-fixed");
+        dir.write_good();
+        let store = load(&dir);
+        let good = store.current();
+        assert!(matches!(store.check(Duration::ZERO), Reload::Unchanged));
+
+        // Broken: reported once, the old configuration stays in use.
+        dir.write(
+            b"not a certificate
+",
+            b"not a key
+",
+        );
+        match store.check(Duration::ZERO) {
+            Reload::Failed(TlsError::Pem { what, .. }) => assert_eq!(what, "certificate"),
+            other => panic!("{other:?}"),
+        }
+        assert!(Arc::ptr_eq(&good, &store.current()));
+        assert!(matches!(store.check(Duration::ZERO), Reload::Unchanged));
+        assert!(Arc::ptr_eq(&good, &store.current()));
+
+        // Fixed with a new certificate: new connections get it.
+        dir.write_good();
+        assert!(matches!(store.check(Duration::ZERO), Reload::Reloaded));
+        let fixed = store.current();
+        assert!(!Arc::ptr_eq(&good, &fixed));
+        assert!(matches!(store.check(Duration::ZERO), Reload::Unchanged));
+        assert!(Arc::ptr_eq(&fixed, &store.current()));
+    }
+
+    #[test]
+    fn a_key_of_another_certificate_is_refused() {
+        let dir = Dir::new("mismatch");
+        dir.write_good();
+        let store = load(&dir);
+        let good = store.current();
+        let other = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()])
+            .expect("generate a certificate");
+        let key = std::fs::read(dir.files().key).expect("read the key");
+        dir.write(other.cert.pem().as_bytes(), &key);
+        assert!(matches!(
+            store.check(Duration::ZERO),
+            Reload::Failed(TlsError::Config { .. })
+        ));
+        assert!(Arc::ptr_eq(&good, &store.current()));
+    }
+
+    #[test]
+    fn a_missing_file_keeps_the_last_good_one_and_is_reported_once() {
+        let dir = Dir::new("missing");
+        dir.write_good();
+        let store = load(&dir);
+        let good = store.current();
+        std::fs::remove_file(dir.files().key).expect("remove the key");
+        match store.check(Duration::ZERO) {
+            Reload::Failed(TlsError::Read { what, source, .. }) => {
+                assert_eq!((what, source.kind()), ("key", io::ErrorKind::NotFound));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(store.check(Duration::ZERO), Reload::Unchanged));
+        assert!(Arc::ptr_eq(&good, &store.current()));
+        // At startup, a missing file is an error naming it.
+        let error = TlsStore::load(&dir.files(), TlsMinVersion::Tls12, false)
+            .map(|_| ())
+            .expect_err("no key");
+        assert!(error.to_string().contains("cannot read key"), "{error}");
     }
 
     #[test]

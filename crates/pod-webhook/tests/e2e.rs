@@ -395,7 +395,7 @@ async fn mtls_accepts_the_ca_and_rejects_others() {
 async fn tls_min_version_13_refuses_12() {
     let certs = Certs::new();
     let mut cfg = config(certs.dir.path());
-    cfg.tls_min_version = pod_webhook::cli::TlsMinVersion::Tls13;
+    cfg.tls_min_version = pod_webhook::config::TlsMinVersion::Tls13;
     let server = Server::start(cfg).await;
     let ca = certs.ca.cert_pem();
     let tls12 = Client::with_versions(&ca, None, &[b"http/1.1"], &[&rustls::version::TLS12]);

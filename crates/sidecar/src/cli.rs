@@ -137,15 +137,7 @@ impl Args {
     /// flag (`--daemon false` would run a daemon), which is refused with a hint.
     pub fn parse_argv(argv: &[OsString]) -> Result<Parsed, clap::Error> {
         let mut command = Args::command();
-        if let Some((flag, literal)) = goflag::bool_literal_after_bool_flag(&command, argv) {
-            return Err(command.error(
-                ErrorKind::InvalidValue,
-                format!(
-                    "{literal:?} after {flag} is not its value: Go would set {flag} to true and \
-                     ignore {literal:?}; write {flag}={literal}"
-                ),
-            ));
-        }
+        goflag::refuse_bool_literal_after_bool_flag(&mut command, argv)?;
         let matches = command.try_get_matches_from_mut(argv)?;
         let args = Args::from_arg_matches(&matches)?;
         Ok(Parsed {
@@ -474,11 +466,7 @@ mod tests {
     }
 
     fn parse_argv(args: &[&str]) -> Result<Parsed, clap::Error> {
-        let argv: Vec<OsString> = std::iter::once("apiserver-proxy-sidecar")
-            .chain(args.iter().copied())
-            .map(OsString::from)
-            .collect();
-        Args::parse_argv(&argv)
+        Args::parse_argv(&goflag::argv("apiserver-proxy-sidecar", args))
     }
 
     #[test]
@@ -502,7 +490,7 @@ mod tests {
             "--log_backtrace_at=main.go:12",
         ])
         .unwrap();
-        assert_eq!(parsed.args.klog.v, 2);
+        assert_eq!(parsed.args.klog.verbosity.v, 2);
         assert_eq!(parsed.args.klog.log_file, "/tmp/x.log");
         assert!(parsed.args.klog.one_output && !parsed.args.klog.legacy_stderr_threshold_behavior);
         // Given on the command line counts, whatever the value (even the default's).
@@ -530,7 +518,7 @@ mod tests {
             "--logging-format=text",
         ])
         .unwrap();
-        let (klog_v, format) = (parsed.args.klog.v, parsed.args.logging_format);
+        let (klog_v, format) = (parsed.args.klog.verbosity.v, parsed.args.logging_format);
         let config = parsed.args.into_config().unwrap();
         assert_eq!(config.ips, [IpAddr::from([10, 96, 0, 3])]);
         assert!(!config.daemon && config.cleanup);

@@ -75,7 +75,7 @@ impl Start {
 fn init_logging(klog: &KlogArgs, format: LogFormat) -> Result<(), logging::InitError> {
     // RUST_LOG takes `level` or `target=level,...` directives, as env_logger's simple form.
     // netlink-proto's own warnings (a full notification buffer) are handled and reported here.
-    let level = logging::level_for_verbosity(klog.v)
+    let level = logging::level_for_verbosity(klog.verbosity.v)
         .as_str()
         .to_ascii_lowercase();
     let directives =

@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::accept::{self, Policy, WhenFull};
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
@@ -19,7 +20,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tracing::warn;
 
 use crate::address::Family;
 use crate::error_chain;
@@ -310,20 +310,15 @@ pub async fn serve(
         TcpListener::bind(address).await?
     };
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    Ok(async move {
-        loop {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                return;
-            };
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    // Typically out of file descriptors: back off instead of spinning.
-                    warn!(%error, "metrics endpoint cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
+    let policy = Policy {
+        when_full: WhenFull::Wait,
+        failing: "metrics endpoint cannot accept a connection",
+    };
+    Ok(accept::run(
+        listener,
+        permits,
+        policy,
+        move |stream, _, permit| {
             let metrics = metrics.clone();
             tokio::spawn(async move {
                 let _permit = permit;
@@ -338,8 +333,8 @@ pub async fn serve(
                     .serve_connection(TokioIo::new(stream), service);
                 let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
             });
-        }
-    })
+        },
+    ))
 }
 
 fn respond(request: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
@@ -376,6 +371,55 @@ fn respond(request: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Byte
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encodes_every_metric_as_openmetrics_text() {
+        let metrics = Metrics::new(Duration::from_secs(60), &[Family::V4]);
+        let text = metrics.encode();
+        for line in [
+            "# TYPE apiserver_proxy_sidecar_last_successful_sync_timestamp_seconds gauge",
+            "apiserver_proxy_sidecar_last_successful_sync_timestamp_seconds 0.0",
+            "# TYPE apiserver_proxy_sidecar_address_conflicts counter",
+            "apiserver_proxy_sidecar_address_conflicts_total 0",
+            "apiserver_proxy_sidecar_address_contested 0",
+            "apiserver_proxy_sidecar_kernel_event_overruns_total 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+        // A labelled family shows once a label is used.
+        assert!(!text.contains("apiserver_proxy_sidecar_repairs"), "{text}");
+
+        metrics.repaired("address");
+        metrics.repaired("address");
+        metrics.repaired("iptables_rule");
+        metrics.address_conflict();
+        metrics.set_contested(true);
+        metrics.overrun();
+        let text = metrics.encode();
+        for line in [
+            "# TYPE apiserver_proxy_sidecar_repairs counter",
+            "apiserver_proxy_sidecar_repairs_total{kind=\"address\"} 2",
+            "apiserver_proxy_sidecar_repairs_total{kind=\"iptables_rule\"} 1",
+            "apiserver_proxy_sidecar_address_conflicts_total 1",
+            "apiserver_proxy_sidecar_address_contested 1",
+            "apiserver_proxy_sidecar_kernel_event_overruns_total 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+        metrics.set_contested(false);
+        assert!(
+            metrics
+                .encode()
+                .lines()
+                .any(|l| l == "apiserver_proxy_sidecar_address_contested 0")
+        );
+        assert_eq!(text.lines().last(), Some("# EOF"), "{text}");
+        assert!(
+            text.lines()
+                .all(|l| l.starts_with("# ") || l.starts_with("apiserver_proxy_sidecar_")),
+            "{text}"
+        );
+    }
 
     #[test]
     fn health_fails_only_when_an_expected_side_stops_finishing_syncs() {

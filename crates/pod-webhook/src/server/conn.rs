@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error};
 
-use super::routes::{Body, CatchPanic, Failure, failure_response, handle};
+use super::routes::{Body, Failure, catch_panic, failure_response, handle};
 use super::*;
 use crate::config::Limits;
 
@@ -455,9 +455,9 @@ async fn serve_request(
     req: Request<Incoming>,
     guard: RequestGuard,
 ) -> Result<Response<Body>, Infallible> {
-    // Beyond the review's own guard: whatever panics while handling a request becomes a 500
+    // Beyond the review's own catch: whatever panics while handling a request becomes a 500
     // instead of a dropped connection.
-    let mut resp = match CatchPanic(Box::pin(handle(&shared, req))).await {
+    let mut resp = match catch_panic(handle(&shared, req)).await {
         Ok(resp) => resp,
         Err(what) => {
             error!(panic = %what, "panic while handling a request");
@@ -470,7 +470,7 @@ async fn serve_request(
             )
         }
     };
-    if !h2 && shared.terminating.load(Ordering::Relaxed) {
+    if !h2 && shared.terminating() {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
@@ -526,23 +526,207 @@ async fn drive<C>(
                 }
             }
             () = tokio::time::sleep_until(deadline), if armed => {
-                match state.wait(&timeouts) {
-                    Wait::Head(at) if at <= Instant::now() => {
-                        debug!("request head not received in time: closing the connection");
-                        return;
-                    }
-                    Wait::Write(at) if at <= Instant::now() => {
-                        debug!(timeout = ?timeouts.write, "answer not read by the client in time: closing the connection");
-                        return;
-                    }
-                    Wait::Idle(at) if at <= Instant::now() && !closing => {
-                        debug!("closing idle connection");
+                match deadline_passed(state, &timeouts, closing) {
+                    Some(Ending::AtOnce) => return,
+                    Some(Ending::Gracefully) => {
                         closing = true;
                         conn.as_mut().graceful_shutdown();
                     }
-                    _ => {}
+                    None => {}
                 }
             }
         }
+    }
+}
+
+/// How a connection whose deadline passed ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// Closed now: a request head or an answer is stuck half-way.
+    AtOnce,
+    /// Asked to close after what is in flight: it was idle.
+    Gracefully,
+}
+
+/// What a passed deadline calls for, looked at again now: something may have happened since
+/// it was set (`None`: nothing to do).
+fn deadline_passed(state: &ConnState, timeouts: &Timeouts, closing: bool) -> Option<Ending> {
+    match state.wait(timeouts) {
+        Wait::Head(at) if at <= Instant::now() => {
+            debug!("request head not received in time: closing the connection");
+            Some(Ending::AtOnce)
+        }
+        Wait::Write(at) if at <= Instant::now() => {
+            debug!(timeout = ?timeouts.write, "answer not read by the client in time: closing the connection");
+            Some(Ending::AtOnce)
+        }
+        Wait::Idle(at) if at <= Instant::now() && !closing => {
+            debug!("closing idle connection");
+            Some(Ending::Gracefully)
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    /// Timeouts long enough that nothing expires while a test looks.
+    fn long(header: Option<Duration>) -> Timeouts {
+        Timeouts {
+            idle: 100 * SECOND,
+            header,
+            write: 10 * SECOND,
+        }
+    }
+
+    /// A request of `head` and `body` bytes, as hyper would have read it.
+    fn request(state: &Arc<ConnState>, head: u64, body: u64) -> RequestGuard {
+        state.begin(Arc::new(WireSize {
+            head,
+            body: AtomicU64::new(body),
+        }))
+    }
+
+    /// Whether `notified` completes at once: a change was signalled to the driver.
+    async fn signalled(state: &ConnState) -> bool {
+        tokio::time::timeout(Duration::from_millis(50), state.changed.notified())
+            .await
+            .is_ok()
+    }
+
+    #[tokio::test]
+    async fn idle_until_a_head_begins_then_the_header_clock_runs() {
+        let state = Arc::new(ConnState::new());
+        let timeouts = long(Some(5 * SECOND));
+        let opened = Instant::now();
+        let Wait::Idle(at) = state.wait(&timeouts) else {
+            panic!("a new connection is idle: {:?}", state.wait(&timeouts));
+        };
+        assert!(
+            at >= opened + timeouts.idle - SECOND && at <= after(Instant::now(), timeouts.idle)
+        );
+        assert!(!signalled(&state).await);
+
+        state.bytes_read(10);
+        assert!(signalled(&state).await, "a head beginning wakes the driver");
+        let Wait::Head(at) = state.wait(&timeouts) else {
+            panic!(
+                "bytes between requests start a head: {:?}",
+                state.wait(&timeouts)
+            );
+        };
+        assert!(at <= after(Instant::now(), 5 * SECOND));
+        // More bytes of the same head do not restart its clock.
+        state.bytes_read(10);
+        assert_eq!(state.wait(&timeouts), Wait::Head(at));
+        // HTTP/2 has no header-read timeout: the connection stays idle.
+        assert!(matches!(state.wait(&long(None)), Wait::Idle(_)));
+    }
+
+    #[test]
+    fn busy_while_a_request_is_in_flight_then_idle_again() {
+        let state = Arc::new(ConnState::new());
+        let timeouts = long(Some(5 * SECOND));
+        state.bytes_read(150);
+        let guard = request(&state, 100, 50);
+        assert!(matches!(state.wait(&timeouts), Wait::Busy(_)));
+        // Bytes while in flight (a body) start no head.
+        state.bytes_read(0);
+        assert!(matches!(state.wait(&timeouts), Wait::Busy(_)));
+        let before_end = Instant::now();
+        drop(guard);
+        // Everything read was the request's: idle, counted from its end.
+        let Wait::Idle(at) = state.wait(&timeouts) else {
+            panic!("{:?}", state.wait(&timeouts));
+        };
+        assert!(at >= after(before_end, timeouts.idle));
+    }
+
+    #[tokio::test]
+    async fn bytes_beyond_a_finished_request_start_the_next_head() {
+        let state = Arc::new(ConnState::new());
+        let timeouts = long(Some(5 * SECOND));
+        let guard = request(&state, 100, 50);
+        // The request and the first bytes of the next one, in one read.
+        state.bytes_read(150 + 20);
+        assert!(matches!(state.wait(&timeouts), Wait::Busy(_)));
+        drop(guard);
+        assert!(signalled(&state).await);
+        assert!(matches!(state.wait(&timeouts), Wait::Head(_)));
+
+        // A body of unknown size: what was read counts as the request's.
+        let state = Arc::new(ConnState::new());
+        let guard = request(&state, 100, u64::MAX);
+        state.bytes_read(500);
+        drop(guard);
+        assert!(matches!(state.wait(&timeouts), Wait::Idle(_)));
+    }
+
+    #[tokio::test]
+    async fn an_answer_must_keep_moving() {
+        let state = Arc::new(ConnState::new());
+        let timeouts = long(Some(5 * SECOND));
+        let guard = request(&state, 100, 0);
+        let answering = state.answering();
+        assert!(
+            signalled(&state).await,
+            "an answer waiting wakes the driver"
+        );
+        drop(guard);
+        let Wait::Write(first) = state.wait(&timeouts) else {
+            panic!("{:?}", state.wait(&timeouts));
+        };
+        std::thread::sleep(Duration::from_millis(5));
+        state.wrote();
+        let Wait::Write(moved) = state.wait(&timeouts) else {
+            panic!("{:?}", state.wait(&timeouts));
+        };
+        assert!(moved > first, "progress pushes the write deadline");
+        drop(answering);
+        assert!(matches!(state.wait(&timeouts), Wait::Idle(_)));
+
+        // A socket that refuses bytes holds the connection to the write timeout too.
+        state.socket_took(false);
+        assert!(signalled(&state).await);
+        assert!(matches!(state.wait(&timeouts), Wait::Write(_)));
+        state.socket_took(true);
+        assert!(matches!(state.wait(&timeouts), Wait::Idle(_)));
+    }
+
+    #[test]
+    fn a_passed_deadline_ends_the_connection_as_its_wait_says() {
+        let none = Timeouts {
+            idle: Duration::ZERO,
+            header: Some(Duration::ZERO),
+            write: Duration::ZERO,
+        };
+        let state = Arc::new(ConnState::new());
+        assert_eq!(
+            deadline_passed(&state, &none, false),
+            Some(Ending::Gracefully)
+        );
+        // Already closing: an idle connection needs nothing more.
+        assert_eq!(deadline_passed(&state, &none, true), None);
+        // Not idle for long yet: nothing.
+        assert_eq!(deadline_passed(&state, &long(None), false), None);
+
+        state.bytes_read(1);
+        assert_eq!(deadline_passed(&state, &none, true), Some(Ending::AtOnce));
+        let guard = request(&state, 1, 0);
+        assert_eq!(deadline_passed(&state, &none, false), None, "busy");
+        let answering = state.answering();
+        assert_eq!(deadline_passed(&state, &none, false), Some(Ending::AtOnce));
+        drop((guard, answering));
+    }
+
+    #[test]
+    fn the_latest_representable_deadline_stands_for_never() {
+        let now = Instant::now();
+        assert_eq!(after(now, SECOND), now + SECOND);
+        assert!(after(now, Duration::MAX) > now + 50 * 365 * 24 * 3600 * SECOND);
     }
 }

@@ -13,13 +13,13 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use common::accept::{self, Policy, WhenFull};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, TryAcquireError, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
-use tracing::{Instrument, debug, info, warn};
+use tracing::{Instrument, info, warn};
 
 use crate::config::Config;
 use crate::log_limit::LogLimit;
@@ -74,13 +74,25 @@ enum Phase {
 struct Shared {
     config: Config,
     metrics: Arc<Metrics>,
-    ready: AtomicBool,
-    terminating: AtomicBool,
+    /// Where the server is in its life; connections watch it to know when to close.
+    phase: watch::Sender<Phase>,
     /// Permits for bytes of request bodies in memory ([`crate::config::Limits::body_budget_bytes`]).
     body_budget: Arc<Semaphore>,
     body_budget_permits: u32,
     /// Failed requests are logged at a bounded rate (and all counted).
     failure_log: LogLimit,
+}
+
+impl Shared {
+    /// Ready for new requests: not shutting down.
+    fn ready(&self) -> bool {
+        *self.phase.borrow() == Phase::Serving
+    }
+
+    /// Shutdown has been signalled: answers ask their clients to close.
+    fn terminating(&self) -> bool {
+        *self.phase.borrow() >= Phase::Terminating
+    }
 }
 
 /// A bound, not yet serving webhook server.
@@ -105,8 +117,7 @@ impl Webhook {
             shared: Arc::new(Shared {
                 config,
                 metrics: Arc::new(Metrics::new(WEBHOOK_PATH)),
-                ready: AtomicBool::new(false),
-                terminating: AtomicBool::new(false),
+                phase: watch::Sender::new(Phase::Serving),
                 body_budget: Arc::new(Semaphore::new(body_budget_permits as usize)),
                 body_budget_permits,
                 failure_log: LogLimit::new(FAILURE_LOG_BURST, FAILURE_LOG_PER_SECOND),
@@ -130,7 +141,6 @@ impl Webhook {
         let config = &shared.config;
         let max_connections = config.limits.max_connections;
         let permits = Arc::new(Semaphore::new(max_connections as usize));
-        let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
         let reload = tokio::spawn(tls::watch(
             tls.clone(),
             config.cert_reload_interval,
@@ -140,47 +150,39 @@ impl Webhook {
         let addr = listener
             .local_addr()
             .map_or_else(|e| format!("unknown address ({e})"), |a| a.to_string());
-        let mut accept = Box::pin(accept_loop(
-            listener,
-            tls,
-            shared.clone(),
-            permits.clone(),
-            phase_rx,
-        ));
-        shared.ready.store(true, Ordering::SeqCst);
+        let mut accept = Box::pin(accept_loop(listener, tls, shared.clone(), permits.clone()));
         info!(%addr, http2 = config.enable_http2, "serving");
 
         tokio::select! {
             () = &mut accept => {}
             () = shutdown => {}
         }
-        shared.ready.store(false, Ordering::SeqCst);
-        shared.terminating.store(true, Ordering::SeqCst);
-        phase_tx.send_replace(Phase::Terminating);
+        shared.phase.send_replace(Phase::Terminating);
         info!(delay = ?config.shutdown_delay, "shutting down: not ready, still serving");
         tokio::select! {
             () = &mut accept => {}
             () = tokio::time::sleep(config.shutdown_delay) => {}
         }
         drop(accept);
-        phase_tx.send_replace(Phase::Draining);
-        let open = max_connections as usize - permits.available_permits();
-        info!(connections = open, timeout = ?config.shutdown_timeout, "draining connections");
-        let drained = tokio::time::timeout(
-            config.shutdown_timeout,
-            permits.acquire_many(max_connections),
-        )
-        .await;
-        match drained {
-            Ok(_) => info!("all connections closed"),
-            Err(_) => warn!(
-                connections = max_connections as usize - permits.available_permits(),
-                "shutdown timeout reached with connections still open; closing them"
-            ),
-        }
+        shared.phase.send_replace(Phase::Draining);
+        drain(&permits, max_connections, config.shutdown_timeout).await;
         reload.abort();
         summary.abort();
         Ok(())
+    }
+}
+
+/// Waits up to `timeout` for the open connections to close: every one holds one of the
+/// `max_connections` permits.
+async fn drain(permits: &Semaphore, max_connections: u32, timeout: Duration) {
+    let open = || max_connections as usize - permits.available_permits();
+    info!(connections = open(), ?timeout, "draining connections");
+    match tokio::time::timeout(timeout, permits.acquire_many(max_connections)).await {
+        Ok(_) => info!("all connections closed"),
+        Err(_) => warn!(
+            connections = open(),
+            "shutdown timeout reached with connections still open; closing them"
+        ),
     }
 }
 
@@ -189,58 +191,26 @@ async fn accept_loop(
     tls: Arc<TlsStore>,
     shared: Arc<Shared>,
     permits: Arc<Semaphore>,
-    phase: watch::Receiver<Phase>,
 ) {
-    let (evict_tx, _) = watch::channel(0u64);
-    let mut backoff = None;
-    loop {
+    // Counts calls for room; a connection watches those made after it joined.
+    let evict = Arc::new(watch::Sender::new(0u64));
+    let policy = Policy {
         // Without a free slot, accept anyway: a waiting client is what makes idle connections
-        // worth closing.
-        let permit = match permits.clone().try_acquire_owned() {
-            Ok(permit) => Some(permit),
-            Err(TryAcquireError::NoPermits) => None,
-            Err(TryAcquireError::Closed) => return,
-        };
-        let (tcp, peer) = match listener.accept().await {
-            Ok(conn) => {
-                backoff = None;
-                conn
-            }
-            Err(e) => {
-                // Typically out of file descriptors: back off, longer while it lasts, instead
-                // of spinning, and warn once per episode.
-                let wait = accept_backoff(backoff);
-                if backoff.is_none() {
-                    warn!(error = %e, "cannot accept connections; retrying with back-off");
-                } else {
-                    debug!(error = %e, ?wait, "still cannot accept connections");
-                }
-                backoff = Some(wait);
-                tokio::time::sleep(wait).await;
-                continue;
-            }
-        };
-        let permit = match permit {
-            Some(permit) => permit,
-            None => {
-                // Every slot is taken: idle connections make room for the new client.
-                evict_tx.send_modify(|round| *round += 1);
-                let wait = shared.config.limits.handshake_timeout;
-                match tokio::time::timeout(wait, permits.clone().acquire_owned()).await {
-                    Ok(Ok(permit)) => permit,
-                    Ok(Err(_)) => return,
-                    Err(_) => {
-                        debug!(%peer, "no connection slot freed in time: closing the new connection");
-                        continue;
-                    }
-                }
-            }
-        };
+        // worth closing, and idle connections make room for it.
+        when_full: WhenFull::MakeRoom {
+            make_room: Box::new({
+                let evict = evict.clone();
+                move || evict.send_modify(|round| *round += 1)
+            }),
+            wait: shared.config.limits.handshake_timeout,
+        },
+        failing: "cannot accept connections; retrying with back-off",
+    };
+    accept::run(listener, permits, policy, move |tcp, peer, permit| {
         let acceptor = TlsAcceptor::from(tls.current());
         let shared = shared.clone();
-        let phase = phase.clone();
-        // Only calls for room made after it joined concern a connection.
-        let evict = evict_tx.subscribe();
+        let phase = shared.phase.subscribe();
+        let evict = evict.subscribe();
         let span = tracing::debug_span!("conn", %peer);
         tokio::spawn(
             async move {
@@ -249,31 +219,6 @@ async fn accept_loop(
             }
             .instrument(span),
         );
-    }
-}
-
-/// How long to wait after a failed accept, given the previous wait in this run of failures:
-/// from 10 ms, doubling, up to 1 s.
-fn accept_backoff(previous: Option<Duration>) -> Duration {
-    previous.map_or(Duration::from_millis(10), |wait| {
-        (wait * 2).min(Duration::from_secs(1))
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn accept_backs_off() {
-        let ms = Duration::from_millis;
-        for (previous, want) in [
-            (None, ms(10)),
-            (Some(ms(10)), ms(20)),
-            (Some(ms(640)), ms(1000)),
-            (Some(ms(1000)), ms(1000)),
-        ] {
-            assert_eq!(accept_backoff(previous), want, "{previous:?}");
-        }
-    }
+    .await;
 }

@@ -10,10 +10,10 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use futures_util::FutureExt as _;
 use http_body_util::BodyExt;
 use hyper::body::{Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderValue};
@@ -21,6 +21,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, error, warn};
 
+use crate::config::Limits;
 use crate::log_limit::{self, Verdict};
 use crate::review::{self, Outcome};
 
@@ -223,7 +224,7 @@ fn get_only(method: &Method) -> Result<(), Failure> {
 }
 
 fn readiness(shared: &Shared) -> Result<Response<Body>, Failure> {
-    if shared.ready.load(Ordering::SeqCst) {
+    if shared.ready() {
         Ok(text(StatusCode::OK, "ok"))
     } else {
         Err(Failure::new(
@@ -261,7 +262,9 @@ async fn review_route(shared: &Shared, req: Request<Incoming>) -> Result<Respons
     let metrics = &shared.metrics;
     let _in_flight = metrics.in_flight();
     let timeout = shared.config.limits.request_timeout;
-    let result = match tokio::time::timeout(timeout, review_request(shared, req)).await {
+    let reviewed = catch_panic(review_request(shared, req))
+        .map(|caught| caught.unwrap_or_else(|what| Err(review_panicked(&what))));
+    let result = match tokio::time::timeout(timeout, reviewed).await {
         Ok(result) => result,
         Err(_) => Err(Failure::new(
             StatusCode::REQUEST_TIMEOUT,
@@ -290,7 +293,7 @@ async fn review_request(
         size.body_read(body.len());
     }
 
-    let answer = guarded(|| review::review(&body, &shared.config.mutate))?.map_err(|e| {
+    let answer = review::review(&body, &shared.config.mutate).map_err(|e| {
         let status = if e.is_client_error() {
             StatusCode::BAD_REQUEST
         } else {
@@ -379,24 +382,7 @@ async fn read_body(
     );
     let mut budget = None;
     let mut fill_deadline = None;
-    loop {
-        let frame = match fill_deadline {
-            None => incoming.frame().await,
-            Some(at) => tokio::time::timeout_at(at, incoming.frame())
-                .await
-                .map_err(|_| {
-                    Failure::new(
-                        StatusCode::REQUEST_TIMEOUT,
-                        format!(
-                            "body not received within {:?} of getting its share of the memory budget",
-                            limits.body_fill_timeout
-                        ),
-                    )
-                })?,
-        };
-        let Some(frame) = frame else { break };
-        let frame = frame
-            .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, format!("cannot read body: {e}")))?;
+    while let Some(frame) = next_frame(&mut incoming, fill_deadline, limits).await? {
         let Ok(data) = frame.into_data() else {
             continue;
         };
@@ -410,18 +396,7 @@ async fn read_body(
         let needs_share = declared.is_none_or(|d| d > limits.body_unbudgeted_bytes as u64)
             || len > limits.body_unbudgeted_bytes;
         if budget.is_none() && needs_share {
-            let permits = budget_permits(declared, shared.body_budget_permits);
-            budget = Some(
-                shared
-                    .body_budget
-                    .clone()
-                    .acquire_many_owned(permits)
-                    .await
-                    // Never closed; should it ever be, refuse rather than read unbounded.
-                    .map_err(|_| {
-                        Failure::new(StatusCode::SERVICE_UNAVAILABLE, "body budget closed")
-                    })?,
-            );
+            budget = Some(take_share(shared, declared).await?);
             fill_deadline = Some(tokio::time::Instant::now() + limits.body_fill_timeout);
             // One buffer sized by Content-Length (kube-apiserver sends it): one copy, no list
             // of chunks to join afterwards.
@@ -435,6 +410,47 @@ async fn read_body(
         body.extend_from_slice(&data);
     }
     Ok((body, budget))
+}
+
+/// The body's next frame (`None` at its end); once the body holds its share of the budget,
+/// only until `fill_deadline`.
+async fn next_frame(
+    incoming: &mut Incoming,
+    fill_deadline: Option<tokio::time::Instant>,
+    limits: &Limits,
+) -> Result<Option<Frame<Bytes>>, Failure> {
+    let frame = match fill_deadline {
+        None => incoming.frame().await,
+        Some(at) => tokio::time::timeout_at(at, incoming.frame())
+            .await
+            .map_err(|_| {
+                Failure::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "body not received within {:?} of getting its share of the memory budget",
+                        limits.body_fill_timeout
+                    ),
+                )
+            })?,
+    };
+    frame
+        .transpose()
+        .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, format!("cannot read body: {e}")))
+}
+
+/// Waits for a body's share of the body budget.
+async fn take_share(
+    shared: &Shared,
+    declared: Option<u64>,
+) -> Result<OwnedSemaphorePermit, Failure> {
+    let permits = budget_permits(declared, shared.body_budget_permits);
+    shared
+        .body_budget
+        .clone()
+        .acquire_many_owned(permits)
+        .await
+        // Never closed; should it ever be, refuse rather than read unbounded.
+        .map_err(|_| Failure::new(StatusCode::SERVICE_UNAVAILABLE, "body budget closed"))
 }
 
 /// The answer must fit in the memory the request already holds: its body (freed once
@@ -477,55 +493,54 @@ fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
-/// A future whose panic is caught and returned as its message.
-pub(super) struct CatchPanic<F>(pub(super) Pin<Box<F>>);
-
-impl<F: Future> Future for CatchPanic<F> {
-    type Output = Result<F::Output, String>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let inner = self.get_mut().0.as_mut();
-        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
-            Err(panic) => Poll::Ready(Err(panic_message(panic))),
-        }
-    }
+/// Runs `future`, returning the message of a panic in it instead of unwinding: one bad request
+/// never takes a connection, let alone the server, down.
+pub(super) async fn catch_panic<F: Future>(future: F) -> Result<F::Output, String> {
+    AssertUnwindSafe(future)
+        .catch_unwind()
+        .await
+        .map_err(panic_message)
 }
 
-/// Runs `f`, turning a panic into a 500 so one bad request never takes the server down.
-fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, Failure> {
-    std::panic::catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
-        let what = panic_message(panic);
-        error!(panic = %what, "panic while reviewing a request");
-        Failure::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal error while reviewing the request",
-        )
-    })
+/// A review that panicked: logged, and answered with a 500 that is counted like any other
+/// failure.
+fn review_panicked(what: &str) -> Failure {
+    error!(panic = %what, "panic while reviewing a request");
+    Failure::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error while reviewing the request",
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn panic_becomes_500() {
-        let failure = guarded(|| -> u8 { panic!("boom") }).expect_err("must fail");
+    #[tokio::test]
+    async fn panic_becomes_500() {
+        let failure = catch_panic(async { panic!("boom") })
+            .await
+            .map_err(|what| review_panicked(&what))
+            .expect_err("must fail");
         assert_eq!(failure.status, StatusCode::INTERNAL_SERVER_ERROR);
-        assert_eq!(guarded(|| 7).ok().map(|v| v + 1), Some(8));
+        let fine = catch_panic(async { 7 })
+            .await
+            .map_err(|what| review_panicked(&what));
+        assert_eq!(fine.ok().map(|v: u8| v + 1), Some(8));
     }
 
     #[tokio::test]
     async fn panic_in_a_handler_future_is_caught() {
-        let caught: Result<(), String> = CatchPanic(Box::pin(async {
+        let caught: Result<(), String> = catch_panic(async {
             tokio::task::yield_now().await;
             panic!("handler bug");
-        }))
+        })
         .await;
         assert_eq!(caught, Err("handler bug".to_owned()));
-        let fine = CatchPanic(Box::pin(async { 5 })).await;
+        let fine = catch_panic(async { 5 }).await;
         assert_eq!(fine, Ok(5));
+        let formatted: Result<(), String> = catch_panic(async { panic!("bug {}", 42) }).await;
+        assert_eq!(formatted, Err("bug 42".to_owned()));
     }
 
     #[test]
