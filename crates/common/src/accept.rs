@@ -138,7 +138,7 @@ async fn make_room(permits: &Arc<Semaphore>, when_full: &mut WhenFull, peer: Soc
 
 /// How long to wait after a failed accept, given the previous wait in this run of failures:
 /// from 10 ms, doubling, up to 1 s.
-pub fn backoff_after(previous: Option<Duration>) -> Duration {
+fn backoff_after(previous: Option<Duration>) -> Duration {
     previous.map_or(Duration::from_millis(10), |wait| {
         (wait * 2).min(Duration::from_secs(1))
     })
