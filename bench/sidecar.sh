@@ -7,12 +7,14 @@
 #
 #   bench/sidecar.sh            # builds the release binary first, as the image does
 #   RUNS=50 bench/sidecar.sh    # more samples for the one-shot and shutdown timings
+#   SIDECAR_BIN=path bench/sidecar.sh   # measures that binary instead (another commit's, say)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 RUNS=${RUNS:-20}
 IP=10.96.0.2
-BIN=$(scripts/build-release.sh apiserver-proxy-sidecar) # cargo reports on stderr, errors included
+# cargo reports on stderr, errors included
+BIN=${SIDECAR_BIN:-$(scripts/build-release.sh apiserver-proxy-sidecar)}
 command -v strace >/dev/null || { echo "bench needs strace" >&2; exit 1; }
 
 work=$(mktemp -d)
@@ -59,6 +61,25 @@ echo "steady-state RSS: $rss_kib KiB"
 echo "process spawns per steady-state tick: $(awk -v s="$spawns" -v t="$ticks" 'BEGIN { printf "%.2f", s / t }') ($spawns over ~$ticks ticks, strace)"
 awk -v a=$((own1 - own0)) -v c=$((children1 - children0)) -v t=$ticks -v k="$clk" 'BEGIN {
   printf "CPU per steady-state tick: sidecar %.2f ms, its iptables-save %.2f ms (over %d ticks)\n", a * 1000 / k / t, c * 1000 / k / t, t }'
+
+# --- a node with many addresses: 5,000 Service IPs on kube-ipvs0, as kube-proxy's IPVS mode --
+# keeps them; every sync dumps them all (100 ms interval, address only).
+new_ns
+ip netns exec "$ns" ip link add kube-ipvs0 type bridge
+awk 'BEGIN { for (i = 0; i < 5000; i++) printf "addr add 10.97.%d.%d/32 dev kube-ipvs0\n", i / 250, i % 250 + 1 }' \
+  >"$work/ipvs.batch"
+ip netns exec "$ns" ip -batch "$work/ipvs.batch"
+ip netns exec "$ns" "$BIN" --ip-address=$IP --sync-interval=100ms --xtables-lock="$work/lock" \
+  2>"$work/ipvs.log" &
+pid=$!
+for _ in $(seq 100); do ip netns exec "$ns" ip -o addr show dev lo | grep -q "$IP" && break; sleep 0.05; done
+sleep 1
+read -r own0 _ < <(stat)
+sleep $((ticks / 10))
+read -r own1 _ < <(stat)
+rss_kib=$(awk '/^VmRSS/ { print $2 }' /proc/$pid/status)
+kill -TERM $pid; wait $pid || true
+echo "with 5000 other addresses on the node: RSS $rss_kib KiB, CPU per tick $(awk -v a=$((own1 - own0)) -v t=$ticks -v k="$clk" 'BEGIN { printf "%.2f", a * 1000 / k / t }') ms"
 
 # --- self-heal latency at the default 1m interval, from the kernel's own timestamps ----------
 new_ns

@@ -207,6 +207,13 @@ pub fn families(ips: &[IpAddr]) -> Vec<Family> {
         .collect()
 }
 
+/// Whether an address on the node concerns the sidecar: a copy of an IP it keeps (`wanted`)
+/// or is told to remove (`remove`), or one it marked, under whatever IP. The rest of the node's
+/// addresses, however many, are never looked at again.
+pub fn concerns(found: &Found, wanted: &[IpAddr], remove: &[IpAddr]) -> bool {
+    found.marked || wanted.contains(&found.ip) || remove.contains(&found.ip)
+}
+
 /// The addresses the sidecar added under another IP (marked, full-length prefix), to remove:
 /// positions in `found`, every address on the node. Every address in `wanted` is wanted; a
 /// family with no address in `wanted` is left alone, as another sidecar's to keep (one process
@@ -606,6 +613,45 @@ mod tests {
             let remove: Vec<IpAddr> = remove.iter().map(|text| ip(text)).collect();
             assert_eq!(named_for_removal(&remove, &on_node), *want, "{remove:?}");
         }
+    }
+
+    #[test]
+    fn only_copies_of_kept_or_named_ips_and_marked_addresses_concern_the_sidecar() {
+        let at = |text: &str, prefix_len: u8, marked: bool| Found {
+            ip: ip(text),
+            marked,
+            ..found(LINK, prefix_len, AddressScope::Universe)
+        };
+        let (wanted, remove) = ([ip("10.96.0.2"), ip("fd00::2")], [ip("10.96.0.9")]);
+        // the address, whether it concerns the sidecar
+        let cases = [
+            (at("10.96.0.2", 32, false), true), // kept, the Go original's copy
+            (at("10.96.0.2", 24, false), true), // kept, a wrong prefix to repair
+            (at("fd00::2", 128, true), true),   // kept, ours
+            (at("10.96.0.9", 32, false), true), // named for removal
+            (at("240.107.17.226", 32, true), true), // ours, under an earlier IP
+            (at("192.168.1.5", 24, false), false), // the node's own
+            (at("10.96.0.10", 32, false), false), // a Service IP on kube-ipvs0
+            (at("fd00:10:96::a", 128, false), false), // and its IPv6 twin
+        ];
+        for (address, want) in cases {
+            assert_eq!(concerns(&address, &wanted, &remove), want, "{address:?}");
+        }
+        // Deciding from the addresses that concern the sidecar removes the same ones as
+        // deciding from every address on the node.
+        let every: Vec<Found> = cases.iter().map(|(address, _)| *address).collect();
+        let kept: Vec<Found> = cases.iter().filter(|(_, c)| *c).map(|(a, _)| *a).collect();
+        let picked = |positions: Vec<usize>, from: &[Found]| -> Vec<Found> {
+            positions.iter().map(|at| from[*at]).collect()
+        };
+        assert_eq!(
+            picked(stale(&wanted, &kept), &kept),
+            picked(stale(&wanted, &every), &every)
+        );
+        assert_eq!(
+            picked(named_for_removal(&remove, &kept), &kept),
+            picked(named_for_removal(&remove, &every), &every)
+        );
     }
 
     #[test]

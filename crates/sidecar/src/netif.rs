@@ -214,15 +214,23 @@ impl Netif {
         .await
     }
 
-    /// Every address on every interface.
-    pub async fn addresses(&self) -> Result<Vec<AddressEntry>, NetifError> {
+    /// The addresses on any interface that `keep` accepts. Only those are held: a node can
+    /// carry thousands of addresses (kube-proxy in IPVS mode puts every Service IP on
+    /// kube-ipvs0), and a sync that held them all would cost megabytes each time.
+    pub async fn addresses(
+        &self,
+        keep: impl Fn(&AddressEntry) -> bool,
+    ) -> Result<Vec<AddressEntry>, NetifError> {
         let action = || "list the addresses".to_string();
         let mut dump = self.handle().address().get().execute();
         self.bounded(action, async {
             let mut found = Vec::new();
             while let Some(message) = dump.try_next().await.map_err(failed(action()))? {
                 if let Some(ip) = address_of(&message) {
-                    found.push(entry(ip, message));
+                    let entry = entry(ip, message);
+                    if keep(&entry) {
+                        found.push(entry);
+                    }
                 }
             }
             Ok(found)

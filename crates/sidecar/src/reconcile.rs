@@ -185,7 +185,11 @@ impl AddressKeeper {
         let link = self.find_or_create_link().await?;
         self.keep_link_up(&link).await?;
         self.link_index = Some(link.index);
-        let every = self.netif.addresses().await.map_err(StepError::Address)?;
+        let (wanted, remove) = (&self.config.ips, &self.config.remove_ips);
+        let concerned =
+            |entry: &AddressEntry| address::concerns(&Found::from(entry), wanted, remove);
+        let every = self.netif.addresses(concerned).await;
+        let every = every.map_err(StepError::Address)?;
         self.remove_unwanted(&every).await?;
         // Every address is tried, whatever failed before it, and every failure reported.
         let mut errors = Vec::new();

@@ -7,7 +7,7 @@
 use tracing::info;
 
 use crate::address::{self, Found};
-use crate::netif::Link;
+use crate::netif::{AddressEntry, Link};
 use crate::reconcile::{AddressKeeper, RuleKeeper, Sidecar, StepError, StepErrors};
 
 impl Sidecar {
@@ -66,7 +66,8 @@ impl AddressKeeper {
 
     /// Removes every copy of the addresses on `link`; reports what failed.
     async fn remove_addresses(&self, link: &Link) -> Vec<StepError> {
-        let every = match self.netif.addresses().await {
+        let ours = |entry: &AddressEntry| self.config.ips.contains(&entry.ip);
+        let every = match self.netif.addresses(ours).await {
             Ok(every) => every,
             Err(error) => return vec![StepError::Address(error)],
         };
