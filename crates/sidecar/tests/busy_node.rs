@@ -118,10 +118,6 @@ fn notification_bursts_never_stop_the_daemon() {
             "round {round}: a deletion after the burst was not repaired within 5 s"
         );
         rss_after_round.push(rss_kib(daemon.child.id()));
-        eprintln!(
-            "round {round}: RSS {} KiB",
-            rss_after_round.last().copied().unwrap_or(0)
-        );
     }
     let health = ns.http_get("http://127.0.0.1:16910/healthz");
     assert_eq!(health.as_deref(), Some("ok\n"));
