@@ -545,21 +545,25 @@ mod tests {
         assert!(!change(false, false, false, true).writes());
     }
 
-    #[test]
-    fn only_marked_full_length_addresses_of_another_ip_are_stale() {
-        let at = |text: &str, prefix_len: u8, marked: bool| Found {
+    /// `text` on the sidecar's link with global scope, marked or not.
+    fn on_link(text: &str, prefix_len: u8, marked: bool) -> Found {
+        Found {
             ip: ip(text),
             marked,
             ..found(LINK, prefix_len, AddressScope::Universe)
-        };
+        }
+    }
+
+    #[test]
+    fn only_marked_full_length_addresses_of_another_ip_are_stale() {
         let on_node = [
-            at("10.96.0.2", 32, true),       // the wanted one
-            at("240.107.17.226", 32, true),  // an earlier IP of ours
-            at("100.107.17.226", 32, false), // the Go original's earlier IP: not ours to judge
-            at("192.168.1.5", 24, true),     // not a proxy address
-            at("fd00:10:96::2", 128, true),  // IPv6, kept by this sidecar or another one
-            at("127.0.0.1", 8, false),
-            at("fd00::2", 128, true), // wanted in the dual-stack cases
+            on_link("10.96.0.2", 32, true),       // the wanted one
+            on_link("240.107.17.226", 32, true),  // an earlier IP of ours
+            on_link("100.107.17.226", 32, false), // the Go original's earlier IP: not ours to judge
+            on_link("192.168.1.5", 24, true),     // not a proxy address
+            on_link("fd00:10:96::2", 128, true),  // IPv6, kept by this sidecar or another one
+            on_link("127.0.0.1", 8, false),
+            on_link("fd00::2", 128, true), // wanted in the dual-stack cases
         ];
         // name, the wanted set, the stale positions
         let cases: &[(&str, &[&str], &[usize])] = &[
@@ -617,22 +621,17 @@ mod tests {
 
     #[test]
     fn only_copies_of_kept_or_named_ips_and_marked_addresses_concern_the_sidecar() {
-        let at = |text: &str, prefix_len: u8, marked: bool| Found {
-            ip: ip(text),
-            marked,
-            ..found(LINK, prefix_len, AddressScope::Universe)
-        };
         let (wanted, remove) = ([ip("10.96.0.2"), ip("fd00::2")], [ip("10.96.0.9")]);
         // the address, whether it concerns the sidecar
         let cases = [
-            (at("10.96.0.2", 32, false), true), // kept, the Go original's copy
-            (at("10.96.0.2", 24, false), true), // kept, a wrong prefix to repair
-            (at("fd00::2", 128, true), true),   // kept, ours
-            (at("10.96.0.9", 32, false), true), // named for removal
-            (at("240.107.17.226", 32, true), true), // ours, under an earlier IP
-            (at("192.168.1.5", 24, false), false), // the node's own
-            (at("10.96.0.10", 32, false), false), // a Service IP on kube-ipvs0
-            (at("fd00:10:96::a", 128, false), false), // and its IPv6 twin
+            (on_link("10.96.0.2", 32, false), true), // kept, the Go original's copy
+            (on_link("10.96.0.2", 24, false), true), // kept, a wrong prefix to repair
+            (on_link("fd00::2", 128, true), true),   // kept, ours
+            (on_link("10.96.0.9", 32, false), true), // named for removal
+            (on_link("240.107.17.226", 32, true), true), // ours, under an earlier IP
+            (on_link("192.168.1.5", 24, false), false), // the node's own
+            (on_link("10.96.0.10", 32, false), false), // a Service IP on kube-ipvs0
+            (on_link("fd00:10:96::a", 128, false), false), // and its IPv6 twin
         ];
         for (address, want) in cases {
             assert_eq!(concerns(&address, &wanted, &remove), want, "{address:?}");
