@@ -116,33 +116,17 @@ fn certificates(dir: &Path) {
 fn harden(node: &Netns) {
     for tool in ["iptables-nft", "ip6tables-nft"] {
         node.sh(tool, &["-P", "INPUT", "DROP"]);
-        node.sh(
-            tool,
-            &[
-                "-A",
-                "INPUT",
-                "-m",
-                "conntrack",
-                "--ctstate",
-                "INVALID",
-                "-j",
-                "DROP",
-            ],
-        );
-        node.sh(
-            tool,
-            &[
-                "-A",
-                "INPUT",
-                "-m",
-                "conntrack",
-                "--ctstate",
-                "ESTABLISHED,RELATED",
-                "-j",
-                "ACCEPT",
-            ],
-        );
-        node.sh(tool, &["-A", "INPUT", "-i", "lo", "-j", "ACCEPT"]);
+        for rule in [
+            "-m conntrack --ctstate INVALID -j DROP",
+            "-m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+            "-i lo -j ACCEPT",
+        ] {
+            let args: Vec<&str> = ["-A", "INPUT"]
+                .into_iter()
+                .chain(rule.split_whitespace())
+                .collect();
+            node.sh(tool, &args);
+        }
     }
     // Neighbour discovery, which IPv6 cannot do without.
     node.sh(

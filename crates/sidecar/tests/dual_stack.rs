@@ -136,18 +136,7 @@ fn bad_address_lists_are_usage_errors_naming_the_element() {
     for (args, needle) in cases {
         let mut args = args.to_vec();
         args.push("--daemon=false");
-        let output = ns.sidecar_once(&args);
-        assert_eq!(
-            output.status.code(),
-            Some(2),
-            "{args:?}: {}",
-            stderr(&output)
-        );
-        assert!(
-            stderr(&output).contains(needle),
-            "{args:?}: {}",
-            stderr(&output)
-        );
+        ns.expect_usage_error(&args, needle);
     }
     assert!(
         ns.addresses_of(V4).is_empty(),

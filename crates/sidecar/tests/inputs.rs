@@ -205,6 +205,17 @@ fn start_with_rules(ns: &Netns, backend: &str) -> support::Daemon {
     daemon
 }
 
+/// Waits until the filter table's INPUT chain of `backend` holds two rules, which must be
+/// `wanted`, top first: what is left once the daemon has removed the duplicate of its ACCEPT.
+fn expect_input(ns: &Netns, daemon: &support::Daemon, backend: &str, wanted: &[&str; 2]) {
+    let save = format!("iptables-{backend}-save");
+    let input = || chain(ns, &save, "filter", "INPUT");
+    let settled = wait_for(Duration::from_secs(5), || input().len() == 2);
+    let log = daemon.log();
+    assert!(settled.is_some(), "{backend}: {:?}\n{log}", input());
+    assert_eq!(input(), wanted, "{backend}\n{log}");
+}
+
 /// How many syncs the daemon has logged (at debug level).
 fn syncs(daemon: &support::Daemon) -> usize {
     daemon.log().matches("sync\" why=").count()
@@ -225,18 +236,7 @@ fn of_two_copies_of_a_rule_the_one_above_a_drop_stays() {
         );
         append_a_copy_of_our_accept(&ns, &iptables);
         let input = || chain(&ns, &save, "filter", "INPUT");
-        assert!(
-            wait_for(Duration::from_secs(5), || input().len() == 2).is_some(),
-            "{backend}: {:?}\n{}",
-            input(),
-            daemon.log()
-        );
-        assert_eq!(
-            input(),
-            [accept().as_str(), DROP],
-            "{backend}\n{}",
-            daemon.log()
-        );
+        expect_input(&ns, &daemon, backend, &[&accept(), DROP]);
         assert!(
             daemon.log().contains("removed duplicate iptables rule"),
             "{}",
@@ -367,27 +367,14 @@ fn a_duplicate_below_foreign_rules_keeps_the_place_of_the_top_copy() {
         let ns = Netns::new(&format!("dupbelow-{backend}"));
         let daemon = start_with_rules(&ns, backend);
         let iptables = format!("iptables-{backend}");
-        let save = format!("iptables-{backend}-save");
         let foreign = "-s 192.0.2.1/32 -j ACCEPT";
         ns.sh(
             &iptables,
             &["-I", "INPUT", "1", "-s", "192.0.2.1/32", "-j", "ACCEPT"],
         );
         append_a_copy_of_our_accept(&ns, &iptables);
-        let input = || chain(&ns, &save, "filter", "INPUT");
         // Our copy goes back to position 2 of a chain that has one rule left: the end.
-        assert!(
-            wait_for(Duration::from_secs(5), || input().len() == 2).is_some(),
-            "{backend}: {:?}\n{}",
-            input(),
-            daemon.log()
-        );
-        assert_eq!(
-            input(),
-            [foreign, accept().as_str()],
-            "{backend}\n{}",
-            daemon.log()
-        );
+        expect_input(&ns, &daemon, backend, &[foreign, &accept()]);
     }
 }
 

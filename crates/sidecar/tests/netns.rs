@@ -577,18 +577,7 @@ fn one_shot_exit_codes() {
     ];
     // Usage errors: exit code 2 with the usage hint, as pflag.
     for (args, needle) in cases {
-        let output = ns.sidecar_once(args);
-        assert_eq!(
-            output.status.code(),
-            Some(2),
-            "{args:?}: {}",
-            stderr(&output)
-        );
-        assert!(
-            stderr(&output).contains(needle),
-            "{args:?}: {}",
-            stderr(&output)
-        );
+        ns.expect_usage_error(args, needle);
     }
     assert!(
         ns.addresses_of(IP).is_empty(),

@@ -134,6 +134,15 @@ impl Netns {
         run(&mut self.sidecar(args))
     }
 
+    /// Runs the sidecar once with `args` and checks that they are refused as pflag refuses a bad
+    /// command line: exit code 2 and a message that contains `needle`.
+    pub fn expect_usage_error(&self, args: &[&str], needle: &str) {
+        let output = self.sidecar_once(args);
+        let said = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {said}");
+        assert!(said.contains(needle), "{args:?}: {said}");
+    }
+
     /// Starts the sidecar as a daemon, logging to a file in the test's directory.
     pub fn spawn_sidecar(&self, args: &[&str]) -> Daemon {
         self.spawn_logged(self.sidecar(args))
