@@ -16,8 +16,9 @@ use tracing::{debug, info, warn};
 use crate::cli::Config;
 use crate::error_chain;
 use crate::events::{KernelEvents, Need};
-use crate::firewall::READ_TIMEOUT;
-use crate::reconcile::{AddressKeeper, RuleKeeper, Sidecar, StepError};
+use crate::firewall::iptables::READ_TIMEOUT;
+use crate::reconcile::{AddressKeeper, RuleKeeper, Sidecar};
+use crate::step::StepError;
 
 /// The first retry after a failed sync; doubled up to the sync interval.
 const FIRST_RETRY: Duration = Duration::from_millis(500);

@@ -14,6 +14,7 @@ pub mod netif;
 pub mod reconcile;
 pub mod rules;
 pub mod run;
+pub mod step;
 pub mod teardown;
 
 /// The version `--version` prints: the build's `APISERVER_PROXY_VERSION`, else the crate's.

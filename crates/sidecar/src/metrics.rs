@@ -23,7 +23,7 @@ use tokio::sync::Semaphore;
 
 use crate::address::Family;
 use crate::error_chain;
-use crate::reconcile::StepError;
+use crate::step::StepError;
 
 /// What a repair or an error was about.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -371,6 +371,7 @@ fn respond(request: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Byte
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::firewall::{DriverError, FirewallError};
 
     #[test]
     fn encodes_every_metric_as_openmetrics_text() {
@@ -456,9 +457,10 @@ mod tests {
             "not ready:\n- address: not synced yet\n- iptables rules: not synced yet\n"
         );
         metrics.part_synced(Part::Address, None);
-        let error = StepError::IptablesBackend(crate::firewall::FirewallError::BinaryMissing {
-            binary: "iptables-nft-save".into(),
-        });
+        let error =
+            StepError::Firewall(DriverError::IptablesBackend(FirewallError::BinaryMissing {
+                binary: "iptables-nft-save".into(),
+            }));
         metrics.part_synced(Part::Rules(Family::V4), Some(&error));
         let (status, body) = metrics.readiness();
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
@@ -516,9 +518,10 @@ mod tests {
                 "not ready:\n- iptables rules (IPv6): not synced yet\n".to_string()
             )
         );
-        let error = StepError::IptablesBackend(crate::firewall::FirewallError::BinaryMissing {
-            binary: "ip6tables-nft-save".into(),
-        });
+        let error =
+            StepError::Firewall(DriverError::IptablesBackend(FirewallError::BinaryMissing {
+                binary: "ip6tables-nft-save".into(),
+            }));
         metrics.part_synced(Part::Rules(Family::V6), Some(&error));
         let (status, body) = metrics.readiness();
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);

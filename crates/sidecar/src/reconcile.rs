@@ -11,54 +11,11 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use crate::address::{self, Family, Found};
-use crate::cli::{BackendChoice, Config};
-use crate::error_chain;
-use crate::firewall::{Backend, Firewall, FirewallError};
+use crate::cli::Config;
+use crate::firewall::{ChangeKind, Driver, Settings, Wanted};
 use crate::metrics::{Metrics, Part};
 use crate::netif::{AddressEntry, Link, Netif, NetifError};
-use crate::rules::{Rule, wanted_rules};
-
-/// A failed step of a sync or teardown.
-#[derive(Debug, thiserror::Error)]
-pub enum StepError {
-    #[error("interface {interface}")]
-    Interface {
-        interface: String,
-        #[source]
-        source: NetifError,
-    },
-    #[error("address")]
-    Address(#[source] NetifError),
-    #[error("iptables: cannot pick a backend")]
-    IptablesBackend(#[source] FirewallError),
-    #[error("iptables ({backend})")]
-    Iptables {
-        backend: Backend,
-        #[source]
-        source: FirewallError,
-    },
-    /// Several addresses of `--ip-address` failed, each named by its own error.
-    #[error("{}", .0.iter().map(|e| error_chain(e)).collect::<Vec<_>>().join("; "))]
-    Several(Vec<StepError>),
-}
-
-impl StepError {
-    /// The metrics label of the error.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            StepError::Interface { .. } => "interface",
-            StepError::Address(_) => "address",
-            StepError::Iptables { source, .. } if source.is_lock_busy() => "iptables_lock",
-            StepError::Iptables { .. } | StepError::IptablesBackend(_) => "iptables",
-            StepError::Several(errors) => errors.first().map_or("address", StepError::kind),
-        }
-    }
-}
-
-/// Every step that failed, so one failure never hides another.
-#[derive(Debug, thiserror::Error)]
-#[error("{}", .0.iter().map(|e| error_chain(e)).collect::<Vec<_>>().join("; "))]
-pub struct StepErrors(pub Vec<StepError>);
+use crate::step::{StepError, StepErrors, one_or_several};
 
 /// The sidecar's state between syncs: the address side and the iptables side.
 #[derive(Debug)]
@@ -94,15 +51,16 @@ struct Marks {
     reported_unsupported: bool,
 }
 
-/// Keeps the five iptables rules of each address of one family.
+/// Keeps the rules of each address of one family, through the firewall driver.
 #[derive(Debug)]
 pub struct RuleKeeper {
     pub(crate) config: Config,
     pub(crate) family: Family,
     /// An address of that family, which picks the iptables binaries.
     pub(crate) ip: IpAddr,
-    pub(crate) firewall: Option<Firewall>,
-    pub(crate) wanted: Vec<Rule>,
+    /// The driver, picked on first use.
+    pub(crate) driver: Option<Driver>,
+    pub(crate) wanted: Wanted,
     pub(crate) metrics: Arc<Metrics>,
     /// Whether the first sync has run (later changes are logged as restores).
     started: bool,
@@ -119,11 +77,12 @@ impl Sidecar {
                 Some(RuleKeeper {
                     family,
                     ip,
-                    wanted: of_family
-                        .flat_map(|ip| wanted_rules(*ip, config.port))
-                        .collect(),
+                    wanted: Wanted {
+                        ips: of_family.copied().collect(),
+                        port: config.port,
+                    },
                     config: config.clone(),
-                    firewall: None,
+                    driver: None,
                     metrics: metrics.clone(),
                     started: false,
                 })
@@ -367,15 +326,6 @@ fn link_step(link: &Link, managed: bool, reported: bool) -> LinkStep {
     }
 }
 
-/// The failures of one step: `Ok` for none, the error itself for one.
-pub(crate) fn one_or_several(mut errors: Vec<StepError>) -> Result<(), StepError> {
-    match errors.len() {
-        0 => Ok(()),
-        1 => Err(errors.remove(0)),
-        _ => Err(StepError::Several(errors)),
-    }
-}
-
 impl RuleKeeper {
     /// [`RuleKeeper::sync_rules`], counted in the metrics.
     pub async fn sync(&mut self) -> Result<(), StepError> {
@@ -392,75 +342,51 @@ impl RuleKeeper {
         if self.started { "restored" } else { "added" }
     }
 
-    /// The iptables backend, picked on first use (and again after a failed pick, so a host
+    /// The firewall driver, picked on first use (and again after a failed pick, so a host
     /// that gets its iptables binaries later is served without a restart).
-    pub(crate) async fn firewall(&mut self) -> Result<Option<Firewall>, StepError> {
+    pub(crate) async fn driver(&mut self) -> Result<Option<Driver>, StepError> {
         if !self.config.setup_iptables {
             return Ok(None);
         }
-        if let Some(firewall) = &self.firewall {
-            return Ok(Some(firewall.clone()));
+        if let Some(driver) = &self.driver {
+            return Ok(Some(driver.clone()));
         }
-        let backend = match self.config.iptables_backend {
-            BackendChoice::Nft => Backend::Nft,
-            BackendChoice::Legacy => Backend::Legacy,
-            BackendChoice::Auto => {
-                let (backend, why) = Firewall::detect_backend(self.ip)
-                    .await
-                    .map_err(StepError::IptablesBackend)?;
-                info!(%backend, found = %why, "picked the iptables backend that holds the host's rules");
-                backend
-            }
-        };
-        let firewall = Firewall::new(
-            self.ip,
-            backend,
-            self.config.xtables_lock.clone(),
-            self.config.xtables_lock_timeout,
-        );
-        self.firewall = Some(firewall.clone());
-        Ok(Some(firewall))
+        let driver = Driver::pick(&self.settings(), self.ip).await?;
+        self.driver = Some(driver.clone());
+        Ok(Some(driver))
+    }
+
+    fn settings(&self) -> Settings {
+        Settings {
+            iptables_backend: self.config.iptables_backend,
+            xtables_lock: self.config.xtables_lock.clone(),
+            xtables_lock_timeout: self.config.xtables_lock_timeout,
+        }
     }
 
     /// Makes each of the five rules present exactly once. In steady state this is one
     /// `iptables-save`.
     pub async fn sync_rules(&mut self) -> Result<(), StepError> {
-        let Some(firewall) = self.firewall().await? else {
+        let Some(driver) = self.driver().await? else {
             return Ok(());
         };
-        let as_error = |source| StepError::Iptables {
-            backend: firewall.backend(),
-            source,
-        };
-        let plan = if self.started {
-            // Steady state: one read, and the lock only when something is missing.
-            let current = firewall.read().await.map_err(as_error)?;
-            firewall
-                .ensure(&current, &self.wanted)
-                .await
-                .map_err(as_error)?
-        } else {
-            // At start-up changes are likely: lock first and read once under the lock.
-            firewall
-                .ensure_locked(&self.wanted)
-                .await
-                .map_err(as_error)?
-        };
-        for rule in &plan.duplicates {
-            info!(%rule, "removed duplicate iptables rule");
-            self.metrics.repaired("duplicate_rule");
-        }
-        for rule in &plan.adopted {
-            info!(%rule, "adopted iptables rule: comment added in place");
-            self.metrics.repaired("adopted_rule");
-        }
-        for rule in &plan.stale {
-            info!(%rule, "removed iptables rule no longer wanted");
-            self.metrics.repaired("stale_rule");
-        }
-        for rule in &plan.insert {
-            info!(%rule, why = rule.why, "{} iptables rule", self.verb());
-            self.metrics.repaired("iptables_rule");
+        let changes = driver.ensure(&self.wanted, !self.started).await?;
+        for change in &changes {
+            let rule = &change.rule;
+            match change.kind {
+                ChangeKind::Duplicate => info!(%rule, "removed duplicate iptables rule"),
+                ChangeKind::Adopted => {
+                    info!(%rule, "adopted iptables rule: comment added in place");
+                }
+                ChangeKind::Stale => info!(%rule, "removed iptables rule no longer wanted"),
+                ChangeKind::Inserted => {
+                    info!(%rule, why = change.why, "{} iptables rule", self.verb());
+                }
+                ChangeKind::Removed => info!(%rule, "removed iptables rule"),
+            }
+            if let Some(label) = change.kind.repair_label() {
+                self.metrics.repaired(label);
+            }
         }
         Ok(())
     }
@@ -469,13 +395,6 @@ impl RuleKeeper {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn address_error(ip: &str) -> StepError {
-        StepError::Address(NetifError {
-            action: format!("add {ip} to interface lo"),
-            cause: std::io::Error::from_raw_os_error(1),
-        })
-    }
 
     #[test]
     fn a_down_link_is_brought_up_only_when_managed_or_lo() {
@@ -506,24 +425,5 @@ mod tests {
                 "up {up}, lo {lo}, managed {managed}, reported {reported}"
             );
         }
-    }
-
-    #[test]
-    fn every_failed_address_is_named_once() {
-        assert!(one_or_several(Vec::new()).is_ok());
-        let one = one_or_several(vec![address_error("10.96.0.2")]).expect_err("one error");
-        assert!(matches!(one, StepError::Address(_)));
-        assert!(
-            error_chain(&one).starts_with("address: add 10.96.0.2 to interface lo: "),
-            "{}",
-            error_chain(&one)
-        );
-        let both = one_or_several(vec![address_error("10.96.0.2"), address_error("fd00::2")])
-            .expect_err("two errors");
-        assert_eq!(both.kind(), "address");
-        let shown = error_chain(&both);
-        assert_eq!(shown.matches("10.96.0.2").count(), 1, "{shown}");
-        assert_eq!(shown.matches("fd00::2").count(), 1, "{shown}");
-        assert_eq!(shown.matches("; address: add ").count(), 1, "{shown}");
     }
 }

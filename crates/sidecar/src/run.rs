@@ -17,7 +17,8 @@ use crate::daemon;
 use crate::events::KernelEvents;
 use crate::metrics::{self, Metrics};
 use crate::netif::{Netif, NetifError};
-use crate::reconcile::{Sidecar, StepErrors};
+use crate::reconcile::Sidecar;
+use crate::step::StepErrors;
 
 /// A request to stop, e.g. a signal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -217,7 +218,7 @@ async fn cleanup_until_stopped(sidecar: &mut Sidecar, stops: &mut mpsc::Receiver
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::StepError;
+    use crate::step::StepError;
 
     fn failed() -> Result<(), StepErrors> {
         Err(StepErrors(vec![StepError::Several(Vec::new())]))

@@ -8,7 +8,8 @@ use tracing::info;
 
 use crate::address::{self, Found};
 use crate::netif::{AddressEntry, Link};
-use crate::reconcile::{AddressKeeper, RuleKeeper, Sidecar, StepError, StepErrors};
+use crate::reconcile::{AddressKeeper, RuleKeeper, Sidecar};
+use crate::step::{StepError, StepErrors};
 
 impl Sidecar {
     /// Removes what the sidecar keeps: every copy of the rules, the address, and the interface
@@ -31,19 +32,16 @@ impl RuleKeeper {
     /// Removes every copy of the rules; reports what failed.
     pub async fn teardown(&mut self) -> Vec<StepError> {
         let mut errors = Vec::new();
-        match self.firewall().await {
+        match self.driver().await {
             Ok(None) => {}
             Err(error) => errors.push(error),
-            Ok(Some(firewall)) => match firewall.remove(&self.wanted).await {
-                Ok(plan) => {
-                    for rule in plan.deletions() {
-                        info!(%rule, "removed iptables rule");
+            Ok(Some(driver)) => match driver.remove(&self.wanted).await {
+                Ok(changes) => {
+                    for change in changes {
+                        info!(rule = %change.rule, "removed iptables rule");
                     }
                 }
-                Err(source) => errors.push(StepError::Iptables {
-                    backend: firewall.backend(),
-                    source,
-                }),
+                Err(error) => errors.push(error.into()),
             },
         }
         errors

@@ -1,7 +1,7 @@
 // SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
 // SPDX-License-Identifier: Apache-2.0
 
-//! The iptables side effects: read the rules with one `iptables-save`, change them with one
+//! The iptables driver: read the rules with one `iptables-save`, change them with one
 //! atomic `iptables-restore --noflush`, under the host's xtables lock.
 //!
 //! `iptables -C` is never used to test for a rule: before iptables 1.8.8 it misreports some
@@ -150,6 +150,18 @@ impl Firewall {
     async fn read_within(&self, bound: Duration) -> Result<Ruleset, FirewallError> {
         let binary = Self::binary(self.family, self.backend, "-save");
         Ok(Ruleset::parse(&run(&binary, &[], None, None, bound).await?))
+    }
+
+    /// Makes each wanted rule present exactly once. In steady state (not `first`) this is one
+    /// read, and the lock is taken only when something is missing; at start-up, when changes
+    /// are likely, the lock is taken first and the rules read once under it.
+    pub async fn sync(&self, wanted: &[Rule], first: bool) -> Result<Plan, FirewallError> {
+        if first {
+            self.ensure_locked(wanted).await
+        } else {
+            let current = self.read().await?;
+            self.ensure(&current, wanted).await
+        }
     }
 
     /// Makes each wanted rule present exactly once. `current` is a dump read just before; when
