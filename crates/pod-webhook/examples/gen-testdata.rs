@@ -76,27 +76,22 @@ fn large_admission() -> Result<String, Box<dyn Error>> {
             })
         })
         .collect();
-    let review = serde_json::json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "0d4c3a43-5f62-4a8f-9d1e-6b7c2f0a9e11",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "default",
-            "operation": "CREATE",
-            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
-            "object": {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"generateName": "big-", "namespace": "default",
-                             "labels": {"app": "big"}},
-                "spec": {"containers": containers,
-                         "volumes": [{"name": "config", "configMap": {"name": "config"}}]},
-            },
-            "oldObject": null,
-            "dryRun": false,
-        }
+    // The README's request as the envelope: only the pod, its uid and its creator differ.
+    let mut review: serde_json::Value = serde_json::from_str(ADMISSION_JSON)?;
+    let request = &mut review["request"];
+    request["uid"] = "0d4c3a43-5f62-4a8f-9d1e-6b7c2f0a9e11".into();
+    if let Some(fields) = request.as_object_mut() {
+        fields.remove("name"); // a ReplicaSet's pods are named by the apiserver
+    }
+    request["userInfo"] = serde_json::json!({
+        "username": "system:serviceaccount:kube-system:replicaset-controller"
+    });
+    request["object"] = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"generateName": "big-", "namespace": "default", "labels": {"app": "big"}},
+        "spec": {"containers": containers,
+                 "volumes": [{"name": "config", "configMap": {"name": "config"}}]},
     });
     Ok(serde_json::to_string(&review)? + "\n")
 }
