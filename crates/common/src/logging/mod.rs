@@ -1,0 +1,143 @@
+// SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
+// SPDX-License-Identifier: Apache-2.0
+
+//! Log lines in the two shapes Kubernetes log pipelines read, as `tracing-subscriber` event
+//! formatters, and [`init`], which routes them the way klog does ([`KlogArgs::route`]).
+//!
+//! - [`KlogText`]: klog's text format, `I1130 14:39:27.273949   25085 reconcile.rs:38] "added
+//!   address" ip="10.96.0.2"`: severity letter, month and day, time with microseconds (UTC),
+//!   process id, file:line, the quoted message, then `key=value` pairs, strings quoted as Go's
+//!   `strconv.Quote` does.
+//! - [`JsonLines`]: one JSON object per line, as controller-runtime's zap logger writes them:
+//!   `{"level":"info","ts":"2026-11-30T14:39:27.273949Z","logger":"…","msg":"…",…fields}`.
+//!
+//! Every event is exactly one line in both formats: newlines in values are escaped.
+//!
+//! The work is shared by job: [`format`] turns an event into its line, [`route`] opens klog's
+//! files and picks the ones a line goes to, [`write`] hands lines to stderr and the files;
+//! [`stamp`] and [`quote`] are the pieces of a line both formats share.
+
+mod format;
+mod quote;
+mod route;
+mod stamp;
+mod write;
+
+use std::io;
+use std::path::PathBuf;
+
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+use crate::klog::KlogArgs;
+
+pub use format::{JsonFields, JsonLines, KlogFields, KlogText, Lines, SpanFields};
+pub use quote::{go_quote, json_quote};
+pub use write::{LineWriter, Sink};
+
+/// `--logging-format`, the Kubernetes components' flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// klog's text format.
+    Text,
+    /// One JSON object per line (controller-runtime's schema).
+    Json,
+}
+
+/// The `tracing` level `-v` enables: 0 (and below) info, 1 to 4 debug, 5 and more trace.
+pub fn level_for_verbosity(v: i32) -> Level {
+    match v {
+        i32::MIN..=0 => Level::INFO,
+        1..=4 => Level::DEBUG,
+        _ => Level::TRACE,
+    }
+}
+
+/// What [`init`] needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings<'a> {
+    pub klog: &'a KlogArgs,
+    pub format: LogFormat,
+    /// The program's name, for klog's file names (`NAME.HOST.USER.log.INFO.…`).
+    pub program: &'a str,
+    /// The program's version, for the header of klog's files.
+    pub version: &'a str,
+    /// `tracing` filter directives (`info`, `debug,netlink_proto=error`, ...).
+    pub directives: &'a str,
+}
+
+/// Why logging could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("invalid log filter {directives:?}")]
+    Filter {
+        directives: String,
+        #[source]
+        source: tracing_subscriber::filter::ParseError,
+    },
+    #[error("cannot open log file {}", path.display())]
+    File {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("a logger is already installed")]
+    AlreadyInstalled(#[source] tracing_subscriber::util::TryInitError),
+}
+
+/// Installs the global subscriber: lines in `format`, routed as klog routes them.
+pub fn init(settings: Settings<'_>) -> Result<(), InitError> {
+    let filter: Targets = settings
+        .directives
+        .parse()
+        .map_err(|source| InitError::Filter {
+            directives: settings.directives.to_string(),
+            source,
+        })?;
+    let sink = Sink::open(settings)?;
+    let klog = settings.klog;
+    // One layer type for both formats: a second instantiation of the fmt layer would grow the
+    // sidecar's binary, and with it its resident set.
+    let (events, fields) = match settings.format {
+        LogFormat::Text => (
+            Lines::Klog(KlogText {
+                skip_headers: klog.skip_headers,
+                add_dir_header: klog.add_dir_header,
+                pid: std::process::id(),
+            }),
+            SpanFields::Klog(KlogFields),
+        ),
+        LogFormat::Json => (Lines::Json(JsonLines), SpanFields::Json(JsonFields)),
+    };
+    let result = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .event_format(events)
+                .fmt_fields(fields)
+                .with_writer(sink),
+        )
+        .with(filter)
+        .try_init();
+    result.map_err(InitError::AlreadyInstalled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verbosity_levels() {
+        for (v, level) in [
+            (-1, Level::INFO),
+            (0, Level::INFO),
+            (1, Level::DEBUG),
+            (4, Level::DEBUG),
+            (5, Level::TRACE),
+            (9, Level::TRACE),
+        ] {
+            assert_eq!(level_for_verbosity(v), level, "{v}");
+        }
+    }
+}
