@@ -6,7 +6,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::mutate::MutateOptions;
+use crate::mutate::{MAX_CONTAINERS, MAX_FQDN_BYTES, MutateOptions};
+use crate::review::answer_growth_bound;
 
 /// Everything the server needs to run.
 #[derive(Debug, Clone)]
@@ -100,7 +101,8 @@ pub struct Limits {
     /// that stops sending cannot hold the share for long.
     pub body_fill_timeout: Duration,
     /// How much larger than its request's body an answer may be; a larger one is refused
-    /// (400).
+    /// (400). The default is the most a pod within the container limit can need, with the
+    /// longest FQDN, so it refuses no pod the container limit lets through.
     pub answer_unbudgeted_bytes: usize,
     /// HTTP/2: streams open at once on one connection.
     pub h2_max_concurrent_streams: u32,
@@ -123,7 +125,7 @@ impl Limits {
         body_budget_bytes: 1024 * 1024,
         body_unbudgeted_bytes: 16 * 1024,
         body_fill_timeout: Duration::from_secs(2),
-        answer_unbudgeted_bytes: 64 * 1024,
+        answer_unbudgeted_bytes: answer_growth_bound(MAX_CONTAINERS, MAX_FQDN_BYTES),
         h2_max_concurrent_streams: 100,
         h2_max_pending_reset_streams: 20,
     };

@@ -21,10 +21,17 @@ pub const ENV_NAME: &str = "KUBERNETES_SERVICE_HOST";
 pub const INJECT_LABEL: &str = "apiserver-proxy.networking.gardener.cloud/inject";
 
 /// Most entries in each of `spec.initContainers` and `spec.containers`. Kubernetes sets no
-/// number, but etcd's ~1.5 MiB object limit keeps real pods far below it; the patch grows with
-/// the containers, so a pod of thousands of empty containers would make a small request
-/// produce an answer many times its size.
-pub const MAX_CONTAINERS: usize = 1000;
+/// number; real pods have a handful, rarely dozens. The patch grows with the containers (one
+/// operation of up to ~480 bytes each, base64 included, with the longest FQDN), so a pod of
+/// many empty containers would make a small request produce an answer many times its size:
+/// the server's allowance for how much larger an answer may be than its request
+/// ([`crate::review::answer_growth_bound`]) is derived from this number, so that every pod
+/// within it is answered.
+pub const MAX_CONTAINERS: usize = 100;
+
+/// The longest `--apiserver-fqdn`: 253 characters (Kubernetes' `IsFullyQualifiedDomainName`)
+/// and the optional trailing dot.
+pub const MAX_FQDN_BYTES: usize = 254;
 
 /// What the mutation needs to know besides the pod.
 #[derive(Debug, Clone)]

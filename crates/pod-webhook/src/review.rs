@@ -136,6 +136,48 @@ pub struct Answer {
     pub uid: String,
 }
 
+/// The answer without its uid and patch, with the longer apiVersion.
+const ENVELOPE: &str = r#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","response":{"uid":"","allowed":true,"patchType":"JSONPatch","patch":""}}"#;
+
+/// One patch operation without its list name, index and FQDN. `add .../env` with a one-entry
+/// array and `add .../env/-` with the entry alone are the same length (`[`, `]` against `/-`).
+const OP: &str =
+    r#"{"op":"add","path":"/spec///env","value":[{"name":"KUBERNETES_SERVICE_HOST","value":""}]}"#;
+
+/// The most bytes by which an answer can be larger than its request's body, for a pod with at
+/// most `containers` init containers and `containers` containers and an FQDN of at most
+/// `fqdn_bytes` (which needs no JSON escape). Exact for a pod whose every container is patched:
+/// such an answer is this long plus its uid. The uid is echoed from the request, never longer
+/// than it was there (serde_json escapes only what JSON requires escaped), so the request's body
+/// pays for it.
+pub const fn answer_growth_bound(containers: usize, fqdn_bytes: usize) -> usize {
+    // `[`, the operations with a comma after each but the last, `]`.
+    let mut patch = 2;
+    let lists = ["initContainers".len(), "containers".len()];
+    let mut l = 0;
+    while l < lists.len() {
+        let mut index = 0;
+        while index < containers {
+            patch += OP.len() + lists[l] + decimal_digits(index) + fqdn_bytes + 1;
+            index += 1;
+        }
+        l += 1;
+    }
+    if containers > 0 {
+        patch -= 1;
+    }
+    ENVELOPE.len() + 4 * patch.div_ceil(3)
+}
+
+const fn decimal_digits(mut n: usize) -> usize {
+    let mut digits = 1;
+    while n >= 10 {
+        n /= 10;
+        digits += 1;
+    }
+    digits
+}
+
 /// The patch as the JSON string of its base64 encoding, kept raw: base64 needs no escaping,
 /// which spares serde_json a byte-by-byte escape scan of the largest part of a response.
 fn encode_patch(ops: &[mutate::PatchOp<'_>]) -> Result<Box<RawValue>, ReviewError> {
@@ -264,6 +306,7 @@ fn answer<'a, O>(
 mod tests {
     use super::*;
     use serde_json::{Value, json};
+    use test_support::webhook as support;
 
     fn opts() -> MutateOptions {
         MutateOptions {
@@ -338,16 +381,85 @@ mod tests {
         }
     }
 
+    /// The bound is exact for a pod whose every container is patched: its answer is the bound
+    /// plus the uid, for short and long FQDNs, one-, two- and three-digit indexes, and both
+    /// `add .../env` and `add .../env/-`.
     #[test]
-    fn the_most_containers_are_mutated() {
-        let most = vec![json!({}); mutate::MAX_CONTAINERS];
-        let pod = json!({"spec": {"initContainers": most, "containers": most}});
-        let (_, outcome) = answer(&request(API_VERSIONS[0], "CREATE", "Pod", pod));
+    fn answer_growth_bound_is_exact() {
+        let cases = [
+            (1, 8, false),
+            (1, 8, true),
+            (9, 30, false),
+            (10, 30, true),
+            (11, 100, false),
+            (100, 254, false),
+            (100, 254, true),
+            (mutate::MAX_CONTAINERS, mutate::MAX_FQDN_BYTES, false),
+        ];
+        for (containers, fqdn_bytes, with_env) in cases {
+            let fqdn = support::fqdn(fqdn_bytes);
+            assert_eq!(fqdn.len(), fqdn_bytes);
+            let container = if with_env {
+                json!({"env": [{"name": "A", "value": "b"}]})
+            } else {
+                json!({})
+            };
+            let list = vec![container; containers];
+            let pod = json!({"spec": {"initContainers": list, "containers": list}});
+            let body = request(API_VERSIONS[1], "CREATE", "Pod", pod);
+            let opts = MutateOptions {
+                apiserver_fqdn: fqdn,
+                skip_env_from: false,
+            };
+            let a = review(&body, &opts).expect("answers");
+            assert_eq!(
+                a.outcome,
+                Outcome::Mutated {
+                    containers: 2 * containers
+                }
+            );
+            assert_eq!(
+                a.body.len(),
+                answer_growth_bound(containers, fqdn_bytes) + "u-1".len(),
+                "{containers} containers, FQDN of {fqdn_bytes} bytes, env {with_env}"
+            );
+        }
+    }
+
+    /// The arithmetic itself, against figures worked out by hand: the envelope (138 bytes) and
+    /// the base64 of `[` + operations + `]`, each operation 89 bytes plus its list name, index
+    /// and FQDN.
+    #[test]
+    fn answer_growth_bound_figures() {
+        let cases = [
+            // No container: the envelope and the base64 of "[]".
+            (0, 8, 138 + 4),
+            // [op(init,0),op(containers,0)]: 2 + (89+14+1+8) + 1 + (89+10+1+8) = 223 → 300.
+            (1, 8, 138 + 300),
+            (mutate::MAX_CONTAINERS, mutate::MAX_FQDN_BYTES, 95_582),
+            (1000, mutate::MAX_FQDN_BYTES, 957_182),
+        ];
+        for (containers, fqdn_bytes, want) in cases {
+            assert_eq!(
+                answer_growth_bound(containers, fqdn_bytes),
+                want,
+                "{containers} containers, FQDN of {fqdn_bytes} bytes"
+            );
+        }
+    }
+
+    /// The server's default allowance is the bound at the container limit with the longest FQDN
+    /// `--apiserver-fqdn` accepts, so no pod the container limit lets through is refused for
+    /// the size of its answer.
+    #[test]
+    fn the_default_allowance_fits_the_container_limit() {
+        let longest = support::fqdn(mutate::MAX_FQDN_BYTES);
+        assert_eq!(crate::cli::parse_fqdn(&longest).as_deref(), Ok(&*longest));
+        let longer = format!("a{longest}");
+        assert!(crate::cli::parse_fqdn(&longer).is_err(), "{longer}");
         assert_eq!(
-            outcome,
-            Outcome::Mutated {
-                containers: 2 * mutate::MAX_CONTAINERS
-            }
+            crate::config::Limits::DEFAULT.answer_unbudgeted_bytes,
+            answer_growth_bound(mutate::MAX_CONTAINERS, mutate::MAX_FQDN_BYTES)
         );
     }
 
@@ -458,12 +570,12 @@ mod tests {
         let too_many = json!({"spec": {"containers": vec![json!({}); mutate::MAX_CONTAINERS + 1]}});
         cases.push((
             request(API_VERSIONS[0], "CREATE", "Pod", too_many),
-            "request.object is not a valid Pod: spec.containers: more than 1000 entries; a pod may have at most 1000 containers",
+            "request.object is not a valid Pod: spec.containers: more than 100 entries; a pod may have at most 100 containers and 100 init containers",
         ));
         let too_many = json!({"spec": {"initContainers": vec![json!({}); 400_000]}});
         cases.push((
             request(API_VERSIONS[0], "CREATE", "Pod", too_many),
-            "request.object is not a valid Pod: spec.initContainers: more than 1000 entries",
+            "request.object is not a valid Pod: spec.initContainers: more than 100 entries",
         ));
         for (body, want) in cases {
             let err = review(&body, &opts()).expect_err("must fail").to_string();

@@ -13,6 +13,8 @@ use common::*;
 use hyper::StatusCode;
 use hyper::body::Bytes;
 use pod_webhook::WEBHOOK_PATH;
+use pod_webhook::config::Limits;
+use pod_webhook::mutate::{MAX_CONTAINERS, MAX_FQDN_BYTES};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
@@ -166,7 +168,9 @@ async fn many_empty_containers_get_a_short_refusal() {
             text.chars().take(300).collect::<String>()
         );
         assert!(
-            text.contains("spec.containers: more than 1000 entries"),
+            text.contains(&format!(
+                "spec.containers: more than {MAX_CONTAINERS} entries"
+            )),
             "{}",
             text.chars().take(300).collect::<String>()
         );
@@ -186,50 +190,89 @@ async fn many_empty_containers_get_a_short_refusal() {
     }
 }
 
-/// Within the container limit, an answer larger than both the request's share of the memory
-/// budget and the unbudgeted answer size is refused; an ordinary many-container pod is not.
+/// The container limit is the real ceiling: with the longest FQDN `--apiserver-fqdn` accepts,
+/// a pod of the most empty init containers and containers (the most patch for the fewest request
+/// bytes) gets its patch, which applies; one container more is refused, the message naming the
+/// list and the limit. An answer larger than the allowance is refused, here with a smaller
+/// allowance than the default.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_answer_larger_than_the_request_may_hold_is_refused() {
+async fn the_container_limit_is_reachable_with_the_longest_fqdn() {
     let certs = Certs::new();
-    let server = Server::start(config(certs.dir.path())).await;
+    let mut cfg = config(certs.dir.path());
+    let longest = fqdn(MAX_FQDN_BYTES);
+    cfg.mutate.apiserver_fqdn = longest.clone();
+    let server = Server::start(cfg).await;
     let client = certs.http1_client();
-    let most = vec![json!({}); 1000];
-    let body = admission(
-        V1,
-        "most",
-        json!({"spec": {"initContainers": most, "containers": most}}),
-    )
-    .to_string();
+
+    let pod = empty_containers_pod(MAX_CONTAINERS);
+    let body = admission(V1, "most", pod.clone()).to_string();
+    let reply = client
+        .once(server.addr, review_request(body.clone()))
+        .await
+        .expect("review");
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let growth = reply.body.len() - body.len();
+    assert!(
+        growth <= Limits::DEFAULT.answer_unbudgeted_bytes
+            && growth + 1024 > Limits::DEFAULT.answer_unbudgeted_bytes,
+        "the answer grew by {growth} bytes; the allowance is {}",
+        Limits::DEFAULT.answer_unbudgeted_bytes
+    );
+    let patched = apply(&pod, &reply.json());
+    for list in ["initContainers", "containers"] {
+        let containers = patched["spec"][list].as_array().expect("list");
+        assert_eq!(containers.len(), MAX_CONTAINERS);
+        for container in containers {
+            assert_eq!(
+                container["env"],
+                json!([{"name": "KUBERNETES_SERVICE_HOST", "value": longest}]),
+                "{list}"
+            );
+        }
+    }
+
+    for list in ["initContainers", "containers"] {
+        let mut pod = empty_containers_pod(MAX_CONTAINERS);
+        pod["spec"][list]
+            .as_array_mut()
+            .expect("list")
+            .push(json!({}));
+        let reply = client
+            .once(
+                server.addr,
+                review_request(admission(V1, "one-more", pod).to_string()),
+            )
+            .await
+            .expect("review");
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
+        let want = format!(
+            "request.object is not a valid Pod: spec.{list}: more than {MAX_CONTAINERS} entries; \
+             a pod may have at most {MAX_CONTAINERS} containers and {MAX_CONTAINERS} init containers"
+        );
+        assert!(reply.text().starts_with(&want), "{}", reply.text());
+    }
+    server.stop().await.expect("clean stop");
+
+    // A server allowed less than the default refuses the answer, naming the sizes.
+    let mut cfg = config(certs.dir.path());
+    cfg.mutate.apiserver_fqdn = longest;
+    cfg.limits.answer_unbudgeted_bytes = 64 * 1024;
+    let server = Server::start(cfg).await;
     let reply = client
         .once(server.addr, review_request(body))
         .await
         .expect("review");
     assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
     assert!(
-        reply.text().contains("the answer would be")
-            && reply
-                .text()
-                .contains("the pod has 2000 containers to patch"),
+        reply
+            .text()
+            .contains("more than 65536 bytes larger than the request body")
+            && reply.text().contains(&format!(
+                "the pod has {} containers to patch",
+                2 * MAX_CONTAINERS
+            )),
         "{}",
         reply.text()
-    );
-
-    let fifty: Vec<_> = (0..50)
-        .map(|i| json!({"name": format!("c{i}"), "image": "registry.example/app:1"}))
-        .collect();
-    let pod = json!({"spec": {"initContainers": fifty, "containers": fifty}});
-    let reply = client
-        .once(
-            server.addr,
-            review_request(admission(V1, "fifty", pod.clone()).to_string()),
-        )
-        .await
-        .expect("review");
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-    let patched = apply(&pod, &reply.json());
-    assert_eq!(
-        patched["spec"]["containers"][49]["env"][0]["name"],
-        "KUBERNETES_SERVICE_HOST"
     );
 }
 

@@ -351,6 +351,41 @@ pub fn admission(api_version: &str, uid: &str, object: Value) -> Value {
     })
 }
 
+/// A valid FQDN of exactly `len` bytes (at least 4), trailing dot included: labels of up to 63
+/// `a`s, at least two of them. `fqdn(254)` is the longest `--apiserver-fqdn` accepts.
+pub fn fqdn(len: usize) -> String {
+    assert!(len >= 4, "an FQDN with a trailing dot has at least 4 bytes");
+    let mut name = String::with_capacity(len);
+    // The characters before the trailing dot.
+    let mut left = len - 1;
+    while left > 0 {
+        if !name.is_empty() {
+            name.push('.');
+            left -= 1;
+        }
+        // Leave either nothing or room for a dot and one more character, and make a second
+        // label.
+        let mut take = left.min(63);
+        if name.is_empty() {
+            take = take.min(left - 2);
+        }
+        if left - take == 1 {
+            take -= 1;
+        }
+        name.extend(std::iter::repeat_n('a', take));
+        left -= take;
+    }
+    name.push('.');
+    name
+}
+
+/// A Pod of `containers` init containers and `containers` containers, each an empty object:
+/// the most patch for the fewest request bytes.
+pub fn empty_containers_pod(containers: usize) -> Value {
+    let empty = vec![serde_json::json!({}); containers];
+    serde_json::json!({"spec": {"initContainers": empty, "containers": empty}})
+}
+
 /// The decoded JSON Patch of a response, if it has one.
 pub fn decoded_patch(review: &Value) -> Option<Value> {
     let response = &review["response"];
