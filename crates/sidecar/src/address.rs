@@ -215,11 +215,11 @@ pub fn concerns(found: &Found, wanted: &[IpAddr], remove: &[IpAddr]) -> bool {
 }
 
 /// The addresses the sidecar added under another IP (marked, full-length prefix), to remove:
-/// positions in `found`, every address on the node. Every address in `wanted` is wanted; a
-/// family with no address in `wanted` is left alone, as another sidecar's to keep (one process
-/// per family, as before `--ip-address` took a list), so two such processes never remove each
-/// other's addresses.
-pub fn stale(wanted: &[IpAddr], found: &[Found]) -> Vec<usize> {
+/// positions in `found`, every address on the node. Every address in `wanted` is wanted; so is
+/// every IP in `others`, kept by another live instance (see `instance.rs`). A family with no
+/// address in `wanted` is left alone, as another sidecar's to keep (one process per family, as
+/// before `--ip-address` took a list, and as versions that claim no IP run).
+pub fn stale(wanted: &[IpAddr], found: &[Found], others: &[IpAddr]) -> Vec<usize> {
     let families = families(wanted);
     found
         .iter()
@@ -227,6 +227,7 @@ pub fn stale(wanted: &[IpAddr], found: &[Found]) -> Vec<usize> {
         .filter(|(_, entry)| {
             entry.marked
                 && !wanted.contains(&entry.ip)
+                && !others.contains(&entry.ip)
                 && families.contains(&Family::of(entry.ip))
                 && entry.prefix_len == full_prefix(entry.ip)
         })
@@ -236,13 +237,16 @@ pub fn stale(wanted: &[IpAddr], found: &[Found]) -> Vec<usize> {
 
 /// The addresses named by `--remove-ip-address` (the Go original's, under an earlier IP, which
 /// carry no mark): positions in `found` of every full-length copy, on any interface, marked or
-/// not. The same IP with a shorter prefix is a subnet address, never removed.
-pub fn named_for_removal(remove: &[IpAddr], found: &[Found]) -> Vec<usize> {
+/// not, unless another live instance keeps the IP (`others`). The same IP with a shorter prefix
+/// is a subnet address, never removed.
+pub fn named_for_removal(remove: &[IpAddr], found: &[Found], others: &[IpAddr]) -> Vec<usize> {
     found
         .iter()
         .enumerate()
         .filter(|(_, entry)| {
-            remove.contains(&entry.ip) && entry.prefix_len == full_prefix(entry.ip)
+            remove.contains(&entry.ip)
+                && !others.contains(&entry.ip)
+                && entry.prefix_len == full_prefix(entry.ip)
         })
         .map(|(position, _)| position)
         .collect()
@@ -587,9 +591,35 @@ mod tests {
         ];
         for (name, wanted, want) in cases {
             let wanted: Vec<IpAddr> = wanted.iter().map(|text| ip(text)).collect();
-            assert_eq!(stale(&wanted, &on_node), *want, "{name}");
+            assert_eq!(stale(&wanted, &on_node, &[]), *want, "{name}");
         }
-        assert!(stale(&[ip("10.96.0.2")], &on_node[..1]).is_empty());
+        assert!(stale(&[ip("10.96.0.2")], &on_node[..1], &[]).is_empty());
+    }
+
+    #[test]
+    fn an_ip_another_live_instance_keeps_is_never_stale_nor_removed() {
+        let on_node = [
+            on_link("10.96.0.2", 32, true),  // ours
+            on_link("10.96.0.3", 32, true),  // the new DaemonSet's, running
+            on_link("10.96.0.4", 32, true),  // an earlier IP nobody keeps any more
+            on_link("10.96.0.9", 32, false), // named for removal
+        ];
+        let wanted = [ip("10.96.0.2")];
+        // the IPs other live instances keep, stale positions, positions of named ones removed
+        let cases: &[(&[&str], &[usize], &[usize])] = &[
+            (&[], &[1, 2], &[3]),
+            (&["10.96.0.3"], &[2], &[3]),
+            (&["10.96.0.3", "10.96.0.4"], &[], &[3]),
+            (&["10.96.0.9"], &[1, 2], &[]),
+            // Our own IP kept elsewhere too (two instances, one IP) changes nothing here.
+            (&["10.96.0.2"], &[1, 2], &[3]),
+        ];
+        for (others, want_stale, want_named) in cases {
+            let others: Vec<IpAddr> = others.iter().map(|text| ip(text)).collect();
+            assert_eq!(stale(&wanted, &on_node, &others), *want_stale, "{others:?}");
+            let named = named_for_removal(&[ip("10.96.0.9")], &on_node, &others);
+            assert_eq!(named, *want_named, "{others:?}");
+        }
     }
 
     #[test]
@@ -615,7 +645,11 @@ mod tests {
         ];
         for (remove, want) in cases {
             let remove: Vec<IpAddr> = remove.iter().map(|text| ip(text)).collect();
-            assert_eq!(named_for_removal(&remove, &on_node), *want, "{remove:?}");
+            assert_eq!(
+                named_for_removal(&remove, &on_node, &[]),
+                *want,
+                "{remove:?}"
+            );
         }
     }
 
@@ -644,12 +678,12 @@ mod tests {
             positions.iter().map(|at| from[*at]).collect()
         };
         assert_eq!(
-            picked(stale(&wanted, &kept), &kept),
-            picked(stale(&wanted, &every), &every)
+            picked(stale(&wanted, &kept, &[]), &kept),
+            picked(stale(&wanted, &every, &[]), &every)
         );
         assert_eq!(
-            picked(named_for_removal(&remove, &kept), &kept),
-            picked(named_for_removal(&remove, &every), &every)
+            picked(named_for_removal(&remove, &kept, &[]), &kept),
+            picked(named_for_removal(&remove, &every, &[]), &every)
         );
     }
 

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod daemon;
 pub mod events;
 pub mod firewall;
+pub mod instance;
 pub mod metrics;
 pub mod netif;
 pub mod reconcile;

@@ -13,6 +13,7 @@ use tracing::{info, warn};
 use crate::address::{self, Family, Found};
 use crate::cli::Config;
 use crate::firewall::{ChangeKind, Driver, Settings, Wanted};
+use crate::instance::Claims;
 use crate::metrics::{Metrics, Part};
 use crate::netif::{AddressEntry, Link, Netif, NetifError};
 use crate::step::{StepError, StepErrors, one_or_several};
@@ -31,6 +32,8 @@ pub struct AddressKeeper {
     pub(crate) config: Config,
     pub(crate) netif: Netif,
     pub(crate) metrics: Arc<Metrics>,
+    /// The IPs this instance claims, and which other live instances keep.
+    pub(crate) claims: Arc<Claims>,
     /// The dummy link this process created, deleted again by `--cleanup`.
     pub(crate) created_link: Option<Link>,
     /// The link index the address was last put on, to recognise its events.
@@ -62,13 +65,16 @@ pub struct RuleKeeper {
     pub(crate) driver: Option<Driver>,
     pub(crate) wanted: Wanted,
     pub(crate) metrics: Arc<Metrics>,
+    /// The IPs this instance claims, and which other live instances keep.
+    pub(crate) claims: Arc<Claims>,
     /// Whether the first sync has run (later changes are logged as restores).
     started: bool,
 }
 
 impl Sidecar {
-    /// Prepares a sidecar. Nothing touches the kernel before the first sync.
-    pub fn new(config: Config, netif: Netif, metrics: Arc<Metrics>) -> Self {
+    /// Prepares a sidecar that keeps the IPs of `claims` (see `instance.rs`). Nothing touches
+    /// the kernel's network state before the first sync.
+    pub fn new(config: Config, netif: Netif, metrics: Arc<Metrics>, claims: Arc<Claims>) -> Self {
         let rules = address::families(&config.ips)
             .into_iter()
             .filter_map(|family| {
@@ -84,6 +90,7 @@ impl Sidecar {
                     config: config.clone(),
                     driver: None,
                     metrics: metrics.clone(),
+                    claims: claims.clone(),
                     started: false,
                 })
             })
@@ -94,6 +101,7 @@ impl Sidecar {
                 config,
                 netif,
                 metrics,
+                claims,
                 created_link: None,
                 link_index: None,
                 reported_down: false,
@@ -141,6 +149,7 @@ impl AddressKeeper {
     /// Makes sure the interface exists (and is up when it is ours) and carries the address
     /// exactly once. In steady state this only reads.
     pub async fn sync_address(&mut self) -> Result<(), StepError> {
+        self.claims.retry();
         let link = self.find_or_create_link().await?;
         self.keep_link_up(&link).await?;
         self.link_index = Some(link.index);
@@ -207,16 +216,30 @@ impl AddressKeeper {
     }
 
     /// Removes the addresses this sidecar added under an earlier IP and those named by
-    /// `--remove-ip-address`, from the dump `every`.
+    /// `--remove-ip-address`, from the dump `every`; never those of an IP another live
+    /// instance keeps.
     async fn remove_unwanted(&mut self, every: &[AddressEntry]) -> Result<(), StepError> {
         let all: Vec<Found> = every.iter().map(Found::from).collect();
+        let (ips, remove) = (&self.config.ips, &self.config.remove_ips);
+        // Only the IPs that would go are asked about.
+        let candidates = [
+            address::stale(ips, &all, &[]),
+            address::named_for_removal(remove, &all, &[]),
+        ];
+        let others = self.claims.kept_elsewhere(
+            candidates
+                .iter()
+                .flatten()
+                .filter_map(|at| all.get(*at))
+                .map(|found| found.ip),
+        );
         let removals = [
             (
-                address::stale(&self.config.ips, &all),
+                address::stale(ips, &all, &others),
                 "removed an address this sidecar added earlier, no longer wanted",
             ),
             (
-                address::named_for_removal(&self.config.remove_ips, &all),
+                address::named_for_removal(remove, &all, &others),
                 "removed an address named by --remove-ip-address",
             ),
         ];
@@ -370,7 +393,10 @@ impl RuleKeeper {
         let Some(driver) = self.driver().await? else {
             return Ok(());
         };
-        let changes = driver.ensure(&self.wanted, !self.started).await?;
+        self.claims.retry();
+        let changes = driver
+            .ensure(&self.wanted, !self.started, &self.claims)
+            .await?;
         for change in &changes {
             let rule = &change.rule;
             match change.kind {

@@ -243,18 +243,16 @@ impl Ruleset {
             .collect()
     }
 
-    /// The rules carrying the sidecar's comment that are none of `wanted`.
-    fn stale(&self, wanted: &[Rule]) -> Vec<Line> {
+    /// The rules carrying the sidecar's comment that are none of `wanted`, except those of an
+    /// IP in `spared` (kept by another live instance).
+    fn stale(&self, wanted: &[Rule], spared: &[IpAddr]) -> Vec<Line> {
         let mut stale = Vec::new();
         for ((table, chain), rules) in &self.chains {
             for spec in rules {
-                let ours = spec
-                    .windows(2)
-                    .any(|pair| pair[0] == "--comment" && pair[1].starts_with(COMMENT_PREFIX));
                 let wanted = wanted
                     .iter()
                     .any(|rule| rule.table == table && rule.chain == chain && rule.spec == *spec);
-                if ours && !wanted {
+                if is_ours(spec) && !wanted && !is_spared(spec, spared) {
                     stale.push(Line {
                         table: table.clone(),
                         chain: chain.clone(),
@@ -268,6 +266,20 @@ impl Ruleset {
         stale
     }
 
+    /// The IPs the rules carrying the sidecar's comment match, without repeats.
+    pub fn commented_ips(&self) -> Vec<IpAddr> {
+        let mut ips: Vec<IpAddr> = self
+            .chains
+            .values()
+            .flatten()
+            .filter(|spec| is_ours(spec))
+            .filter_map(|spec| address_of(spec))
+            .collect();
+        ips.sort();
+        ips.dedup();
+        ips
+    }
+
     /// Number of rules in every table.
     pub fn rule_count(&self) -> usize {
         self.rule_count
@@ -277,6 +289,25 @@ impl Ruleset {
     pub fn has_chain(&self, name: &str) -> bool {
         self.chain_names.iter().any(|chain| chain == name)
     }
+}
+
+/// Whether a rule carries the sidecar's comment.
+fn is_ours(spec: &[String]) -> bool {
+    spec.windows(2)
+        .any(|pair| pair[0] == "--comment" && pair[1].starts_with(COMMENT_PREFIX))
+}
+
+/// The proxy IP a rule matches (its `-d` or `-s`), if it names one.
+fn address_of(spec: &[String]) -> Option<IpAddr> {
+    let pair = spec
+        .windows(2)
+        .find(|pair| matches!(pair[0].as_str(), "-s" | "-d"))?;
+    pair[1].split('/').next()?.parse().ok()
+}
+
+/// Whether a rule matches an IP another live instance keeps.
+fn is_spared(spec: &[String], spared: &[IpAddr]) -> bool {
+    address_of(spec).is_some_and(|ip| spared.contains(&ip))
 }
 
 /// Rewrites the addresses of `-s`/`-d` in the form [`wanted_rules`] writes them, so a rule is
@@ -338,8 +369,9 @@ fn line_of(rule: &Rule, spec: &[String]) -> Line {
 }
 
 impl Plan {
-    /// Makes every wanted rule present exactly once, keeping the copy nearest the top.
-    pub fn ensure(current: &Ruleset, wanted: &[Rule]) -> Self {
+    /// Makes every wanted rule present exactly once, keeping the copy nearest the top; removes
+    /// stale rules, but never those of an IP in `spared`, kept by another live instance.
+    pub fn ensure(current: &Ruleset, wanted: &[Rule], spared: &[IpAddr]) -> Self {
         let mut plan = Plan::default();
         // Per chain, the positions the plan deletes, and the tops of the rules it puts back.
         let mut deleted: HashMap<(&str, &str), HashSet<usize>> = HashMap::new();
@@ -370,7 +402,7 @@ impl Plan {
                 .extend(&positions);
             tops.push((rule, top));
         }
-        plan.stale = current.stale(wanted);
+        plan.stale = current.stale(wanted, spared);
         plan.delete.extend(plan.stale.iter().cloned());
         // Put back top first: each lands below the rules that stay above it and those already
         // back, as it was.
@@ -391,16 +423,17 @@ impl Plan {
     }
 
     /// Removes every copy of every wanted rule, with or without its comment, and every other
-    /// rule carrying the sidecar's comment.
-    pub fn remove(current: &Ruleset, wanted: &[Rule]) -> Self {
+    /// rule carrying the sidecar's comment; never a rule of an IP in `spared`, kept by another
+    /// live instance (one with the same IP too).
+    pub fn remove(current: &Ruleset, wanted: &[Rule], spared: &[IpAddr]) -> Self {
         let mut plan = Plan::default();
-        for rule in wanted {
+        for rule in wanted.iter().filter(|rule| !is_spared(&rule.spec, spared)) {
             let chain = current.chain_of(rule);
             for at in current.positions(rule) {
                 plan.delete.push(line_of(rule, &chain[at]));
             }
         }
-        plan.stale = current.stale(wanted);
+        plan.stale = current.stale(wanted, spared);
         plan.delete.extend(plan.stale.iter().cloned());
         plan
     }
@@ -521,7 +554,7 @@ COMMIT
     #[test]
     fn ensure_adopts_the_bare_copies_and_deletes_extra_ones() {
         let wanted = wanted_rules(IpAddr::from([10, 96, 0, 2]), 443);
-        let plan = Plan::ensure(&Ruleset::parse(V4_SAVE), &wanted);
+        let plan = Plan::ensure(&Ruleset::parse(V4_SAVE), &wanted, &[]);
         assert_eq!(plan.insert, [wanted[3].clone()]);
         assert_eq!(plan.duplicates.len(), 1);
         assert_eq!(plan.duplicates[0].spec, wanted[2].bare);
@@ -551,7 +584,7 @@ COMMIT
     #[test]
     fn ensure_on_an_empty_host_inserts_all_five() {
         let wanted = wanted_rules(IpAddr::from([10, 96, 0, 2]), 443);
-        let plan = Plan::ensure(&Ruleset::parse(""), &wanted);
+        let plan = Plan::ensure(&Ruleset::parse(""), &wanted, &[]);
         assert_eq!(plan.insert, wanted);
         assert!(plan.deletions().is_empty());
         let input = plan.restore_input();
@@ -577,7 +610,7 @@ COMMIT
     #[test]
     fn steady_state_plans_nothing() {
         let wanted = wanted_rules(IpAddr::from([10, 96, 0, 2]), 443);
-        let plan = Plan::ensure(&Ruleset::parse(&dump(&wanted)), &wanted);
+        let plan = Plan::ensure(&Ruleset::parse(&dump(&wanted)), &wanted, &[]);
         assert!(plan.is_empty(), "{plan:?}");
         assert_eq!(plan.restore_input(), "");
     }
@@ -595,7 +628,7 @@ COMMIT
             dump(&old_port),
             dump(&wanted)
         );
-        let plan = Plan::ensure(&Ruleset::parse(&save), &wanted);
+        let plan = Plan::ensure(&Ruleset::parse(&save), &wanted, &[]);
         assert!(plan.insert.is_empty() && plan.adopted.is_empty() && plan.duplicates.is_empty());
         assert_eq!(plan.stale.len(), 10, "{plan:?}");
         assert!(
@@ -605,10 +638,72 @@ COMMIT
                     || line.spec.contains(&"6443".to_string()))
         );
         // Teardown removes ours, current and stale, and nothing foreign.
-        let plan = Plan::remove(&Ruleset::parse(&save), &wanted);
+        let plan = Plan::remove(&Ruleset::parse(&save), &wanted, &[]);
         assert_eq!(plan.deletions().len(), 15);
         let input = plan.restore_input();
         assert!(!input.contains("192.0.2."), "{input}");
+    }
+
+    #[test]
+    fn rules_of_an_ip_another_live_instance_keeps_are_never_stale_nor_removed() {
+        let ip = |text: &str| -> IpAddr { text.parse().expect("a test address") };
+        let ours = wanted_rules(ip("10.96.0.2"), 443);
+        let theirs = wanted_rules(ip("10.96.0.3"), 443);
+        let gone = wanted_rules(ip("10.96.0.4"), 443);
+        let v6 = wanted_rules(ip("fd00::3"), 443);
+        let save = [&ours, &theirs, &gone, &v6]
+            .map(|rules| dump(rules))
+            .concat();
+        let current = Ruleset::parse(&save);
+        assert_eq!(
+            current.commented_ips(),
+            ["10.96.0.2", "10.96.0.3", "10.96.0.4", "fd00::3"].map(ip)
+        );
+        let lines_of = |lines: &[Line]| -> Vec<String> {
+            let mut hosts: Vec<String> = lines.iter().map(|line| line.spec[1].clone()).collect();
+            hosts.dedup();
+            hosts
+        };
+        // the IPs other live instances keep, the stale rules' hosts, the teardown's hosts
+        let cases: &[(&[&str], &[&str], &[&str])] = &[
+            (
+                &[],
+                &["10.96.0.3/32", "10.96.0.4/32", "fd00::3/128"],
+                &[
+                    "10.96.0.2/32",
+                    "10.96.0.3/32",
+                    "10.96.0.4/32",
+                    "fd00::3/128",
+                ],
+            ),
+            (
+                &["10.96.0.3", "fd00::3"],
+                &["10.96.0.4/32"],
+                &["10.96.0.2/32", "10.96.0.4/32"],
+            ),
+            // Our own IP kept by another instance too: ensured, but never torn down.
+            (
+                &["10.96.0.2", "10.96.0.3", "10.96.0.4", "fd00::3"],
+                &[],
+                &[],
+            ),
+        ];
+        for (spared, want_stale, want_removed) in cases {
+            let spared: Vec<IpAddr> = spared.iter().map(|text| ip(text)).collect();
+            let plan = Plan::ensure(&current, &ours, &spared);
+            assert!(
+                plan.insert.is_empty() && plan.adopted.is_empty(),
+                "{plan:?}"
+            );
+            let mut stale = lines_of(&plan.stale);
+            stale.sort();
+            stale.dedup();
+            assert_eq!(stale, *want_stale, "{spared:?}");
+            let mut removed = lines_of(Plan::remove(&current, &ours, &spared).deletions());
+            removed.sort();
+            removed.dedup();
+            assert_eq!(removed, *want_removed, "{spared:?}");
+        }
     }
 
     #[test]
@@ -775,6 +870,7 @@ COMMIT
             let plan = Plan::ensure(
                 &Ruleset::parse(&format!("*{table}\n{save}COMMIT\n")),
                 &wanted,
+                &[],
             );
             let mut chains = HashMap::from([(
                 chain.to_string(),
@@ -796,9 +892,9 @@ COMMIT
     #[test]
     fn remove_deletes_every_copy() {
         let wanted = wanted_rules(IpAddr::from([10, 96, 0, 2]), 443);
-        let plan = Plan::remove(&Ruleset::parse(V4_SAVE), &wanted);
+        let plan = Plan::remove(&Ruleset::parse(V4_SAVE), &wanted, &[]);
         assert!(plan.insert.is_empty());
         assert_eq!(plan.deletions().len(), 5);
-        assert!(Plan::remove(&Ruleset::parse(""), &wanted).is_empty());
+        assert!(Plan::remove(&Ruleset::parse(""), &wanted, &[]).is_empty());
     }
 }

@@ -15,6 +15,7 @@ use crate::address;
 use crate::cli::Config;
 use crate::daemon;
 use crate::events::KernelEvents;
+use crate::instance::Claims;
 use crate::metrics::{self, Metrics};
 use crate::netif::{Netif, NetifError};
 use crate::reconcile::Sidecar;
@@ -99,7 +100,10 @@ pub async fn run(config: Config, mut stops: mpsc::Receiver<Stop>) -> Result<Outc
     };
     announce(&config);
     let (is_daemon, cleanup) = (config.daemon, config.cleanup);
-    let mut sidecar = Sidecar::new(config, netif, metrics);
+    // Claimed before the first sync and held until the process ends: other instances in this
+    // network namespace leave these IPs' addresses and rules alone meanwhile.
+    let claims = Arc::new(Claims::take(&config.ips));
+    let mut sidecar = Sidecar::new(config, netif, metrics, claims);
     Ok(if is_daemon {
         daemon_until_stopped(&mut sidecar, events, &mut stops, cleanup).await
     } else {

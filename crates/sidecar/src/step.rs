@@ -4,6 +4,8 @@
 //! What a failed step of a sync or teardown is: the vocabulary the loops that run the steps
 //! (`reconcile.rs`, `teardown.rs`, `daemon.rs`) and the metrics that count them share.
 
+use std::net::IpAddr;
+
 use crate::error_chain;
 use crate::firewall::DriverError;
 use crate::netif::NetifError;
@@ -19,6 +21,11 @@ pub enum StepError {
     },
     #[error("address")]
     Address(#[source] NetifError),
+    /// The teardown leaves an IP alone that another live instance keeps too.
+    #[error(
+        "{ip} is kept by another running instance in this network namespace: its address and rules are left to it"
+    )]
+    KeptElsewhere { ip: IpAddr },
     /// The rules: named by the firewall driver that failed.
     #[error(transparent)]
     Firewall(#[from] DriverError),
@@ -32,7 +39,7 @@ impl StepError {
     pub fn kind(&self) -> &'static str {
         match self {
             StepError::Interface { .. } => "interface",
-            StepError::Address(_) => "address",
+            StepError::Address(_) | StepError::KeptElsewhere { .. } => "address",
             StepError::Firewall(error) => error.kind(),
             StepError::Several(errors) => errors.first().map_or("address", StepError::kind),
         }

@@ -14,7 +14,10 @@ use crate::step::{StepError, StepErrors};
 impl Sidecar {
     /// Removes what the sidecar keeps: every copy of the rules, the address, and the interface
     /// when it is a dummy link this sidecar owns. Tries every step; what is gone counts as done.
+    /// What another live instance keeps (the same IP, claimed by it) is left to it and reported.
     pub async fn teardown(&mut self) -> Result<(), StepErrors> {
+        // A claim the other instance held until now is taken over: then it is ours to remove.
+        self.address.claims.retry();
         let mut errors = Vec::new();
         for keeper in &mut self.rules {
             errors.extend(keeper.teardown().await);
@@ -35,7 +38,7 @@ impl RuleKeeper {
         match self.driver().await {
             Ok(None) => {}
             Err(error) => errors.push(error),
-            Ok(Some(driver)) => match driver.remove(&self.wanted).await {
+            Ok(Some(driver)) => match driver.remove(&self.wanted, &self.claims).await {
                 Ok(changes) => {
                     for change in changes {
                         info!(rule = %change.rule, "removed iptables rule");
@@ -62,15 +65,20 @@ impl AddressKeeper {
         errors
     }
 
-    /// Removes every copy of the addresses on `link`; reports what failed.
+    /// Removes every copy of the addresses on `link`, but those another live instance keeps;
+    /// reports what failed, and what was left to another instance.
     async fn remove_addresses(&self, link: &Link) -> Vec<StepError> {
         let ours = |entry: &AddressEntry| self.config.ips.contains(&entry.ip);
         let every = match self.netif.addresses(ours).await {
             Ok(every) => every,
             Err(error) => return vec![StepError::Address(error)],
         };
-        let mut errors = Vec::new();
-        for ip in &self.config.ips {
+        let elsewhere = self.claims.kept_elsewhere(self.config.ips.iter().copied());
+        let mut errors: Vec<StepError> = elsewhere
+            .iter()
+            .map(|ip| StepError::KeptElsewhere { ip: *ip })
+            .collect();
+        for ip in self.config.ips.iter().filter(|ip| !elsewhere.contains(ip)) {
             let copies: Vec<_> = every.iter().filter(|entry| entry.ip == *ip).collect();
             let found: Vec<Found> = copies.iter().map(|entry| Found::from(*entry)).collect();
             let ours = address::teardown(*ip, link.index, &found);

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
 
+use crate::instance::Claims;
 use crate::rules::{Plan, Rule, Ruleset};
 
 /// How long an `iptables-save` outside the xtables lock may run before it counts as hung.
@@ -154,35 +155,55 @@ impl Firewall {
 
     /// Makes each wanted rule present exactly once. In steady state (not `first`) this is one
     /// read, and the lock is taken only when something is missing; at start-up, when changes
-    /// are likely, the lock is taken first and the rules read once under it.
-    pub async fn sync(&self, wanted: &[Rule], first: bool) -> Result<Plan, FirewallError> {
+    /// are likely, the lock is taken first and the rules read once under it. The rules of IPs
+    /// that other live instances keep (`claims`) are left alone.
+    pub async fn sync(
+        &self,
+        wanted: &[Rule],
+        first: bool,
+        claims: &Claims,
+    ) -> Result<Plan, FirewallError> {
         if first {
-            self.ensure_locked(wanted).await
+            self.ensure_locked(wanted, claims).await
         } else {
             let current = self.read().await?;
-            self.ensure(&current, wanted).await
+            self.ensure(&current, wanted, claims).await
         }
     }
 
     /// Makes each wanted rule present exactly once. `current` is a dump read just before; when
-    /// it shows nothing to do, nothing else runs. Returns what was changed.
-    pub async fn ensure(&self, current: &Ruleset, wanted: &[Rule]) -> Result<Plan, FirewallError> {
-        if Plan::ensure(current, wanted).is_empty() {
+    /// it shows nothing to do, nothing else runs. The rules of IPs that other live instances
+    /// keep (`claims`) are left alone. Returns what was changed.
+    pub async fn ensure(
+        &self,
+        current: &Ruleset,
+        wanted: &[Rule],
+        claims: &Claims,
+    ) -> Result<Plan, FirewallError> {
+        if Plan::ensure(current, wanted, &spared(current, claims)).is_empty() {
             return Ok(Plan::default());
         }
         // Planned again under the lock: another instance may have repaired the rules meanwhile.
-        self.change(|current| Plan::ensure(current, wanted)).await
+        self.change(|current| Plan::ensure(current, wanted, &spared(current, claims)))
+            .await
     }
 
     /// Like [`Firewall::ensure`] when changes are likely (at start-up): takes the lock first and
     /// reads once under it, which saves the read outside it.
-    pub async fn ensure_locked(&self, wanted: &[Rule]) -> Result<Plan, FirewallError> {
-        self.change(|current| Plan::ensure(current, wanted)).await
+    pub async fn ensure_locked(
+        &self,
+        wanted: &[Rule],
+        claims: &Claims,
+    ) -> Result<Plan, FirewallError> {
+        self.change(|current| Plan::ensure(current, wanted, &spared(current, claims)))
+            .await
     }
 
-    /// Removes every copy of the wanted rules. Returns what was removed.
-    pub async fn remove(&self, wanted: &[Rule]) -> Result<Plan, FirewallError> {
-        self.change(|current| Plan::remove(current, wanted)).await
+    /// Removes every copy of the wanted rules, but not those of IPs that other live instances
+    /// keep. Returns what was removed.
+    pub async fn remove(&self, wanted: &[Rule], claims: &Claims) -> Result<Plan, FirewallError> {
+        self.change(|current| Plan::remove(current, wanted, &spared(current, claims)))
+            .await
     }
 
     /// Under the host's lock: reads the rules, plans from them and carries the plan out in one
@@ -246,6 +267,11 @@ impl Firewall {
             }
         }
     }
+}
+
+/// The IPs of the sidecar's rules in `current` that other live instances keep.
+fn spared(current: &Ruleset, claims: &Claims) -> Vec<IpAddr> {
+    claims.kept_elsewhere(current.commented_ips())
 }
 
 /// The backend to use, from what each backend's `iptables-save` gave: the choice of

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::BackendChoice;
+use crate::instance::Claims;
 use crate::rules::{Plan, wanted_rules};
 
 pub use iptables::{Backend, FirewallError};
@@ -156,23 +157,33 @@ impl Driver {
     }
 
     /// Sets up, verifies and repairs the rules of `wanted`; returns what it changed. `first`
-    /// is the first call of this process, when changes are likely.
-    pub async fn ensure(&self, wanted: &Wanted, first: bool) -> Result<Vec<Change>, DriverError> {
+    /// is the first call of this process, when changes are likely. The rules of IPs that other
+    /// live instances keep (`claims`, see `instance.rs`) are never stale.
+    pub async fn ensure(
+        &self,
+        wanted: &Wanted,
+        first: bool,
+        claims: &Claims,
+    ) -> Result<Vec<Change>, DriverError> {
         match self {
             Driver::Iptables(firewall) => firewall
-                .sync(&rules_of(wanted), first)
+                .sync(&rules_of(wanted), first, claims)
                 .await
                 .map(|plan| changes_of(&plan))
                 .map_err(|source| self.error(source)),
         }
     }
 
-    /// Removes every rule of `wanted` (and this sidecar's rules no longer wanted); returns
-    /// what it removed.
-    pub async fn remove(&self, wanted: &Wanted) -> Result<Vec<Change>, DriverError> {
+    /// Removes every rule of `wanted` (and this sidecar's rules no longer wanted), but none
+    /// of an IP another live instance keeps (`claims`); returns what it removed.
+    pub async fn remove(
+        &self,
+        wanted: &Wanted,
+        claims: &Claims,
+    ) -> Result<Vec<Change>, DriverError> {
         match self {
             Driver::Iptables(firewall) => firewall
-                .remove(&rules_of(wanted))
+                .remove(&rules_of(wanted), claims)
                 .await
                 .map(|plan| {
                     plan.deletions()
@@ -228,7 +239,7 @@ mod tests {
         };
         let rules = rules_of(&wanted);
         assert_eq!(rules.len(), 5);
-        let plan = Plan::ensure(&Ruleset::parse(""), &rules);
+        let plan = Plan::ensure(&Ruleset::parse(""), &rules, &[]);
         let changes = changes_of(&plan);
         assert_eq!(changes.len(), 5);
         assert!(

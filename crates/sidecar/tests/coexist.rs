@@ -1,0 +1,214 @@
+// SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
+// SPDX-License-Identifier: Apache-2.0
+
+//! Instances side by side: two with different IPs (two DaemonSets during a move to a new proxy
+//! IP) never remove each other's addresses or rules, a cleanup job for the old IP leaves the new
+//! instance alone, and the new one removes the old IP's state by itself once the old instance is
+//! gone. Each test in a network namespace of its own (as root), where the instances see each
+//! other's claims (abstract unix sockets belong to the network namespace).
+
+use test_support::netns as support;
+
+use std::time::{Duration, Instant};
+
+use support::{Daemon, Netns, wait_for};
+
+const OLD: &str = "10.96.0.2";
+const NEW: &str = "10.96.0.3";
+
+/// A daemon keeping `ip` with its rules, syncing every `interval`.
+fn daemon(ns: &Netns, ip: &str, interval: &str) -> Daemon {
+    ns.spawn_sidecar(&[
+        "--ip-address",
+        ip,
+        "--setup-iptables",
+        "--iptables-backend=nft",
+        &format!("--sync-interval={interval}"),
+    ])
+}
+
+/// Whether `ip`'s address is on the node exactly once and its five rules each exactly once,
+/// from one dump of every table.
+fn complete(ns: &Netns, ip: &str) -> bool {
+    complete_in(ns, &ns.sh("iptables-nft-save", &[]), ip)
+}
+
+fn complete_in(ns: &Netns, saved: &str, ip: &str) -> bool {
+    ns.addresses_of(ip).len() == 1 && rule_copies(saved, ip) == [1; 5]
+}
+
+/// How many times each of `ip`'s five rules is in the dump `saved`.
+fn rule_copies(saved: &str, ip: &str) -> Vec<usize> {
+    support::expected_rules(&format!("{ip}/32"), 443)
+        .iter()
+        .map(|(_, line)| saved.lines().filter(|saved| saved.trim() == line).count())
+        .collect()
+}
+
+/// Whether nothing of `ip` is left: no address, no rule.
+fn gone(ns: &Netns, ip: &str) -> bool {
+    ns.addresses_of(ip).is_empty()
+        && ns
+            .rules_with("iptables-nft-save", &format!("{ip}/32"))
+            .is_empty()
+}
+
+#[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
+fn two_instances_with_different_ips_keep_both_complete() {
+    let ns = Netns::new("coexist");
+    ns.sh("ip", &["link", "set", "lo", "up"]);
+    let old = daemon(&ns, OLD, "200ms");
+    let new = daemon(&ns, NEW, "200ms");
+    old.expect_within(Duration::from_secs(10), || {
+        complete(&ns, OLD) && complete(&ns, NEW)
+    });
+    // Every sync of each would remove the other's state as stale: 25 syncs each.
+    let started = Instant::now();
+    let mut samples = 0;
+    while started.elapsed() < Duration::from_secs(5) {
+        let saved = ns.sh("iptables-nft-save", &[]);
+        for ip in [OLD, NEW] {
+            assert!(
+                complete_in(&ns, &saved, ip),
+                "{ip} incomplete after {:?}: {:?} {:?}\n{saved}\nold:\n{}\nnew:\n{}",
+                started.elapsed(),
+                ns.addresses_of(ip),
+                rule_copies(&saved, ip),
+                old.log(),
+                new.log()
+            );
+        }
+        samples += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(samples >= 10, "only {samples} samples");
+    for log in [old.log(), new.log()] {
+        assert!(!log.contains("removed an address"), "{log}");
+        assert!(!log.contains("no longer wanted"), "{log}");
+        assert!(!log.contains("restored"), "{log}");
+        assert!(
+            log.contains("another running instance keeps this IP"),
+            "{log}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
+fn a_cleanup_job_for_the_old_ip_leaves_the_new_instance_alone() {
+    let ns = Netns::new("cleanupjob");
+    ns.sh("ip", &["link", "set", "lo", "up"]);
+    let mut old = daemon(&ns, OLD, "200ms");
+    // The new instance syncs rarely: whatever the job removed of its state would stay missing.
+    let new = daemon(&ns, NEW, "1h");
+    old.expect_within(Duration::from_secs(10), || {
+        complete(&ns, OLD) && complete(&ns, NEW)
+    });
+    // The old DaemonSet is deleted, its state left behind; then the uninstall job runs.
+    let (code, _) = old.terminate();
+    assert_eq!(code, Some(0), "{}", old.log());
+    let job = ns.sidecar_once(&[
+        "--ip-address",
+        OLD,
+        "--setup-iptables",
+        "--iptables-backend=nft",
+        "--daemon=false",
+        "--cleanup",
+    ]);
+    let log = support::stderr(&job);
+    assert!(job.status.success(), "{log}");
+    assert!(gone(&ns, OLD), "{log}");
+    assert!(
+        complete(&ns, NEW),
+        "the job removed the new instance's state:\n{log}"
+    );
+    // And the new instance never had to repair anything.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(complete(&ns, NEW));
+    let new_log = new.log();
+    assert!(!new_log.contains("restored"), "{new_log}");
+}
+
+#[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
+fn the_new_instance_removes_the_old_ips_state_once_the_old_one_stops() {
+    let ns = Netns::new("migrate");
+    ns.sh("ip", &["link", "set", "lo", "up"]);
+    let mut old = daemon(&ns, OLD, "200ms");
+    let new = daemon(&ns, NEW, "200ms");
+    old.expect_within(Duration::from_secs(10), || {
+        complete(&ns, OLD) && complete(&ns, NEW)
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(complete(&ns, OLD), "{}", new.log());
+    // The old instance goes (no --cleanup): its claim goes with it, so its state is stale now.
+    let (code, _) = old.terminate();
+    assert_eq!(code, Some(0), "{}", old.log());
+    new.expect_within(Duration::from_secs(10), || gone(&ns, OLD));
+    assert!(complete(&ns, NEW));
+    let log = new.log();
+    assert!(
+        log.contains("removed an address this sidecar added earlier"),
+        "{log}"
+    );
+    assert!(
+        log.contains("removed iptables rule no longer wanted"),
+        "{log}"
+    );
+}
+
+#[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
+fn an_instance_with_the_same_ip_never_tears_down_what_a_live_one_keeps() {
+    let ns = Netns::new("sameip");
+    ns.sh("ip", &["link", "set", "lo", "up"]);
+    let mut first = daemon(&ns, OLD, "200ms");
+    first.expect_within(Duration::from_secs(10), || complete(&ns, OLD));
+    let cleanup = [
+        "--ip-address",
+        OLD,
+        "--setup-iptables",
+        "--iptables-backend=nft",
+        "--daemon=false",
+        "--cleanup",
+    ];
+    // A second instance with the same IP cannot claim it: its cleanup leaves it and says so.
+    let second = ns.sidecar_once(&cleanup);
+    let log = support::stderr(&second);
+    assert_eq!(second.status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("10.96.0.2 is kept by another running instance in this network namespace"),
+        "{log}"
+    );
+    assert!(complete(&ns, OLD), "{log}");
+    // Once the first is gone, the claim is free: the same job removes everything.
+    let (code, _) = first.terminate();
+    assert_eq!(code, Some(0), "{}", first.log());
+    let again = ns.sidecar_once(&cleanup);
+    assert!(again.status.success(), "{}", support::stderr(&again));
+    assert!(gone(&ns, OLD), "{}", support::stderr(&again));
+}
+
+#[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
+fn a_second_instance_with_the_same_ip_takes_the_claim_over() {
+    let ns = Netns::new("takeover");
+    ns.sh("ip", &["link", "set", "lo", "up"]);
+    let mut first = daemon(&ns, OLD, "200ms");
+    first.expect_within(Duration::from_secs(10), || complete(&ns, OLD));
+    let second = daemon(&ns, OLD, "200ms");
+    second.expect_within(Duration::from_secs(10), || {
+        second.log().contains("already keeps this IP")
+    });
+    let (code, _) = first.terminate();
+    assert_eq!(code, Some(0), "{}", first.log());
+    second.expect_within(Duration::from_secs(10), || {
+        second.log().contains("claimed the IP: the other instance")
+    });
+    // Now a third instance with another IP leaves it alone.
+    let third = daemon(&ns, NEW, "200ms");
+    third.expect_within(Duration::from_secs(10), || complete(&ns, NEW));
+    let waited = wait_for(Duration::from_secs(1), || !complete(&ns, OLD));
+    assert!(waited.is_none(), "{}", third.log());
+}
