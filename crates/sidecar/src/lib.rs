@@ -12,6 +12,7 @@ pub mod firewall;
 pub mod instance;
 pub mod metrics;
 pub mod netif;
+pub mod nftnl;
 pub mod reconcile;
 pub mod rules;
 pub mod run;
