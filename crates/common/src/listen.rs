@@ -1,7 +1,8 @@
 // SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
 // SPDX-License-Identifier: Apache-2.0
 
-//! The IPv6 wildcard listener that takes IPv4 too, as Go's listeners do.
+//! Listening sockets with a backlog of our choosing (the standard library's is 128): one
+//! address, or the IPv6 wildcard that takes IPv4 too, as Go's listeners do.
 
 use std::net::{Ipv6Addr, SocketAddr};
 
@@ -15,6 +16,16 @@ pub fn bind_dual_stack(port: u16, backlog: i32) -> std::io::Result<std::net::Tcp
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, port)).into())?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
+}
+
+/// `addr`, non-blocking, with room for `backlog` connections waiting to be accepted.
+pub fn bind(addr: SocketAddr, backlog: i32) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
     socket.listen(backlog)?;
     Ok(socket.into())
 }
@@ -34,6 +45,33 @@ mod tests {
             let _stream = TcpStream::connect(address).expect("connect");
             let (_, peer) = listener.accept().expect("accept");
             assert_eq!(peer.ip().to_canonical(), address.ip(), "{client}");
+        }
+    }
+
+    /// Clients the listener has not accepted yet wait in its backlog: `backlog` of them connect
+    /// at once, where the standard library's 128 would leave the rest retrying their SYN.
+    #[test]
+    fn holds_as_many_waiting_clients_as_asked() {
+        for address in ["127.0.0.1:0", "[::1]:0"] {
+            let address: SocketAddr = address.parse().expect("address");
+            let Ok(listener) = bind(address, 1024) else {
+                assert!(address.is_ipv6(), "cannot bind {address}");
+                continue; // no IPv6 on this host
+            };
+            let addr = listener.local_addr().expect("address");
+            let mut waiting = Vec::new();
+            let started = std::time::Instant::now();
+            for i in 0..300 {
+                let stream = TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
+                    .unwrap_or_else(|e| panic!("client {i} to {addr}: {e}"));
+                waiting.push(stream);
+            }
+            // A SYN dropped for a full backlog is retried after 1 s at the earliest.
+            assert!(
+                started.elapsed() < std::time::Duration::from_millis(900),
+                "{addr}: 300 clients took {:?}",
+                started.elapsed()
+            );
         }
     }
 }

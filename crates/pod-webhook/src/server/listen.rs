@@ -1,9 +1,10 @@
 // SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
 // SPDX-License-Identifier: Apache-2.0
 
-//! The listening socket: one address, or the dual-stack wildcard.
+//! The listening socket: one address, or the dual-stack wildcard; a backlog of 1024 either way.
 
-use std::net::Ipv6Addr;
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use tokio::net::TcpListener;
 
@@ -26,17 +27,29 @@ pub(super) async fn bind(listen: &Listen) -> Result<TcpListener, ServerError> {
             Ok(listener) => listener,
             // Both failures named: on a host without IPv6 the first only says so, and the
             // second is the one that matters.
-            Err(dual_stack) => std::net::TcpListener::bind(("0.0.0.0", listen.port)).map_err(
-                bind_err(format!("{all}; IPv6 wildcard: {dual_stack}; IPv4 wildcard")),
-            )?,
+            Err(dual_stack) => common::listen::bind(
+                SocketAddr::from((Ipv4Addr::UNSPECIFIED, listen.port)),
+                BACKLOG,
+            )
+            .map_err(bind_err(format!(
+                "{all}; IPv6 wildcard: {dual_stack}; IPv4 wildcard"
+            )))?,
         };
-        listener
-            .set_nonblocking(true)
-            .map_err(bind_err(all.clone()))?;
         TcpListener::from_std(listener).map_err(bind_err(all))
     } else {
-        TcpListener::bind((host, listen.port))
+        // A name may stand for several addresses: the first that binds, as the standard
+        // library's `bind` does, but with our backlog.
+        let named = format!("{}:{}", listen.host, listen.port);
+        let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no address for the host");
+        for addr in tokio::net::lookup_host((host, listen.port))
             .await
-            .map_err(bind_err(format!("{}:{}", listen.host, listen.port)))
+            .map_err(bind_err(named.clone()))?
+        {
+            match common::listen::bind(addr, BACKLOG).and_then(TcpListener::from_std) {
+                Ok(listener) => return Ok(listener),
+                Err(e) => last = e,
+            }
+        }
+        Err(bind_err(named)(last))
     }
 }

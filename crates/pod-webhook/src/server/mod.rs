@@ -1,13 +1,16 @@
 // SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
 // SPDX-License-Identifier: Apache-2.0
 
-//! The HTTPS server: the listener (`listen.rs`), each connection with its limits and timeouts
-//! (`conn.rs`), routing and the handlers (`routes.rs`), and here the accept loop and graceful
-//! shutdown.
+//! The HTTPS server: the listener (`listen.rs`), each connection (`conn.rs`) with the state
+//! its timeouts judge (`state.rs`), routing and the handlers (`routes.rs`), what the last two
+//! share (`answer.rs`: a failure, an answer and its size), and here the accept loop and
+//! graceful shutdown. Dependencies run one way: conn → routes → answer, conn → state → answer.
 
+mod answer;
 mod conn;
 mod listen;
 mod routes;
+mod state;
 
 use std::future::Future;
 use std::io;

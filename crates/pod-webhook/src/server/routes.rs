@@ -5,120 +5,25 @@
 //! the budget, the review, the answer), `/readyz`, `/healthz`, `/metrics`; every failure as a
 //! response, counted and logged at a bounded rate.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures_util::FutureExt as _;
 use http_body_util::BodyExt;
-use hyper::body::{Bytes, Frame, Incoming, SizeHint};
+use hyper::body::{Bytes, Frame, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, error, warn};
 
 use crate::config::Limits;
-use crate::log_limit::{self, Verdict};
+use crate::log_limit;
 use crate::review::{self, Outcome};
 
-use super::conn::{Answering, WireSize};
+use super::answer::{Body, Failure, WireSize, failure_response, response};
 use super::*;
-
-/// A request that cannot be answered, and why.
-#[derive(Debug)]
-pub(super) struct Failure {
-    status: StatusCode,
-    message: String,
-}
-
-impl Failure {
-    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        Failure {
-            status,
-            message: message.into(),
-        }
-    }
-}
-
-/// The most bytes handed to hyper at once: a client that does not read holds the rest back
-/// here rather than in hyper's or h2's buffers.
-const CHUNK: usize = 16 * 1024;
-
-/// A response body: the whole answer in memory, handed out in slices, holding the request's
-/// share of the memory budget until it has been sent (or the connection is gone).
-#[derive(Debug, Default)]
-pub(super) struct Body {
-    rest: Bytes,
-    share: Option<OwnedSemaphorePermit>,
-    pub(super) answering: Option<Answering>,
-}
-
-impl hyper::body::Body for Body {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let this = self.get_mut();
-        if this.rest.is_empty() {
-            this.share = None;
-            this.answering = None;
-            return Poll::Ready(None);
-        }
-        let chunk = this.rest.split_to(this.rest.len().min(CHUNK));
-        if let Some(Answering(conn)) = &this.answering {
-            conn.wrote();
-        }
-        if this.rest.is_empty() {
-            this.share = None;
-            this.answering = None;
-        }
-        Poll::Ready(Some(Ok(Frame::data(chunk))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.rest.is_empty()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.rest.len() as u64)
-    }
-}
-
-fn response(
-    status: StatusCode,
-    content_type: &'static str,
-    body: impl Into<Bytes>,
-) -> Response<Body> {
-    let mut resp = Response::new(Body {
-        rest: body.into(),
-        share: None,
-        answering: None,
-    });
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    resp
-}
-
-pub(super) fn failure_response(failure: &Failure, allow: &'static str) -> Response<Body> {
-    let mut resp = response(
-        failure.status,
-        "text/plain; charset=utf-8",
-        format!("{}\n", failure.message),
-    );
-    if failure.status == StatusCode::METHOD_NOT_ALLOWED {
-        resp.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static(allow));
-    }
-    resp
-}
 
 pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().clone();
@@ -148,19 +53,7 @@ pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<
     match result {
         Ok(resp) => resp,
         Err(failure) => {
-            shared
-                .metrics
-                .request_failed(failure_reason(failure.status));
-            if let Verdict::Log { suppressed } = shared.failure_log.check() {
-                warn!(
-                    %method,
-                    path = %log_limit::truncate(&path, LOGGED_PATH_BYTES),
-                    status = failure.status.as_u16(),
-                    error = %log_limit::truncate(&failure.message, LOGGED_MESSAGE_BYTES),
-                    suppressed,
-                    "request failed"
-                );
-            }
+            failure.record(shared, method.as_str(), &path);
             let mut resp = failure_response(&failure, allow);
             // The rest of the body was never read: close rather than drain it and wait on.
             if matches!(
@@ -172,21 +65,6 @@ pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<
             }
             resp
         }
-    }
-}
-
-/// The `reason` label of a failed request.
-fn failure_reason(status: StatusCode) -> &'static str {
-    match status {
-        StatusCode::BAD_REQUEST => "bad_request",
-        StatusCode::NOT_FOUND => "not_found",
-        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
-        StatusCode::REQUEST_TIMEOUT => "timeout",
-        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
-        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
-        StatusCode::INTERNAL_SERVER_ERROR => "internal",
-        _ => "other",
     }
 }
 
@@ -541,23 +419,6 @@ mod tests {
         assert_eq!(fine, Ok(5));
         let formatted: Result<(), String> = catch_panic(async { panic!("bug {}", 42) }).await;
         assert_eq!(formatted, Err("bug 42".to_owned()));
-    }
-
-    #[test]
-    fn failure_reasons() {
-        for (status, reason) in [
-            (StatusCode::BAD_REQUEST, "bad_request"),
-            (StatusCode::NOT_FOUND, "not_found"),
-            (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
-            (StatusCode::REQUEST_TIMEOUT, "timeout"),
-            (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
-            (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
-            (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
-            (StatusCode::IM_A_TEAPOT, "other"),
-        ] {
-            assert_eq!(failure_reason(status), reason, "{status}");
-        }
     }
 
     #[test]
