@@ -90,6 +90,12 @@ pub struct Args {
     #[arg(long, value_name = "BACKEND", value_enum, default_value_t = BackendChoice::Auto)]
     pub iptables_backend: BackendChoice,
 
+    /// [optional] how --setup-iptables keeps the rules: iptables (the five rules, through the
+    /// host's iptables) or nftables (the three notrack rules in tables of the sidecar's own,
+    /// over netlink; the host's firewall must accept untracked packets to the proxy).
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = FirewallChoice::Iptables)]
+    pub firewall: FirewallChoice,
+
     /// [optional] the host's xtables lock, shared with every other iptables user on the node.
     #[arg(long, value_name = "PATH", default_value = "/run/xtables.lock")]
     pub xtables_lock: PathBuf,
@@ -171,6 +177,15 @@ pub enum BackendChoice {
     Legacy,
 }
 
+/// How the rules are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FirewallChoice {
+    /// The five rules through the host's iptables.
+    Iptables,
+    /// The notrack rules in nf_tables tables of the sidecar's own, over netlink.
+    Nftables,
+}
+
 /// What the sidecar is asked to do, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -186,6 +201,7 @@ pub struct Config {
     pub cleanup: bool,
     pub manage_interface: bool,
     pub iptables_backend: BackendChoice,
+    pub firewall: FirewallChoice,
     pub xtables_lock: PathBuf,
     pub xtables_lock_timeout: Duration,
     pub metrics_bind_address: Option<SocketAddr>,
@@ -255,6 +271,7 @@ impl Args {
             cleanup: self.cleanup,
             manage_interface: self.manage_interface,
             iptables_backend: self.iptables_backend,
+            firewall: self.firewall,
             xtables_lock: self.xtables_lock,
             xtables_lock_timeout: self.xtables_lock_timeout,
             metrics_bind_address,

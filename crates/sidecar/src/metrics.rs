@@ -80,6 +80,9 @@ pub struct Metrics {
     conflicts: Counter,
     contested: Gauge,
     overruns: Counter,
+    foreign_drops: Gauge,
+    /// The base chains of other tables that drop by policy at the input or output hook.
+    foreign_drop_chains: Mutex<Vec<String>>,
     /// A side whose sync has not finished for this long is stuck.
     stale_after: Duration,
     parts: Mutex<Vec<PartState>>,
@@ -97,6 +100,7 @@ impl Metrics {
         let conflicts = Counter::default();
         let contested = Gauge::default();
         let overruns = Counter::default();
+        let foreign_drops = Gauge::default();
         registry.register(
             "last_successful_sync_timestamp_seconds",
             "Unix time of the last sync that found or left everything in place",
@@ -127,6 +131,11 @@ impl Metrics {
             "Times kernel notifications were lost to a full socket buffer; each triggers a full resync",
             overruns.clone(),
         );
+        registry.register(
+            "foreign_drop_policy_chains",
+            "Base chains of other nf_tables tables with a drop policy at the input or output hook (native nftables mode): they must accept untracked packets to the proxy",
+            foreign_drops.clone(),
+        );
         Metrics {
             registry,
             last_success,
@@ -135,6 +144,8 @@ impl Metrics {
             conflicts,
             contested,
             overruns,
+            foreign_drops,
+            foreign_drop_chains: Mutex::new(Vec::new()),
             stale_after,
             parts: Mutex::new(parts(rules)),
         }
@@ -150,6 +161,26 @@ impl Metrics {
 
     pub fn set_contested(&self, contested: bool) {
         self.contested.set(i64::from(contested));
+    }
+
+    /// Records the base chains of other tables that drop by policy what the native mode's
+    /// untracked packets must pass; logs them when they change.
+    pub fn set_foreign_drops(&self, chains: &[String]) {
+        self.foreign_drops.set(chains.len() as i64);
+        let Ok(mut held) = self.foreign_drop_chains.lock() else {
+            return;
+        };
+        if *held != chains {
+            if chains.is_empty() {
+                tracing::info!(
+                    "no base chain of another table drops by policy at the input or output hook any more"
+                );
+            } else {
+                tracing::warn!(chains = %chains.join(", "),
+                    "base chains of other tables drop by policy at the input or output hook: they must accept untracked packets to and from the proxy (ct state untracked), see docs/operations.md");
+            }
+            *held = chains.to_vec();
+        }
     }
 
     pub fn overrun(&self) {
@@ -209,7 +240,20 @@ impl Metrics {
                 (None, true) => None,
             })
             .collect();
-        if missing.is_empty() {
+        let drops = self
+            .foreign_drop_chains
+            .lock()
+            .map(|chains| chains.clone())
+            .unwrap_or_default();
+        if missing.is_empty() && !drops.is_empty() {
+            (
+                StatusCode::OK,
+                format!(
+                    "ready\nwarning: these base chains drop by policy; they must accept untracked packets to and from the proxy (ct state untracked): {}\n",
+                    drops.join(", ")
+                ),
+            )
+        } else if missing.is_empty() {
             (StatusCode::OK, "ready\n".into())
         } else {
             (

@@ -381,6 +381,7 @@ impl RuleKeeper {
 
     fn settings(&self) -> Settings {
         Settings {
+            firewall: self.config.firewall,
             iptables_backend: self.config.iptables_backend,
             xtables_lock: self.config.xtables_lock.clone(),
             xtables_lock_timeout: self.config.xtables_lock_timeout,
@@ -397,6 +398,7 @@ impl RuleKeeper {
         let changes = driver
             .ensure(&self.wanted, !self.started, &self.claims)
             .await?;
+        self.metrics.set_foreign_drops(&driver.foreign_drops());
         for change in &changes {
             let rule = &change.rule;
             match change.kind {

@@ -9,13 +9,15 @@
 //! drivers report back is the same [`Change`] list, logged and counted by the loop.
 
 pub mod iptables;
+pub mod nftables;
+pub mod notrack;
 
 use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::cli::BackendChoice;
+use crate::cli::{BackendChoice, FirewallChoice};
 use crate::instance::Claims;
 use crate::rules::{Plan, wanted_rules};
 
@@ -34,6 +36,8 @@ pub struct Wanted {
 pub enum Driver {
     /// The five rules through the host's `iptables` (nft or legacy backend).
     Iptables(iptables::Firewall),
+    /// The three `notrack` rules in nf_tables tables of the sidecar's own, over netlink.
+    Nftables(nftables::Native),
 }
 
 /// What went wrong with the rules, named by the driver.
@@ -47,6 +51,8 @@ pub enum DriverError {
         #[source]
         source: FirewallError,
     },
+    #[error("nftables")]
+    Nftables(#[source] crate::nftnl::NftError),
 }
 
 impl DriverError {
@@ -55,6 +61,7 @@ impl DriverError {
         match self {
             DriverError::Iptables { source, .. } if source.is_lock_busy() => "iptables_lock",
             DriverError::Iptables { .. } | DriverError::IptablesBackend(_) => "iptables",
+            DriverError::Nftables(_) => "nftables",
         }
     }
 }
@@ -127,6 +134,7 @@ pub fn changes_of(plan: &Plan) -> Vec<Change> {
 /// How to reach the host's firewall: the flags that pick and bound the driver.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    pub firewall: FirewallChoice,
     pub iptables_backend: BackendChoice,
     pub xtables_lock: PathBuf,
     pub xtables_lock_timeout: Duration,
@@ -137,6 +145,9 @@ impl Driver {
     /// host's rules (which reads them: see [`iptables::Firewall::detect_backend`]).
     /// `ip` is an address of the family whose rules the driver keeps.
     pub async fn pick(settings: &Settings, ip: IpAddr) -> Result<Driver, DriverError> {
+        if settings.firewall == FirewallChoice::Nftables {
+            return Ok(Driver::Nftables(nftables::Native::new()));
+        }
         let backend = match settings.iptables_backend {
             BackendChoice::Nft => Backend::Nft,
             BackendChoice::Legacy => Backend::Legacy,
@@ -171,6 +182,10 @@ impl Driver {
                 .await
                 .map(|plan| changes_of(&plan))
                 .map_err(|source| self.error(source)),
+            Driver::Nftables(native) => native
+                .ensure(wanted, claims)
+                .await
+                .map_err(DriverError::Nftables),
         }
     }
 
@@ -196,6 +211,20 @@ impl Driver {
                         .collect()
                 })
                 .map_err(|source| self.error(source)),
+            Driver::Nftables(native) => native
+                .remove(wanted, claims)
+                .await
+                .map_err(DriverError::Nftables),
+        }
+    }
+
+    /// Base chains of other tables that drop by policy at the input or output hook, which the
+    /// native driver cannot overrule (see `nftables.rs`); none for iptables, whose ACCEPT
+    /// rules go into those chains.
+    pub fn foreign_drops(&self) -> Vec<String> {
+        match self {
+            Driver::Iptables(_) => Vec::new(),
+            Driver::Nftables(native) => native.foreign_drops(),
         }
     }
 
@@ -205,6 +234,7 @@ impl Driver {
                 backend: firewall.backend(),
                 source,
             },
+            Driver::Nftables(_) => DriverError::IptablesBackend(source),
         }
     }
 }
@@ -213,6 +243,7 @@ impl fmt::Display for Driver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Driver::Iptables(firewall) => write!(f, "iptables ({})", firewall.backend()),
+            Driver::Nftables(_) => f.write_str("nftables (native)"),
         }
     }
 }
