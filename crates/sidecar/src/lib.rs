@@ -7,6 +7,7 @@
 pub mod address;
 pub mod cli;
 pub mod daemon;
+pub mod endpoint;
 pub mod events;
 pub mod firewall;
 pub mod instance;

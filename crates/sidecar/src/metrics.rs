@@ -1,25 +1,18 @@
 // SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
 // SPDX-License-Identifier: Apache-2.0
 
-//! Prometheus metrics and the optional `/healthz` + `/metrics` endpoint.
+//! Prometheus metrics, and the liveness and readiness the endpoint (`endpoint.rs`) reports.
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::accept::{self, Policy, WhenFull};
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::StatusCode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family as Labelled;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use crate::address::Family;
 use crate::error_chain;
@@ -224,7 +217,7 @@ impl Metrics {
 
     /// 200 while everything asked for is in place: each side's last sync left it so (a failed
     /// sync names what it could not do); 503 with the list of what is missing otherwise.
-    fn readiness(&self) -> (StatusCode, String) {
+    pub(crate) fn readiness(&self) -> (StatusCode, String) {
         let Ok(parts) = self.parts.lock() else {
             return (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -265,7 +258,7 @@ impl Metrics {
 
     /// 200 while every side keeps finishing its syncs (failed ones too: a failing sync is
     /// retried, and a restart would not help it); 503 once one has not for `stale_after`.
-    fn health(&self) -> (StatusCode, String) {
+    pub(crate) fn health(&self) -> (StatusCode, String) {
         let Ok(parts) = self.parts.lock() else {
             return (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -333,83 +326,6 @@ fn parts(rules: &[Family]) -> Vec<PartState> {
         }
     }
     parts
-}
-
-/// Connections the endpoint serves at once: it is there for a probe and a scraper, so a few
-/// suffice. Further clients wait to be accepted.
-const MAX_CONNECTIONS: usize = 16;
-
-/// Time for a connection's one request (no keep-alive: probes and scrapes come seconds apart)
-/// to arrive and be answered; a client that connects and stays silent is cut off after it.
-const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Binds the metrics endpoint; the returned future serves it until dropped.
-pub async fn serve(
-    address: SocketAddr,
-    metrics: Arc<Metrics>,
-) -> std::io::Result<impl std::future::Future<Output = ()>> {
-    let listener = if address.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) {
-        TcpListener::from_std(common::listen::bind_dual_stack(address.port(), 128)?)?
-    } else {
-        TcpListener::bind(address).await?
-    };
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let policy = Policy {
-        when_full: WhenFull::Wait,
-        failing: "metrics endpoint cannot accept a connection",
-    };
-    Ok(accept::run(
-        listener,
-        permits,
-        policy,
-        move |stream, _, permit| {
-            let metrics = metrics.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                    let metrics = metrics.clone();
-                    async move { Ok::<_, std::convert::Infallible>(respond(&request, &metrics)) }
-                });
-                let connection = hyper::server::conn::http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(CONNECTION_TIMEOUT)
-                    .keep_alive(false)
-                    .serve_connection(TokioIo::new(stream), service);
-                let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
-            });
-        },
-    ))
-}
-
-fn respond(request: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
-    let (status, content_type, body) = match request.uri().path() {
-        "/healthz" => {
-            let (status, body) = metrics.health();
-            (status, "text/plain", body)
-        }
-        "/readyz" => {
-            let (status, body) = metrics.readiness();
-            (status, "text/plain", body)
-        }
-        "/metrics" => (
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.encode(),
-        ),
-        _ => (
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "not found\n".to_string(),
-        ),
-    };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    if let Ok(value) = content_type.parse() {
-        response
-            .headers_mut()
-            .insert(hyper::header::CONTENT_TYPE, value);
-    }
-    response
 }
 
 #[cfg(test)]

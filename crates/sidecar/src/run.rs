@@ -14,9 +14,10 @@ use tracing::{error, info};
 use crate::address;
 use crate::cli::Config;
 use crate::daemon;
+use crate::endpoint;
 use crate::events::KernelEvents;
 use crate::instance::Claims;
-use crate::metrics::{self, Metrics};
+use crate::metrics::Metrics;
 use crate::netif::{Netif, NetifError};
 use crate::reconcile::Sidecar;
 use crate::step::StepErrors;
@@ -120,7 +121,7 @@ async fn start_metrics(config: &Config) -> Result<Arc<Metrics>, StartError> {
     };
     let metrics = Arc::new(Metrics::new(daemon::stale_after(config), &families));
     if let Some(address) = config.metrics_bind_address {
-        let server = metrics::serve(address, metrics.clone())
+        let server = endpoint::serve(address, metrics.clone())
             .await
             .map_err(|source| StartError::Metrics { address, source })?;
         tokio::spawn(server);
