@@ -95,11 +95,14 @@ cross-check:
 
 # Every manifest in deploy/ rendered and validated offline against the Kubernetes schemas,
 # plus a self-test that the validator catches broken manifests.
-# And docs/deploying.md's certificate steps, as written, on a fresh directory.
+# And docs/deploying.md's certificate steps, as written, on a fresh directory; and its
+# "configure once" steps: a copy of deploy/overlays/example/ with other values, each checked in
+# every place it must reach.
 validate-manifests:
 	./scripts/validate-manifests.sh
 	./scripts/test-validate-manifests.sh
 	./scripts/test-webhook-cert.sh
+	./scripts/test-overlay.sh
 
 # Update dependencies within Cargo.toml's ranges and vendor them into vendor/ (not committed);
 # Cargo.lock keeps the result. Build from vendor/ with the source replacement cargo prints.

@@ -39,17 +39,24 @@ COVERED = [
      "$(CARGO) test --workspace --locked -- --include-ignored", "part of make test"),
     ("apiserver-proxy-pod-webhook --help", "crates/pod-webhook/tests/binary.rs", 'run(&["--help"])',
      "tests/binary.rs compares the output with docs/webhook.md (make test)"),
-    ("scripts/webhook-cert.sh", "scripts/test-webhook-cert.sh", "\nscripts/webhook-cert.sh\n",
-     "make validate-manifests (CI) runs it as written on a fresh directory"),
     ('kubectl apply -k "${XDG_RUNTIME_DIR:-/tmp}/apiserver-proxy/webhook-cert"',
      "scripts/test-webhook-cert.sh", 'kustomize "${XDG_RUNTIME_DIR:-/tmp}/apiserver-proxy/webhook-cert"',
      "no cluster in CI: make validate-manifests renders the same kustomization and validates it"),
-    ("kubectl apply -k deploy/", "scripts/validate-manifests.sh", 'kubectl" kustomize "$kdir"',
-     "no cluster in CI: make validate-manifests renders every kustomization of deploy/ and "
-     "validates it"),
-    ("kubectl delete -k deploy/", "scripts/validate-manifests.sh", 'kubectl" kustomize "$kdir"',
+    ("cp -r deploy/overlays/example deploy/overlays/mycluster", "scripts/test-overlay.sh",
+     "\ncp -r deploy/overlays/example deploy/overlays/mycluster\n",
+     "make validate-manifests (CI) runs it on a copy of deploy/, then edits the copy's settings.yaml"),
+    ("make validate-manifests", ".ci/run", "\nmake validate-manifests\n", ".ci/run runs it"),
+    ("DEPLOY_DIR=deploy/overlays/mycluster scripts/webhook-cert.sh", "scripts/test-overlay.sh",
+     "\nDEPLOY_DIR=deploy/overlays/mycluster scripts/webhook-cert.sh ",
+     "make validate-manifests (CI) runs it on that copy and renders what it writes"),
+    ("kubectl apply -k deploy/overlays/mycluster/", "scripts/test-overlay.sh",
+     'kubectl" kustomize deploy/overlays/mycluster/',
+     "no cluster in CI: make validate-manifests renders that overlay with other values, checks "
+     "each value in every place and validates it"),
+    ("kubectl delete -k deploy/overlays/mycluster/", "scripts/test-overlay.sh",
+     'kubectl" kustomize deploy/overlays/mycluster/',
      "no cluster in CI: it deletes what apply -k creates, the rendering make validate-manifests "
-     "validates"),
+     "checks"),
 ]
 covered = {cmd: (path, needle, how) for cmd, path, needle, how in COVERED}
 

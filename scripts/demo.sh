@@ -12,11 +12,12 @@ cd "$(dirname "$0")/.."
 
 [ "$(id -u)" -eq 0 ] || { echo "demo: run as root (it creates a network namespace)" >&2; exit 1; }
 ./scripts/install-test-deps.sh
-cargo build --locked -q -p apiserver-proxy-sidecar -p apiserver-proxy-pod-webhook
+printf '\033[1m== %s\033[0m\n' "building both binaries (debug; a few minutes the first time on 2 cores)"
+cargo build --locked -p apiserver-proxy-sidecar -p apiserver-proxy-pod-webhook
 sidecar=target/debug/apiserver-proxy-sidecar
 webhook=target/debug/apiserver-proxy-pod-webhook
 
-ip_address=10.96.0.2
+ip_address=198.18.0.2
 port=${DEMO_WEBHOOK_PORT:-9443}
 ns="apiserver-proxy-demo-$$"
 work="$(mktemp -d)"

@@ -9,6 +9,15 @@
 # the data-path test also needs haproxy (the SNI-passthrough proxy) and conntrack.
 set -euo pipefail
 
+# The tests need root (network namespaces, iptables); say so first, rather than report tools
+# missing that are only off an ordinary user's PATH (/usr/sbin).
+if [ "$(id -u)" -ne 0 ]; then
+  echo "make test runs the network namespace tests, which need root: run it as root (e.g. sudo make test)." >&2
+  echo "A plain \`cargo test\` runs the rest as any user." >&2
+  exit 1
+fi
+PATH="$PATH:/usr/sbin:/sbin"
+
 need=()
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 for tool in iptables-nft iptables-legacy iptables-nft-save iptables-legacy-save ip6tables-nft ip6tables-legacy; do
@@ -26,7 +35,7 @@ command -v conntrack >/dev/null 2>&1 || need+=(conntrack)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
-if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+if ! command -v apt-get >/dev/null 2>&1; then
   echo "missing test tools (${need[*]}): install them (Debian: apt-get install ${need[*]})" >&2
   exit 1
 fi

@@ -42,7 +42,11 @@ expect_failure "schema: unknown field (strict)" "Additional properties|additiona
 expect_failure "schema: a core kind's apiVersion misspelt" "Couldn't find schema for kind PodDisruptionBudget" webhook/poddisruptionbudget.yaml \
   't.replace("apiVersion: policy/v1", "apiVersion: policy/v2")'
 expect_failure "IP mismatch with Envoy" "listener must be on" sidecar/envoy.yaml \
-  't.replace("address: 10.96.0.2", "address: 10.96.0.3")'
+  't.replace("address: \"198.18.0.2\"", "address: \"198.18.0.3\"")'
+expect_failure "the base moves a value the overlay sets" "unable to find field" sidecar/daemonset.yaml \
+  't.replace("- --port=443", "- --port=8443")'
+expect_failure "a second double-quoted string in Envoy's bootstrap" "exactly four double-quoted strings" sidecar/envoy.yaml \
+  't.replace("stat_prefix: kube_apiserver", "stat_prefix: \"kube_apiserver\"")'
 expect_failure "init container as daemon" "needs --daemon=false" sidecar/daemonset.yaml \
   't.replace("            - --daemon=false\n", "")'
 expect_failure "no xtables lock" "xtables" sidecar/daemonset.yaml \

@@ -146,7 +146,7 @@ def check_daemonset(ds: dict, docs: list[dict], rep: Report, where: str) -> None
         len([c for c in inits if c in sidecars]) == 1 and len([c for c in conts if c in sidecars]) == 1,
         f"{w}: the sidecar must run once as init container and once as container",
     )
-    ips = set()
+    ips, ports = set(), set()
     for c in inits + conts:
         cw = f"{w}: container {c['name']}"
         sc = c.get("securityContext") or {}
@@ -164,7 +164,9 @@ def check_daemonset(ds: dict, docs: list[dict], rep: Report, where: str) -> None
             rep.check(ip is not None, f"{cw}: needs --ip-address")
             ips.add(ip)
             rep.check(flag(args, "--setup-iptables") in ("true", "True"), f"{cw}: needs --setup-iptables")
-            rep.check(flag(args, "--port") == "443", f"{cw}: needs --port=443")
+            proxy_port = flag(args, "--port") or "443"
+            rep.check(proxy_port.isdigit() and 0 < int(proxy_port) < 65536, f"{cw}: --port must be a port number, is {proxy_port}")
+            ports.add(int(proxy_port) if proxy_port.isdigit() else proxy_port)
             rep.check(flag(args, "--interface") in ("apiserver-proxy", "lo"), f"{cw}: --interface must be apiserver-proxy or lo")
             daemon = flag(args, "--daemon")
             if c in inits:
@@ -193,7 +195,9 @@ def check_daemonset(ds: dict, docs: list[dict], rep: Report, where: str) -> None
                     f"{cw}: with a read-only root filesystem, /run must be an emptyDir (iptables' private lock file)",
                 )
     rep.check(len(ips) == 1, f"{w}: the init container and the container must use the same --ip-address ({ips})")
+    rep.check(len(ports) == 1, f"{w}: the init container and the container must use the same --port ({ports})")
     ip = next(iter(ips), None)
+    port = next(iter(ports), None)
 
     envoys = [c for c in conts if "envoy" in c.get("image", "")]
     if rep.check(len(envoys) == 1, f"{w}: needs one Envoy container"):
@@ -202,7 +206,7 @@ def check_daemonset(ds: dict, docs: list[dict], rep: Report, where: str) -> None
         rep.check(set((sc.get("capabilities") or {}).get("add") or []) <= {"NET_BIND_SERVICE"}, f"{w}: Envoy may add only NET_BIND_SERVICE")
         for probe in ("readinessProbe", "livenessProbe"):
             tcp = (e.get(probe) or {}).get("tcpSocket") or {}
-            rep.check(tcp.get("host") == ip and tcp.get("port") == 443, f"{w}: Envoy {probe} must check {ip}:443")
+            rep.check(tcp.get("host") == ip and tcp.get("port") == port, f"{w}: Envoy {probe} must check {ip}:{port}")
         cm_names = [
             volumes[m["name"]]["configMap"]["name"]
             for m in e.get("volumeMounts") or []
@@ -210,7 +214,7 @@ def check_daemonset(ds: dict, docs: list[dict], rep: Report, where: str) -> None
         ]
         cms = [d for d in find(docs, "ConfigMap") if d["metadata"]["name"] in cm_names]
         if rep.check(len(cms) == 1, f"{w}: Envoy's ConfigMap {cm_names} is not in the output"):
-            check_envoy(cms[0], ip, rep, where)
+            check_envoy(cms[0], ip, port, rep, where)
 
 
 LOOPBACK = {"127.0.0.1", "[::1]", "localhost"}
@@ -242,11 +246,17 @@ def check_sidecar_metrics(c: dict, host: str, port: int, docs: list[dict], ds: d
         )
 
 
-def check_envoy(cm: dict, ip: str | None, rep: Report, where: str) -> None:
+def check_envoy(cm: dict, ip: str | None, port: int | None, rep: Report, where: str) -> None:
     w = f"{where}: {obj_name(cm)}"
     data = cm.get("data") or {}
     if not rep.check("envoy.yaml" in data, f"{w}: needs envoy.yaml"):
         return
+    quotes = data["envoy.yaml"].count('"')
+    rep.check(
+        quotes == 8,
+        f"{w}: envoy.yaml must have exactly four double-quoted strings (listener address and port, upstream host "
+        f"and port, in that order; components/settings splits it at double quotes), has {quotes} double quotes",
+    )
     cfg = yaml.safe_load(data["envoy.yaml"])
     sr = cfg.get("static_resources") or {}
     clusters = {c["name"]: c for c in sr.get("clusters") or []}
@@ -254,7 +264,10 @@ def check_envoy(cm: dict, ip: str | None, rep: Report, where: str) -> None:
     rep.check(len(listeners) == 1, f"{w}: needs exactly one listener")
     for lst in listeners:
         sa = lst["address"]["socket_address"]
-        rep.check(sa.get("address") == ip and sa.get("port_value") == 443, f"{w}: the listener must be on {ip}:443, is {sa}")
+        rep.check(
+            sa.get("address") == ip and str(sa.get("port_value")) == str(port),
+            f"{w}: the listener must be on {ip}:{port}, is {sa}",
+        )
         filters = [f for fc in lst.get("filter_chains") or [] for f in fc.get("filters") or []]
         tcp = [f for f in filters if f.get("name") == "envoy.filters.network.tcp_proxy"]
         if rep.check(len(tcp) == 1 and len(filters) == 1, f"{w}: the listener must only pass TCP through (tcp_proxy)"):

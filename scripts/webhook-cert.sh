@@ -12,7 +12,8 @@
 # Keys never go into a repository: an OUTDIR inside a git work tree is refused unless git
 # ignores it. Writes OUTDIR/ca.crt, ca.key, tls.crt, tls.key (EC P-256; the certificate is
 # valid for SERVICE.NAMESPACE.svc and SERVICE.NAMESPACE.svc.cluster.local, for DAYS days,
-# default 365) and OUTDIR/kustomization.yaml: deploy/ (by a relative path; DEPLOY_DIR overrides)
+# default 365) and OUTDIR/kustomization.yaml: deploy/ (by a relative path; DEPLOY_DIR overrides,
+# e.g. DEPLOY_DIR=deploy/overlays/mycluster for an overlay of it)
 # with the component deploy/components/own-certificate, the Secret SERVICE-tls made from these
 # files instead of the empty placeholder, and caBundle set to ca.crt.
 # Running it again with the same OUTDIR keeps the CA and renews only the serving certificate,
@@ -59,6 +60,11 @@ rm -f "$out/tls.csr" "$out/ca.srl"
 chmod 0644 "$out/ca.crt" "$out/tls.crt"
 
 rel="$(realpath --relative-to="$out" "$deploy")"
+# deploy/ itself, or an overlay of it (deploy/overlays/NAME): the component is deploy/'s.
+component="$deploy/components/own-certificate"
+[ -d "$component" ] || component="$deploy/../../components/own-certificate"
+[ -d "$component" ] || die "no components/own-certificate beside $deploy"
+component="$(realpath --relative-to="$out" "$component")"
 cat >"$out/kustomization.yaml" <<YAML
 # Made by scripts/webhook-cert.sh: deploy/ with this directory's serving certificate.
 #   kubectl apply -k $out
@@ -67,7 +73,7 @@ kind: Kustomization
 resources:
   - $rel
 components:
-  - $rel/components/own-certificate
+  - $component
 secretGenerator:
   # Replaces the empty placeholder deploy/webhook/secret.yaml; ca.crt is public and becomes
   # the MutatingWebhookConfiguration's caBundle (the component's replacement).

@@ -105,7 +105,8 @@ pub struct Args {
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_lock_timeout)]
     pub xtables_lock_timeout: Duration,
 
-    /// [optional] address for /healthz and /metrics, e.g. 127.0.0.1:16910; off when empty.
+    /// [optional] address for /healthz, /readyz and /metrics, e.g. 127.0.0.1:16910; off when
+    /// empty.
     #[arg(long, value_name = "HOST:PORT", default_value = "")]
     pub metrics_bind_address: String,
 
