@@ -419,17 +419,17 @@ fn rows() -> Vec<Row> {
         Row {
             args: "--help",
             want: Want::Prints("Usage: apiserver-proxy-pod-webhook [OPTIONS]"),
-            note: "pflag printed help to stderr",
+            note: "pflag printed help to stderr and exited 2",
         },
         Row {
             args: "-h",
             want: Want::Prints("Usage: apiserver-proxy-pod-webhook [OPTIONS]"),
-            note: "pflag printed help to stderr",
+            note: "pflag printed help to stderr and exited 2",
         },
         Row {
             args: "--apiserver-fqdn=foo.bar. --cert-dir={DATA} --help",
             want: Want::Prints("--logging-format <FORMAT>"),
-            note: "pflag printed help to stderr",
+            note: "pflag printed help to stderr and exited 2",
         },
         Row {
             args: "--version",

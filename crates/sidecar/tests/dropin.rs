@@ -277,8 +277,10 @@ fn rows() -> Vec<Row> {
         once(&["--ip-address=10.96.0.2", "--daemon=false", "--vmodule=foo=3,bar*=1", "--log_file_max_size=10", "--log_backtrace_at=main.go:12"], LO, None, KLOG),
         once(&["--ip-address=10.96.0.2", "--daemon=false", "--logtostderr", "--alsologtostderr", "--skip_log_headers=false", "--add_dir_header=false"], LO, None, KLOG),
         // --- Help, version, runtime failures -------------------------------------------
-        once(&["--help"], None, None, Out::Help),
-        once(&["-h", "--ip-address=10.96.0.2"], None, None, Out::Help),
+        once(&["--help"], None, None, Out::Help)
+            .note("pflag prints help to stderr and exits 2 (ExitOnError makes no exception for help); exit 0 here"),
+        once(&["-h", "--ip-address=10.96.0.2"], None, None, Out::Help)
+            .note("pflag prints help to stderr and exits 2; exit 0 here"),
         once(&["--version"], None, None, Out::Help),
         once(&["--ip-address=10.96.0.2", "--daemon=false", "--logtostderr=false", "--log_dir={dir}/logs", "extra"], LO, None, Out::Logs(dir(Fmt::Klog)))
             .extra(warning_in_warning_and_info_files),
