@@ -24,6 +24,35 @@ pub struct KindLabel {
     pub kind: &'static str,
 }
 
+/// Every `kind` of `repairs_total`, each exposed at 0 from the start so that `increase()`
+/// sees the first one.
+pub const REPAIR_KINDS: [&str; 9] = [
+    "interface",
+    "address",
+    "address_in_place",
+    "duplicate_address",
+    "stale_address",
+    "iptables_rule",
+    "duplicate_rule",
+    "adopted_rule",
+    "stale_rule",
+];
+
+/// Every `kind` of `errors_total`, each exposed at 0 from the start.
+pub const ERROR_KINDS: [&str; 5] = [
+    "interface",
+    "address",
+    "iptables",
+    "iptables_lock",
+    "nftables",
+];
+
+/// Which side `ready` is about.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartLabel {
+    pub part: &'static str,
+}
+
 /// The sides of the sidecar, each synced on its own: the addresses, and the rules of each
 /// address family.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,7 +78,23 @@ struct PartState {
     last_error: Option<String>,
 }
 
+impl Part {
+    /// Its `part` label on the `ready` gauge.
+    pub fn label(self) -> &'static str {
+        match self {
+            Part::Address => "address",
+            Part::Rules(Family::V4) => "rules_ipv4",
+            Part::Rules(Family::V6) => "rules_ipv6",
+        }
+    }
+}
+
 impl PartState {
+    /// Whether this side is in place: the verdict of `/readyz`.
+    fn ready(&self) -> bool {
+        self.synced && self.last_error.is_none()
+    }
+
     fn new(part: Part, expected: bool, name: &'static str, sync_name: &'static str) -> Self {
         PartState {
             part,
@@ -74,6 +119,7 @@ pub struct Metrics {
     contested: Gauge,
     overruns: Counter,
     foreign_drops: Gauge,
+    ready: Labelled<PartLabel, Gauge>,
     /// The base chains of other tables that drop by policy at the input or output hook.
     foreign_drop_chains: Mutex<Vec<String>>,
     /// A side whose sync has not finished for this long is stuck.
@@ -94,6 +140,26 @@ impl Metrics {
         let contested = Gauge::default();
         let overruns = Counter::default();
         let foreign_drops = Gauge::default();
+        let ready = Labelled::<PartLabel, Gauge>::default();
+        for kind in REPAIR_KINDS {
+            repairs.get_or_create(&KindLabel { kind }).inc_by(0);
+        }
+        for kind in ERROR_KINDS {
+            errors.get_or_create(&KindLabel { kind }).inc_by(0);
+        }
+        let parts = parts(rules);
+        for part in parts.iter().filter(|part| part.expected) {
+            ready
+                .get_or_create(&PartLabel {
+                    part: part.part.label(),
+                })
+                .set(0);
+        }
+        registry.register(
+            "ready",
+            "1 while this side is in place (address; rules_ipv4, rules_ipv6 with --setup-iptables), 0 otherwise: the verdict of /readyz for each side",
+            ready.clone(),
+        );
         registry.register(
             "last_successful_sync_timestamp_seconds",
             "Unix time of the last sync that found or left everything in place",
@@ -106,7 +172,7 @@ impl Metrics {
         );
         registry.register(
             "errors",
-            "Failed sync steps, by kind (interface, address, iptables, iptables_lock)",
+            "Failed sync steps, by kind (interface, address, iptables, iptables_lock, nftables)",
             errors.clone(),
         );
         registry.register(
@@ -138,9 +204,10 @@ impl Metrics {
             contested,
             overruns,
             foreign_drops,
+            ready,
             foreign_drop_chains: Mutex::new(Vec::new()),
             stale_after,
-            parts: Mutex::new(parts(rules)),
+            parts: Mutex::new(parts),
         }
     }
 
@@ -196,6 +263,14 @@ impl Metrics {
         state.last_completed = Instant::now();
         state.synced = true;
         state.last_error = error.map(|error| error_chain(error));
+        if state.expected {
+            let label = PartLabel {
+                part: state.part.label(),
+            };
+            self.ready
+                .get_or_create(&label)
+                .set(i64::from(state.ready()));
+        }
         if parts
             .iter()
             .all(|part| !part.expected || part.last_error.is_none())
@@ -347,8 +422,26 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
-        // A labelled family shows once a label is used.
-        assert!(!text.contains("apiserver_proxy_sidecar_repairs"), "{text}");
+        // Every labelled family shows every known label at 0 from the start.
+        for kind in REPAIR_KINDS {
+            let line = format!("apiserver_proxy_sidecar_repairs_total{{kind=\"{kind}\"}} 0");
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+        for kind in ERROR_KINDS {
+            let line = format!("apiserver_proxy_sidecar_errors_total{{kind=\"{kind}\"}} 0");
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+        assert!(
+            text.lines()
+                .any(|l| l == "apiserver_proxy_sidecar_ready{part=\"address\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l == "apiserver_proxy_sidecar_ready{part=\"rules_ipv4\"} 0"),
+            "{text}"
+        );
+        assert!(!text.contains("{part=\"rules_ipv6\"}"), "{text}");
 
         metrics.repaired("address");
         metrics.repaired("address");
@@ -380,6 +473,80 @@ mod tests {
                 .all(|l| l.starts_with("# ") || l.starts_with("apiserver_proxy_sidecar_")),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_ready_gauge_follows_readyz_for_each_side() {
+        let ready = |metrics: &Metrics, part: &str| -> Option<String> {
+            let prefix = format!("apiserver_proxy_sidecar_ready{{part=\"{part}\"}} ");
+            metrics
+                .encode()
+                .lines()
+                .find_map(|line| line.strip_prefix(&prefix).map(str::to_string))
+        };
+        let metrics = Metrics::new(Duration::from_secs(60), &[Family::V4, Family::V6]);
+        for part in ["address", "rules_ipv4", "rules_ipv6"] {
+            assert_eq!(ready(&metrics, part).as_deref(), Some("0"), "{part}");
+        }
+        let error = StepError::Address(crate::netif::NetifError {
+            action: "add 10.96.0.2 to interface lo".into(),
+            cause: std::io::Error::from_raw_os_error(1),
+        });
+        metrics.part_synced(Part::Address, None);
+        metrics.part_synced(Part::Rules(Family::V4), None);
+        assert_eq!(ready(&metrics, "address").as_deref(), Some("1"));
+        assert_eq!(ready(&metrics, "rules_ipv4").as_deref(), Some("1"));
+        assert_eq!(ready(&metrics, "rules_ipv6").as_deref(), Some("0"));
+        metrics.part_synced(Part::Rules(Family::V6), None);
+        assert_eq!(metrics.readiness().0, StatusCode::OK);
+        assert_eq!(ready(&metrics, "rules_ipv6").as_deref(), Some("1"));
+        metrics.part_synced(Part::Address, Some(&error));
+        assert_eq!(metrics.readiness().0, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(ready(&metrics, "address").as_deref(), Some("0"));
+        assert!(
+            metrics
+                .encode()
+                .contains("apiserver_proxy_sidecar_errors_total{kind=\"address\"} 1")
+        );
+        // Without --setup-iptables only the address is a side.
+        let metrics = Metrics::new(Duration::from_secs(60), &[]);
+        assert!(ready(&metrics, "rules_ipv4").is_none());
+        metrics.part_synced(Part::Rules(Family::V4), None);
+        assert!(ready(&metrics, "rules_ipv4").is_none());
+    }
+
+    #[test]
+    fn every_label_in_use_is_a_known_kind() {
+        use crate::firewall::ChangeKind;
+        let changes = [
+            ChangeKind::Inserted,
+            ChangeKind::Duplicate,
+            ChangeKind::Adopted,
+            ChangeKind::Stale,
+            ChangeKind::Removed,
+        ];
+        for label in changes.into_iter().filter_map(ChangeKind::repair_label) {
+            assert!(REPAIR_KINDS.contains(&label), "{label}");
+        }
+        let netif = || crate::netif::NetifError {
+            action: "x".into(),
+            cause: std::io::Error::from_raw_os_error(1),
+        };
+        let errors = [
+            StepError::Address(netif()),
+            StepError::Interface {
+                interface: "lo".into(),
+                source: netif(),
+            },
+            StepError::Firewall(crate::firewall::DriverError::IptablesBackend(
+                crate::firewall::FirewallError::BinaryMissing {
+                    binary: "iptables-nft-save".into(),
+                },
+            )),
+        ];
+        for error in errors {
+            assert!(ERROR_KINDS.contains(&error.kind()), "{}", error.kind());
+        }
     }
 
     #[test]
