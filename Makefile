@@ -87,6 +87,21 @@ image-builds:
 	"$$(./scripts/ci-venv.sh)/python" scripts/check_dockerfiles.py
 	./scripts/test-webhook-deploy.sh
 
+# Both images for linux/amd64 and linux/arm64 without a Docker engine (as root): the same
+# Dockerfiles built by buildah on files laid out by scripts/image-build.sh (natively and
+# cross-compiled), one multi-platform OCI archive per image in target/oci/ (push it with skopeo:
+# docs/deploying.md); then both run with podman as deploy/ runs them (scripts/test-images.sh).
+# STANDIN_BASES=1 for a machine that cannot pull the distroless bases.
+.PHONY: oci-images alerts
+oci-images:
+	IMAGE_REGISTRY=$(IMAGE_REGISTRY) VERSION=$(VERSION) ./scripts/build-images.sh
+	IMAGE_REGISTRY=$(IMAGE_REGISTRY) VERSION=$(VERSION) ./scripts/test-images.sh
+
+# deploy/components/alerts/: promtool unit tests of every alert, then (as root) a real Prometheus
+# against both binaries in a network namespace, watching an alert fire when the node breaks.
+alerts:
+	./scripts/test-alerts.sh
+
 # Both binaries cross-built for aarch64 as the images build them, run under qemu-aarch64: --help,
 # and the webhook as `make run` starts it, answering README's "Try it" request as README shows.
 # Installs the cross toolchain and qemu-user (Debian, as root) and the rustup target when missing.

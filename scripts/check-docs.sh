@@ -57,6 +57,30 @@ COVERED = [
      'kubectl" kustomize deploy/overlays/mycluster/',
      "no cluster in CI: it deletes what apply -k creates, the rendering make validate-manifests "
      "checks"),
+    ("make oci-images", ".ci/run", "\nmake oci-images STANDIN_BASES=1\n",
+     ".ci/run runs it, on stand-ins for the distroless bases (no registry in CI)"),
+    ("skopeo copy --all oci-archive:target/oci/apiserver-proxy-sidecar-0.1.0.oci.tar:0.1.0 "
+     "docker://registry.example.com/apiserver-proxy/apiserver-proxy-sidecar:0.1.0",
+     "scripts/test-images.sh", 'skopeo copy -q --all "oci-archive:$archive:$version"',
+     "no registry in CI: make oci-images copies each archive, all platforms, to a local OCI layout"),
+    ("skopeo copy --all oci-archive:target/oci/apiserver-proxy-pod-webhook-0.1.0.oci.tar:0.1.0 "
+     "docker://registry.example.com/apiserver-proxy/apiserver-proxy-pod-webhook:0.1.0",
+     "scripts/test-images.sh", 'skopeo copy -q --all "oci-archive:$archive:$version"',
+     "no registry in CI: make oci-images copies each archive, all platforms, to a local OCI layout"),
+]
+# docs/sidecar.md's "Try it": scripts/test-sidecar-example.sh runs its block as written.
+COVERED += [
+    (cmd, "scripts/test-sidecar-example.sh", 'split("\\n## Try it\\n", 1)',
+     "scripts/test-sidecar-example.sh (CI) runs docs/sidecar.md's \"Try it\" block as written and checks its output")
+    for cmd in (
+        "cargo build --locked -p apiserver-proxy-sidecar",
+        "ip netns add sidecar-try",
+        "ip netns exec sidecar-try target/debug/apiserver-proxy-sidecar --ip-address=198.18.0.2 --setup-iptables --daemon=false",
+        "ip netns exec sidecar-try ip addr show dev lo",
+        "ip netns exec sidecar-try iptables-save",
+        "ip netns exec sidecar-try target/debug/apiserver-proxy-sidecar --ip-address=198.18.0.2 --setup-iptables --daemon=false --cleanup",
+        "ip netns delete sidecar-try",
+    )
 ]
 covered = {cmd: (path, needle, how) for cmd, path, needle, how in COVERED}
 

@@ -8,6 +8,8 @@ No Docker engine runs in CI, so this ties the Dockerfiles to the no-Docker path 
   build cannot package the wrong architecture), and a build cache per architecture;
 - the sidecar's build stage installs the Debian packages whose tools the image carries
   (iptables, iproute2), and its layout has them (iptables of both backends, ip);
+- a prebuilt stage copies a layout made beforehand (scripts/build-images.sh), chosen with
+  ARG FILES, and nothing after the build stage runs a command;
 - the final stage copies from the file layout image-build.sh made (the paths must exist in
   $CARGO_TARGET_DIR/image/<component>, so run `make image-builds` first), on a distroless base,
   as the user the manifests in deploy/ expect (sidecar root, webhook 65532), with the binary as
@@ -68,8 +70,25 @@ def main() -> int:
         ins = instructions(df.read_text())
         args = {r.split("=", 1)[0]: r.split("=", 1)[1] if "=" in r else "" for w, r in ins if w == "ARG"}
         froms = [i for i, (w, _) in enumerate(ins) if w == "FROM"]
-        check(len(froms) == 2, f"{df.name}: expected a build stage and a final stage")
-        build, final = ins[froms[0] : froms[-1]], ins[froms[-1] :]
+        stages = [ins[i][1] for i in froms]
+        check(
+            len(froms) == 4
+            and stages[0].endswith(" AS build")
+            and stages[1] == "scratch AS prebuilt"
+            and stages[2] == "${FILES} AS files",
+            f"{df.name}: expected the stages build, prebuilt (FROM scratch), files (FROM ${{FILES}}) and the final one; has {stages}",
+        )
+        check(args.get("FILES") == "build", f"{df.name}: ARG FILES must default to build")
+        build, final = ins[froms[0] : froms[1]], ins[froms[-1] :]
+        prebuilt = ins[froms[1] : froms[2]]
+        check(
+            ("COPY", f"{component}-linux-${{TARGETARCH}}/ /image/") in prebuilt and ("ARG", "TARGETARCH") in prebuilt,
+            f"{df.name}: the prebuilt stage must COPY {component}-linux-${{TARGETARCH}}/ /image/ (what scripts/build-images.sh lays out)",
+        )
+        check(
+            not any(w == "RUN" for w, _ in ins[froms[1] :]),
+            f"{df.name}: no RUN step after the build stage (the prebuilt path must run nothing, so no emulation is needed)",
+        )
         runs = [r for w, r in build if w == "RUN" and "image-build.sh" in r]
         check(
             len(runs) == 1
@@ -95,7 +114,7 @@ def main() -> int:
         check(layout.is_dir(), f"{layout} missing: run `make image-builds` first")
         for w, r in final:
             if w == "COPY":
-                m = re.fullmatch(r"--from=build (/image/\S*) (\S+)", r)
+                m = re.fullmatch(r"--from=files (/image/\S*) (\S+)", r)
                 if not m:
                     check(False, f"{df.name}: unexpected COPY {r}")
                     continue

@@ -31,8 +31,11 @@
 #
 # --target TRIPLE cross-compiles (scripts/build-release.sh --target) into
 # DIR (default $CARGO_TARGET_DIR/image/<component>-TRIPLE) and runs the binary under
-# qemu-<arch> (package qemu-user); the sidecar's iptables and ip are left out there, as they are
-# the target architecture's Debian packages, which a Docker build for that platform installs.
+# qemu-<arch> (package qemu-user). The sidecar's iptables and ip are then that architecture's
+# Debian packages (aarch64: arm64), with every package they depend on, fetched with apt-get into
+# a private apt state (the system's package lists are left alone) and unpacked, not installed;
+# the same files are laid out, found by that architecture's loader under qemu, and the tools
+# run from them under qemu.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -104,26 +107,74 @@ libs_of() {
   ldd "$@" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// && $1 !~ /:$/ { print $1 }' | sort -u
 }
 
-if [ "$component" = sidecar ] && [ -n "$target" ]; then
-  cannot "the sidecar image's iptables and ip for $target (that architecture's Debian packages: a Docker build for its platform)"
-elif [ "$component" = sidecar ]; then
-  sbin=/usr/sbin
-  if [ ! -x "$sbin/xtables-nft-multi" ] || [ ! -x "$sbin/xtables-legacy-multi" ] || ! command -v ip >/dev/null; then
+# foreign_root DEBARCH: Debian's iptables and iproute2 for another architecture, with every
+# package they depend on, unpacked (not installed) into a directory whose path it prints. Uses a
+# private apt state with this machine's sources, so the system's package lists stay as they are.
+foreign_root() {
+  local debarch="$1" d="$target_dir/debian-$1"
+  local opts=(-o "APT::Architecture=$debarch" -o "APT::Architectures::=$debarch"
+    -o "Dir::State::Lists=$d/apt/lists" -o "Dir::Cache=$d/apt/cache" -o "Dir::State::status=$d/apt/status"
+    -o Debug::NoLocking=1 -o APT::Sandbox::User=root)
+  if [ ! -f "$d/root/.complete" ]; then
+    command -v apt-get >/dev/null || fail "the sidecar image for $debarch needs Debian's apt-get (its iptables and iproute2 packages)"
+    rm -rf "$d" && mkdir -p "$d/apt/lists/partial" "$d/apt/cache/archives/partial" "$d/debs" "$d/root"
+    : >"$d/apt/status"
+    apt-get "${opts[@]}" update -qq >&2 || fail "apt-get update for $debarch failed"
+    mapfile -t pkgs < <(apt-cache "${opts[@]}" depends --recurse --no-recommends --no-suggests --no-conflicts \
+      --no-breaks --no-replaces --no-enhances iptables iproute2 | grep -v '^ ' | grep -v '^<' | sort -u)
+    (cd "$d/debs" && apt-get "${opts[@]}" download -qq "${pkgs[@]}" >&2) || fail "apt-get download for $debarch failed"
+    for deb in "$d"/debs/*.deb; do dpkg-deb -x "$deb" "$d/root"; done
+    touch "$d/root/.complete"
+    note "sidecar: ${#pkgs[@]} Debian packages for $debarch unpacked into $d/root" >&2
+  fi
+  echo "$d/root"
+}
+
+if [ "$component" = sidecar ]; then
+  sys="" # where iptables and ip come from: this system, or another architecture's packages
+  if [ -n "$target" ]; then
+    case "$arch" in
+      aarch64) sys="$(foreign_root arm64)" ;;
+      *) fail "the sidecar image for $target: only aarch64 is built" ;;
+    esac
+    loader="$(find "$sys/lib" "$sys/usr/lib" -maxdepth 2 -name 'ld-linux-*.so.*' | head -n 1)"
+    [ -n "$loader" ] || fail "no loader in $sys"
+    # The guest's loader lists what a file loads, under qemu with the unpacked packages as root;
+    # the paths it prints are the guest's, found under $sys here.
+    libs_of() {
+      local f
+      for f in "$@"; do
+        # Static binaries (the sidecar) have no interpreter and load nothing; the loader would
+        # try to run them.
+        local hdr
+        hdr="$(readelf -lh "$f" 2>/dev/null || true)"
+        [[ "$hdr" == *"program interpreter"* || "$hdr" == *"Type:"*"DYN ("* ]] || continue
+        { "qemu-$arch" -L "$sys" "$loader" --list "$f" 2>/dev/null || true; } |
+          awk -v sys="$sys" 'function at(p) { return index(p, sys "/") == 1 ? p : sys p }
+            $1 ~ /^\// && $1 !~ /:$/ { print at($1); next } $2 == "=>" && $3 ~ /^\// { print at($3) }'
+      done | sort -u
+    }
+  fi
+  sbin="$sys/usr/sbin"
+  if [ -z "$sys" ] && { [ ! -x "$sbin/xtables-nft-multi" ] || [ ! -x "$sbin/xtables-legacy-multi" ] || ! command -v ip >/dev/null; }; then
     "$root/scripts/install-test-deps.sh" # installs Debian's iptables and iproute2 when missing (as root)
   fi
   for multi in xtables-nft-multi xtables-legacy-multi; do
     [ -x "$sbin/$multi" ] || fail "$sbin/$multi missing: install Debian's iptables package in the build stage"
   done
-  ip="$(readlink -f "$(command -v ip)")" || fail "ip missing: install Debian's iproute2 package in the build stage"
-  libc="$(ldd "$sbin/xtables-nft-multi" | awk '/libc\.so/ { print $3 }')"
-  libdir="$(dirname "$(readlink -f "$libc")")" # e.g. /usr/lib/x86_64-linux-gnu
-  xtlib="$libdir/xtables"
+  if [ -n "$sys" ]; then ip="$(readlink -f "$sys/bin/ip")"; [ -x "$ip" ] || ip="$sys/sbin/ip"; else ip="$(readlink -f "$(command -v ip)")"; fi
+  [ -x "$ip" ] || fail "ip missing: install Debian's iproute2 package in the build stage"
+  libxt="$(libs_of "$sbin/xtables-nft-multi" | grep '/libxtables\.so' | head -n 1)"
+  [ -n "$libxt" ] || fail "cannot tell where $sbin/xtables-nft-multi finds libxtables"
+  libdir="$(dirname "$(readlink -f "$libxt")")" # e.g. /usr/lib/x86_64-linux-gnu
+  libdir="${libdir#"$sys"}"
+  xtlib="$sys$libdir/xtables"
   [ -d "$xtlib" ] || fail "$xtlib (iptables extensions) missing"
 
   mkdir -p "$out/usr/sbin" "$out$libdir" "$out/run" "$out/etc" "$out/proc" "$out/dev"
   cp "$sbin/xtables-nft-multi" "$sbin/xtables-legacy-multi" "$out/usr/sbin/"
   cp "$ip" "$out/usr/sbin/ip"
-  [ -d /etc/iproute2 ] && cp -a /etc/iproute2 "$out/etc/" # names of tables, protocols, scopes
+  [ -d "$sys/etc/iproute2" ] && cp -a "$sys/etc/iproute2" "$out/etc/" # names of tables, protocols, scopes
   for fam in iptables ip6tables; do
     for suffix in "" -save -restore; do
       ln -s xtables-nft-multi "$out/usr/sbin/$fam-nft$suffix"
@@ -133,14 +184,14 @@ elif [ "$component" = sidecar ]; then
     done
   done
   cp -a "$xtlib" "$out$libdir/"
-  [ -f /etc/protocols ] && cp /etc/protocols "$out/etc/protocols"
+  [ -f "$sys/etc/protocols" ] && cp "$sys/etc/protocols" "$out/etc/protocols"
 
   # Every library the binaries and extensions load, under its soname, in the multiarch dir;
   # the loader where the ELF interpreter path says.
   mapfile -t libs < <(libs_of "$bin" "$sbin/xtables-nft-multi" "$sbin/xtables-legacy-multi" "$ip" "$xtlib"/*.so)
   for lib in "${libs[@]}"; do
     case "$lib" in
-      */ld-linux*) mkdir -p "$out$(dirname "$lib")"; cp -L "$lib" "$out$lib" ;;
+      */ld-linux*) guest="${lib#"$sys"}"; mkdir -p "$out$(dirname "$guest")"; cp -L "$lib" "$out$guest" ;;
       *) cp -L "$lib" "$out$libdir/$(basename "$lib")" ;;
     esac
   done
@@ -166,6 +217,15 @@ check_version() { # OUTPUT
 
 if [ "$component" = webhook ] || [ -n "$target" ]; then
   check_version "$("${run[@]}" "$bin" --version)"
+  if [ "$component" = sidecar ]; then # the image's own tools, from its files, under qemu
+    # (iptables-nft itself opens an nf_tables socket even for --version, which qemu-user cannot
+    # translate; its -save name loads the same binary and libraries without that.)
+    for tool in iptables-nft-save iptables-legacy ip6tables-legacy-save; do
+      v="$("qemu-$arch" -L "$out" "$out/usr/sbin/$tool" --version 2>&1)" || fail "$tool ($target) does not run from the image's files: $v"
+    done
+    v="$("qemu-$arch" -L "$out" "$out/usr/sbin/ip" -V 2>&1)" || fail "ip ($target) does not run from the image's files: $v"
+    note "sidecar ($target): from the image's files under qemu: $("qemu-$arch" -L "$out" "$out/usr/sbin/iptables-nft-save" --version), $(tail -1 <<<"$v")"
+  fi
   exit 0
 fi
 

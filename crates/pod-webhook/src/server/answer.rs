@@ -15,12 +15,11 @@ use std::time::Instant;
 use hyper::body::{Body as _, Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tracing::warn;
 
 use crate::log_limit::{self, Verdict};
 
-use super::budget::Share;
 use super::{LOGGED_MESSAGE_BYTES, LOGGED_PATH_BYTES, Shared};
 
 /// A request that cannot be answered, and why.
@@ -92,7 +91,7 @@ const CHUNK: usize = 16 * 1024;
 #[derive(Debug, Default)]
 pub(super) struct Body {
     rest: Bytes,
-    pub(super) share: Share,
+    pub(super) share: Option<OwnedSemaphorePermit>,
     pub(super) answering: Option<Answering>,
 }
 
@@ -106,7 +105,7 @@ impl hyper::body::Body for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = self.get_mut();
         if this.rest.is_empty() {
-            this.share = Share::default();
+            this.share = None;
             this.answering = None;
             return Poll::Ready(None);
         }
@@ -115,7 +114,7 @@ impl hyper::body::Body for Body {
             writes.wrote();
         }
         if this.rest.is_empty() {
-            this.share = Share::default();
+            this.share = None;
             this.answering = None;
         }
         Poll::Ready(Some(Ok(Frame::data(chunk))))
@@ -137,7 +136,7 @@ pub(super) fn response(
 ) -> Response<Body> {
     let mut resp = Response::new(Body {
         rest: body.into(),
-        share: Share::default(),
+        share: None,
         answering: None,
     });
     *resp.status_mut() = status;
