@@ -90,13 +90,21 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Largest request body.
     pub max_body_bytes: usize,
-    /// Request bodies being read and reviewed at once, in bytes: a request that would pass it
-    /// waits for others to finish (it never fails for it); one larger than the whole budget
-    /// takes all of it. Bounds memory when many large pods arrive together.
+    /// Bytes of request bodies held as they arrive, across all requests: a body takes its
+    /// bytes from here as they come, without waiting, up to `arrival_per_body_bytes`.
+    pub arrival_budget_bytes: usize,
+    /// The most one body takes from `arrival_budget_bytes`; a larger one (or one that finds it
+    /// full) waits its turn for a share of `body_budget_bytes`.
+    pub arrival_per_body_bytes: usize,
+    /// Shares of whole declared bodies, in bytes, granted in turn to bodies that outgrow their
+    /// arrival allowance: a request that would pass it waits for others to finish (it never
+    /// fails for it); one larger than the whole budget takes all of it. Bounds memory when
+    /// many large pods arrive together.
     pub body_budget_bytes: usize,
-    /// Bodies up to this size are read without a share of the body budget, so small reviews
-    /// never wait for it; larger ones take their share once their first bytes arrive.
-    pub body_unbudgeted_bytes: usize,
+    /// What answers may hold beyond their requests' shares, in bytes: each review waits here
+    /// for `answer_unbudgeted_bytes` before its answer is built, and keeps what the answer
+    /// needs.
+    pub answer_growth_budget_bytes: usize,
     /// Once a body has its share of the budget, time for the rest of it to arrive: a client
     /// that stops sending cannot hold the share for long.
     pub body_fill_timeout: Duration,
@@ -122,8 +130,10 @@ impl Limits {
         write_timeout: Duration::from_secs(10),
         max_header_bytes: 16 * 1024,
         max_body_bytes: 7 * 1024 * 1024,
+        arrival_budget_bytes: 1024 * 1024,
+        arrival_per_body_bytes: 256 * 1024,
         body_budget_bytes: 1024 * 1024,
-        body_unbudgeted_bytes: 16 * 1024,
+        answer_growth_budget_bytes: 1024 * 1024,
         body_fill_timeout: Duration::from_secs(2),
         answer_unbudgeted_bytes: answer_growth_bound(MAX_CONTAINERS, MAX_FQDN_BYTES),
         h2_max_concurrent_streams: 100,

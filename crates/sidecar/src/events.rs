@@ -87,9 +87,19 @@ impl Need {
 pub fn need_for(event: Event, link: Option<u32>) -> Need {
     match event {
         Event::AddressRemoved => Need::ADDRESS,
-        // The echo of our own add concerns nobody; a copy elsewhere is a competitor's.
+        // The echo of our own add concerns nobody, unless it shows an IPv6 copy made preferred
+        // again (the node could pick it as a source): that is repaired at once. A copy
+        // elsewhere is a competitor's.
         Event::AddressAdded { .. } if link.is_none() => Need::ADDRESS,
-        Event::AddressAdded { index, .. } if Some(index) == link => Need::NONE,
+        Event::AddressAdded {
+            index, preferred, ..
+        } if Some(index) == link => {
+            if preferred {
+                Need::ADDRESS
+            } else {
+                Need::NONE
+            }
+        }
         Event::AddressAdded { position, .. } => Need::foreign_copy_of(position),
         Event::LinkChanged { index, removed, up } if Some(index) == link && (removed || !up) => {
             Need::ADDRESS
@@ -210,6 +220,7 @@ mod tests {
                 Event::AddressAdded {
                     index: 3,
                     position: 0,
+                    preferred: false,
                 },
                 Some(3),
                 Need::NONE,
@@ -218,6 +229,7 @@ mod tests {
                 Event::AddressAdded {
                     index: 7,
                     position: 0,
+                    preferred: false,
                 },
                 Some(3),
                 Need::FOREIGN_COPY,
@@ -226,6 +238,7 @@ mod tests {
                 Event::AddressAdded {
                     index: 7,
                     position: 0,
+                    preferred: false,
                 },
                 None,
                 Need::ADDRESS,
@@ -267,6 +280,25 @@ mod tests {
                 Need::NONE,
             ),
             (Event::Other, Some(3), Need::NONE),
+            // Our own IPv6 copy made preferred again, by flags or lifetimes alone.
+            (
+                Event::AddressAdded {
+                    index: 3,
+                    position: 0,
+                    preferred: true,
+                },
+                Some(3),
+                Need::ADDRESS,
+            ),
+            (
+                Event::AddressAdded {
+                    index: 7,
+                    position: 0,
+                    preferred: true,
+                },
+                Some(3),
+                Need::FOREIGN_COPY,
+            ),
         ];
         for (event, link, want) in cases {
             assert_eq!(need_for(event, link), want, "{event:?} with link {link:?}");
@@ -279,6 +311,7 @@ mod tests {
             Event::AddressAdded {
                 index: 7,
                 position: 1,
+                preferred: false,
             },
             Some(3),
         );

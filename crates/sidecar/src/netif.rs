@@ -55,16 +55,21 @@ pub const ADDRESS_PROTOCOL: u8 = 0x70;
 
 /// A netlink request that failed, with what was being done.
 #[derive(Debug, thiserror::Error)]
-#[error("{action}: {cause}{}", hint(cause))]
+#[error("{action}: {cause}{}", hint(cause, action))]
 pub struct NetifError {
     pub action: String,
     /// What the kernel answered (shown in the message: a leaf cause, not a `source()`).
     pub cause: io::Error,
 }
 
-fn hint(error: &io::Error) -> &'static str {
+/// What to check for the kernel's answer `error` to `action`, if the errno says more.
+fn hint(error: &io::Error, action: &str) -> &'static str {
     match error.raw_os_error() {
         Some(EPERM) => " (the sidecar needs CAP_NET_ADMIN)",
+        // The kernel refuses IPv6 addresses with EACCES where IPv6 is disabled.
+        Some(EACCES) if names_ipv6(action) => {
+            " (IPv6 is disabled in this network namespace: set the sysctls net.ipv6.conf.all.disable_ipv6 and net.ipv6.conf.<interface>.disable_ipv6 to 0)"
+        }
         Some(EOPNOTSUPP) => {
             " (the kernel cannot create dummy links: enable CONFIG_DUMMY or create the interface beforehand)"
         }
@@ -72,10 +77,18 @@ fn hint(error: &io::Error) -> &'static str {
     }
 }
 
+/// Whether an action is about an IPv6 address (names one, as `add fd00::2 to interface lo`).
+fn names_ipv6(action: &str) -> bool {
+    action
+        .split_whitespace()
+        .any(|word| word.parse::<std::net::Ipv6Addr>().is_ok())
+}
+
 /// A lifetime that never ends (`INFINITY_LIFE_TIME`).
 const FOREVER: u32 = u32::MAX;
 
 const EPERM: i32 = 1;
+const EACCES: i32 = 13;
 const ENODEV: i32 = 19;
 const EOPNOTSUPP: i32 = 95;
 const EADDRNOTAVAIL: i32 = 99;
@@ -368,9 +381,15 @@ fn address_of(message: &AddressMessage) -> Option<IpAddr> {
 pub enum Event {
     /// The proxy's address was removed from some interface.
     AddressRemoved,
-    /// The proxy's address was put on the interface with this index.
-    /// `position` is the address's place in `--ip-address`.
-    AddressAdded { index: u32, position: usize },
+    /// The proxy's address was put on the interface with this index, or changed there (its
+    /// flags or lifetimes). `position` is the address's place in `--ip-address`; `preferred`
+    /// tells an IPv6 address whose preferred lifetime is not over, which the node may pick as
+    /// a source (always false for IPv4, which has no such state).
+    AddressAdded {
+        index: u32,
+        position: usize,
+        preferred: bool,
+    },
     /// A link changed state or was removed.
     LinkChanged { index: u32, removed: bool, up: bool },
     /// Anything else.
@@ -393,6 +412,11 @@ pub fn classify(message: &NetlinkMessage<RouteNetlinkMessage>, ips: &[IpAddr]) -
                 Some(position) => Event::AddressAdded {
                     index: address.header.index,
                     position,
+                    preferred: ips.get(position).is_some_and(IpAddr::is_ipv6)
+                        && !address
+                            .header
+                            .flags
+                            .contains(AddressHeaderFlags::Deprecated),
                 },
                 None => Event::Other,
             }
@@ -463,6 +487,7 @@ mod tests {
                 Event::AddressAdded {
                     index: 4,
                     position: 0,
+                    preferred: false,
                 },
             ),
             // Without IFA_LOCAL, IFA_ADDRESS is the interface's own address.
@@ -475,6 +500,7 @@ mod tests {
                 Event::AddressAdded {
                     index: 5,
                     position: 0,
+                    preferred: false,
                 },
             ),
             (
@@ -539,6 +565,7 @@ mod tests {
                 Event::AddressAdded {
                     index: 6,
                     position: 1,
+                    preferred: true,
                 },
             ),
             (
@@ -555,25 +582,40 @@ mod tests {
     #[test]
     fn errors_carry_a_hint_where_the_errno_has_one() {
         let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "no answer");
-        // what the kernel answered, the message
+        // what was done, what the kernel answered, the message
+        let v4 = "add 10.96.0.2 to interface lo";
         let cases = [
             (
+                v4,
                 io::Error::from_raw_os_error(EPERM),
                 "add 10.96.0.2 to interface lo: Operation not permitted (os error 1) (the sidecar needs CAP_NET_ADMIN)",
             ),
             (
+                "add fd00::2 to interface lo",
+                io::Error::from_raw_os_error(EACCES),
+                "add fd00::2 to interface lo: Permission denied (os error 13) (IPv6 is disabled in this network namespace: set the sysctls net.ipv6.conf.all.disable_ipv6 and net.ipv6.conf.<interface>.disable_ipv6 to 0)",
+            ),
+            // EACCES for IPv4 is something else (a security module, say): no IPv6 hint.
+            (
+                v4,
+                io::Error::from_raw_os_error(EACCES),
+                "add 10.96.0.2 to interface lo: Permission denied (os error 13)",
+            ),
+            (
+                v4,
                 io::Error::from_raw_os_error(EOPNOTSUPP),
                 "add 10.96.0.2 to interface lo: Operation not supported (os error 95) (the kernel cannot create dummy links: enable CONFIG_DUMMY or create the interface beforehand)",
             ),
             (
+                v4,
                 io::Error::from_raw_os_error(ENODEV),
                 "add 10.96.0.2 to interface lo: No such device (os error 19)",
             ),
-            (timed_out(), "add 10.96.0.2 to interface lo: no answer"),
+            (v4, timed_out(), "add 10.96.0.2 to interface lo: no answer"),
         ];
-        for (cause, want) in cases {
+        for (action, cause, want) in cases {
             let error = NetifError {
-                action: "add 10.96.0.2 to interface lo".into(),
+                action: action.into(),
                 cause,
             };
             assert_eq!(error.to_string(), want);
@@ -598,6 +640,43 @@ mod tests {
             let shown = format!("{answer:?}");
             let result = gone_is_done(answer, gone, || "delete".to_string());
             assert_eq!(result.is_err(), fails, "{shown} with gone {gone}");
+        }
+    }
+
+    #[test]
+    fn an_ipv6_address_made_preferred_again_is_told_apart() {
+        let ips: Vec<IpAddr> = ["10.96.0.2", "fd00::2"]
+            .iter()
+            .map(|ip| ip.parse().expect("ip"))
+            .collect();
+        let notified = |ip: &str, deprecated: bool| {
+            let mut message = address(ip, 4, true);
+            if deprecated {
+                message.header.flags |= AddressHeaderFlags::Deprecated;
+            }
+            classify(
+                &self::message(RouteNetlinkMessage::NewAddress(message)),
+                &ips,
+            )
+        };
+        // address, deprecated, preferred
+        let cases = [
+            ("fd00::2", false, true),
+            ("fd00::2", true, false),
+            ("10.96.0.2", false, false),
+            ("10.96.0.2", true, false),
+        ];
+        for (ip, deprecated, preferred) in cases {
+            let position = usize::from(ip.contains(':'));
+            assert_eq!(
+                notified(ip, deprecated),
+                Event::AddressAdded {
+                    index: 4,
+                    position,
+                    preferred
+                },
+                "{ip} deprecated {deprecated}"
+            );
         }
     }
 

@@ -15,11 +15,12 @@ use std::time::Instant;
 use hyper::body::{Body as _, Bytes, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
-use tokio::sync::{Notify, OwnedSemaphorePermit};
+use tokio::sync::Notify;
 use tracing::warn;
 
 use crate::log_limit::{self, Verdict};
 
+use super::budget::Share;
 use super::{LOGGED_MESSAGE_BYTES, LOGGED_PATH_BYTES, Shared};
 
 /// A request that cannot be answered, and why.
@@ -91,7 +92,7 @@ const CHUNK: usize = 16 * 1024;
 #[derive(Debug, Default)]
 pub(super) struct Body {
     rest: Bytes,
-    pub(super) share: Option<OwnedSemaphorePermit>,
+    pub(super) share: Share,
     pub(super) answering: Option<Answering>,
 }
 
@@ -105,7 +106,7 @@ impl hyper::body::Body for Body {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         let this = self.get_mut();
         if this.rest.is_empty() {
-            this.share = None;
+            this.share = Share::default();
             this.answering = None;
             return Poll::Ready(None);
         }
@@ -114,7 +115,7 @@ impl hyper::body::Body for Body {
             writes.wrote();
         }
         if this.rest.is_empty() {
-            this.share = None;
+            this.share = Share::default();
             this.answering = None;
         }
         Poll::Ready(Some(Ok(Frame::data(chunk))))
@@ -136,7 +137,7 @@ pub(super) fn response(
 ) -> Response<Body> {
     let mut resp = Response::new(Body {
         rest: body.into(),
-        share: None,
+        share: Share::default(),
         answering: None,
     });
     *resp.status_mut() = status;

@@ -7,6 +7,7 @@
 //! graceful shutdown. Dependencies run one way: conn → routes → answer, conn → state → answer.
 
 mod answer;
+mod budget;
 mod conn;
 mod listen;
 mod routes;
@@ -29,6 +30,7 @@ use crate::log_limit::LogLimit;
 use crate::metrics::Metrics;
 use crate::tls::{self, TlsError, TlsStore};
 
+use budget::Budget;
 use conn::serve_connection;
 use listen::bind;
 use routes::summarize_suppressed;
@@ -79,9 +81,8 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// Where the server is in its life; connections watch it to know when to close.
     phase: watch::Sender<Phase>,
-    /// Permits for bytes of request bodies in memory ([`crate::config::Limits::body_budget_bytes`]).
-    body_budget: Arc<Semaphore>,
-    body_budget_permits: u32,
+    /// The memory request bodies and answers may hold.
+    budget: Budget,
     /// Failed requests are logged at a bounded rate (and all counted).
     failure_log: LogLimit,
 }
@@ -111,9 +112,13 @@ impl Webhook {
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
         let tls = TlsStore::load(&config.tls, config.tls_min_version, config.enable_http2)?;
         let listener = bind(&config.listen).await?;
-        let body_budget_permits = u32::try_from(config.limits.body_budget_bytes)
-            .unwrap_or(u32::MAX)
-            .clamp(1, u32::try_from(Semaphore::MAX_PERMITS).unwrap_or(u32::MAX));
+        let limits = &config.limits;
+        let budget = Budget::new(
+            limits.arrival_budget_bytes,
+            limits.arrival_per_body_bytes,
+            limits.body_budget_bytes,
+            limits.answer_growth_budget_bytes,
+        );
         Ok(Webhook {
             listener,
             tls: Arc::new(tls),
@@ -121,8 +126,7 @@ impl Webhook {
                 config,
                 metrics: Arc::new(Metrics::new(WEBHOOK_PATH)),
                 phase: watch::Sender::new(Phase::Serving),
-                body_budget: Arc::new(Semaphore::new(body_budget_permits as usize)),
-                body_budget_permits,
+                budget,
                 failure_log: LogLimit::new(FAILURE_LOG_BURST, FAILURE_LOG_PER_SECOND),
             }),
         })

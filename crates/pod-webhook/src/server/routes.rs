@@ -15,7 +15,6 @@ use http_body_util::BodyExt;
 use hyper::body::{Bytes, Frame, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, error, warn};
 
 use crate::config::Limits;
@@ -23,6 +22,7 @@ use crate::log_limit;
 use crate::review::{self, Outcome};
 
 use super::answer::{Body, Failure, WireSize, failure_response, response};
+use super::budget::{Share, Taken};
 use super::*;
 
 pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
@@ -164,13 +164,18 @@ async fn review_request(
     let limits = &shared.config.limits;
     let declared = check_head(&req, limits.max_body_bytes)?;
     let wire_size = req.extensions().get::<Arc<WireSize>>().cloned();
-    let (body, budget) = read_body(shared, req.into_body(), declared).await?;
+    let (body, mut share) = read_body(shared, req.into_body(), declared).await?;
     if let (Some(size), Some(len)) = (&wire_size, declared)
         && len == body.len() as u64
     {
         size.body_read(body.len());
     }
 
+    // What the answer may need beyond the body's share, before it is built.
+    share
+        .before_answer(&shared.budget, limits.answer_unbudgeted_bytes)
+        .await
+        .map_err(|e| Failure::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     let answer = review::review(&body, &shared.config.mutate).map_err(|e| {
         let status = if e.is_client_error() {
             StatusCode::BAD_REQUEST
@@ -192,8 +197,9 @@ async fn review_request(
         Outcome::NotApplicable => {}
     }
     drop(body);
+    share.answer_built(answer.body.len());
     let mut resp = response(StatusCode::OK, "application/json", answer.body);
-    resp.body_mut().share = budget;
+    resp.body_mut().share = share;
     Ok(resp)
 }
 
@@ -242,23 +248,18 @@ fn too_large(max_body_bytes: usize) -> Failure {
     )
 }
 
-/// Reads the body. Its share of the body budget is taken only once its bytes begin to
-/// arrive, so that a head announcing a large body and sending nothing holds none of it; from
-/// then on the rest must arrive within the fill timeout. Returns the body and the share, which
-/// the answer holds until it is sent.
+/// Reads the body, taking its bytes into the memory budget as they arrive (`budget.rs`): a
+/// head announcing a large body and sending little holds only what it sent. A body declared
+/// larger than its arrival allowance (or of no declared length) must arrive within the fill
+/// timeout of its first bytes, and again of its reservation once granted. Returns the body and its share, which the answer keeps (resized to the answer).
 async fn read_body(
     shared: &Shared,
     mut incoming: Incoming,
     declared: Option<u64>,
-) -> Result<(Vec<u8>, Option<OwnedSemaphorePermit>), Failure> {
+) -> Result<(Vec<u8>, Share), Failure> {
     let limits = &shared.config.limits;
-    // One buffer, allocated once: now for a small body, with its share for a larger one.
-    let mut body = Vec::with_capacity(
-        declared
-            .filter(|&len| len <= limits.body_unbudgeted_bytes as u64)
-            .map_or(0, |len| len as usize),
-    );
-    let mut budget = None;
+    let mut body = Vec::new();
+    let mut share = Share::default();
     let mut fill_deadline = None;
     while let Some(frame) = next_frame(&mut incoming, fill_deadline, limits).await? {
         let Ok(data) = frame.into_data() else {
@@ -268,30 +269,36 @@ async fn read_body(
         if len > limits.max_body_bytes {
             return Err(too_large(limits.max_body_bytes));
         }
-        // A body that will pass the unbudgeted size takes its share as soon as its first bytes
-        // are here: not before (a head alone holds nothing), not later (unbudgeted bytes held by
-        // many connections at once would add up).
-        let needs_share = declared.is_none_or(|d| d > limits.body_unbudgeted_bytes as u64)
-            || len > limits.body_unbudgeted_bytes;
-        if budget.is_none() && needs_share {
-            budget = Some(take_share(shared, declared).await?);
+        let taken = share
+            .body_grew(&shared.budget, len, declared)
+            .await
+            .map_err(|e| Failure::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        // A body that will need a reservation must come on quickly; one within its arrival
+        // allowance holds only what it sent, and has the request timeout.
+        let will_reserve = declared.is_none_or(|d| d > limits.arrival_per_body_bytes as u64);
+        if taken == Taken::Reserved || (will_reserve && fill_deadline.is_none()) {
             fill_deadline = Some(tokio::time::Instant::now() + limits.body_fill_timeout);
+        }
+        if taken == Taken::Reserved {
             // One buffer sized by Content-Length (kube-apiserver sends it): one copy, no list
             // of chunks to join afterwards.
-            body.reserve(
+            body.reserve_exact(
                 declared
-                    .map_or(0, |d| d as usize)
-                    .min(1 << 20)
+                    .map_or(0, |d| usize::try_from(d).unwrap_or(usize::MAX))
+                    .min(limits.max_body_bytes)
                     .saturating_sub(body.len()),
             );
+        } else {
+            // Only what arrived, as it is accounted.
+            body.reserve_exact(data.len());
         }
         body.extend_from_slice(&data);
     }
-    Ok((body, budget))
+    Ok((body, share))
 }
 
-/// The body's next frame (`None` at its end); once the body holds its share of the budget,
-/// only until `fill_deadline`.
+/// The body's next frame (`None` at its end); once its first bytes are here, only until
+/// `fill_deadline`.
 async fn next_frame(
     incoming: &mut Incoming,
     fill_deadline: Option<tokio::time::Instant>,
@@ -305,7 +312,8 @@ async fn next_frame(
                 Failure::new(
                     StatusCode::REQUEST_TIMEOUT,
                     format!(
-                        "body not received within {:?} of getting its share of the memory budget",
+                        "body not received within {:?} of its first bytes or of its share of \
+                         the memory budget",
                         limits.body_fill_timeout
                     ),
                 )
@@ -314,21 +322,6 @@ async fn next_frame(
     frame
         .transpose()
         .map_err(|e| Failure::new(StatusCode::BAD_REQUEST, format!("cannot read body: {e}")))
-}
-
-/// Waits for a body's share of the body budget.
-async fn take_share(
-    shared: &Shared,
-    declared: Option<u64>,
-) -> Result<OwnedSemaphorePermit, Failure> {
-    let permits = budget_permits(declared, shared.body_budget_permits);
-    shared
-        .body_budget
-        .clone()
-        .acquire_many_owned(permits)
-        .await
-        // Never closed; should it ever be, refuse rather than read unbounded.
-        .map_err(|_| Failure::new(StatusCode::SERVICE_UNAVAILABLE, "body budget closed"))
 }
 
 /// The answer must fit in the memory the request already holds: its body (freed once
@@ -354,13 +347,6 @@ fn check_answer_size(
             }
         ),
     ))
-}
-
-/// The share of the body budget a body takes: its declared length, or the whole budget for a
-/// body of unknown length (kube-apiserver always declares it); at most the whole budget.
-fn budget_permits(declared: Option<u64>, budget: u32) -> u32 {
-    let want = declared.map_or(u64::MAX, |len| len.max(1));
-    u32::try_from(want).unwrap_or(u32::MAX).min(budget)
 }
 
 fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
@@ -419,21 +405,6 @@ mod tests {
         assert_eq!(fine, Ok(5));
         let formatted: Result<(), String> = catch_panic(async { panic!("bug {}", 42) }).await;
         assert_eq!(formatted, Err("bug 42".to_owned()));
-    }
-
-    #[test]
-    fn budget_share() {
-        let budget = 1 << 20;
-        for (declared, want) in [
-            (Some(0), 1),
-            (Some(80_000), 80_000),
-            (Some(1 << 20), budget),
-            (Some(7_000_000), budget),
-            (Some(u64::MAX), budget),
-            (None, budget),
-        ] {
-            assert_eq!(budget_permits(declared, budget), want, "{declared:?}");
-        }
     }
 
     #[test]

@@ -1,0 +1,155 @@
+// SPDX-FileCopyrightText: 2026 apiserver-proxy contributors
+// SPDX-License-Identifier: Apache-2.0
+
+//! Fairness of the memory budget: clients that declare large bodies and stall, or that never
+//! read a large answer, hold only the memory they use, and reviews of ordinary size are
+//! answered at once meanwhile. Over real TLS on 127.0.0.1; every loop bounded.
+
+use test_support::webhook as common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use hyper::StatusCode;
+use pod_webhook::WEBHOOK_PATH;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const V1: &str = "admission.k8s.io/v1";
+
+/// A pod review of about `size` bytes (an annotation pads it).
+fn review_of(size: usize, uid: &str) -> String {
+    admission(
+        V1,
+        uid,
+        json!({
+            "metadata": {"annotations": {"pad": "p".repeat(size)}},
+            "spec": {"containers": [{"name": "a"}]}
+        }),
+    )
+    .to_string()
+}
+
+/// Sends `rounds` 20 KiB reviews one after the other, each on a new connection; how long each
+/// took.
+async fn ordinary_reviews(
+    client: &Client,
+    addr: std::net::SocketAddr,
+    rounds: usize,
+) -> Vec<Duration> {
+    let mut took = Vec::new();
+    for i in 0..rounds {
+        let body = review_of(20 * 1024, &format!("r{i}"));
+        let started = Instant::now();
+        let reply = tokio::time::timeout(
+            Duration::from_secs(15),
+            client.once(addr, review_request(body)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("review {i} not answered within 15 s"))
+        .unwrap_or_else(|e| panic!("review {i}: {e:#}"));
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        assert!(
+            decoded_patch(&reply.json()).is_some(),
+            "review {i} is mutated"
+        );
+        took.push(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    took.sort();
+    took
+}
+
+/// Three clients that each declare 1 MiB, send 16,400 bytes and stop (reopening as soon as
+/// the server cuts them) no longer hold the budget: 20 KiB reviews are answered at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_large_bodies_do_not_delay_ordinary_reviews() {
+    let certs = Certs::new();
+    let server = Server::start(config(certs.dir.path())).await;
+    let addr = server.addr;
+    let client = certs.http1_client();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut stallers = Vec::new();
+    for _ in 0..3 {
+        let client = client.clone();
+        let stop = stop.clone();
+        stallers.push(tokio::spawn(async move {
+            let mut request = format!(
+                "POST {WEBHOOK_PATH} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                1 << 20
+            )
+            .into_bytes();
+            request.extend_from_slice(&[b' '; 16_400]);
+            let mut cut = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(mut tls) = client.tls(addr).await else {
+                    continue;
+                };
+                if tls.write_all(&request).await.is_err() || tls.flush().await.is_err() {
+                    continue;
+                }
+                // Hold until the server gives up on the body.
+                let mut buf = [0u8; 1024];
+                let _ = tokio::time::timeout(Duration::from_secs(15), tls.read(&mut buf)).await;
+                cut += 1;
+            }
+            cut
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let took = ordinary_reviews(&client, addr, 20).await;
+    stop.store(true, Ordering::Relaxed);
+    for staller in stallers {
+        staller.abort();
+    }
+    eprintln!("20 KiB reviews beside 3 stalled 1 MiB bodies: {took:?}");
+    // Before, the three held the whole budget in turn for 2 s each: 5.7 s median.
+    assert!(
+        took[took.len() / 2] < Duration::from_millis(500),
+        "median {:?}: {took:?}",
+        took[took.len() / 2]
+    );
+    assert!(
+        took[took.len() - 1] < Duration::from_secs(1),
+        "slowest {:?}: {took:?}",
+        took[took.len() - 1]
+    );
+}
+
+/// A client that posts a review with a 6 MiB uid and never reads its 6 MiB answer holds the
+/// answer's memory until the write timeout, but not the budget ordinary reviews need.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_never_read_does_not_delay_others() {
+    let certs = Certs::new();
+    let server = Server::start(config(certs.dir.path())).await;
+    let addr = server.addr;
+    let client = certs.http1_client();
+    let mut review = admission(V1, &"u".repeat(6 << 20), json!(null));
+    review["request"]["operation"] = json!("DELETE");
+    let body = review.to_string();
+    let request = format!(
+        "POST {WEBHOOK_PATH} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut unread = client.tls_small_window(addr, 4096).await.expect("tls");
+    unread.write_all(request.as_bytes()).await.expect("request");
+    unread.flush().await.expect("flush");
+    // Its answer is built and waits for the client.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let took = ordinary_reviews(&client, addr, 15).await;
+    eprintln!("20 KiB reviews beside a 6 MiB answer never read: {took:?}");
+    // Before, the answer kept the whole budget for the 10 s write timeout: 8.5 s median.
+    assert!(
+        took[took.len() / 2] < Duration::from_millis(500),
+        "median {:?}: {took:?}",
+        took[took.len() / 2]
+    );
+    assert!(
+        took[took.len() - 1] < Duration::from_secs(1),
+        "slowest {:?}: {took:?}",
+        took[took.len() - 1]
+    );
+    drop(unread);
+}
