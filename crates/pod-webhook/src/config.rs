@@ -70,7 +70,7 @@ pub struct TlsFiles {
 /// Limits on what a client may hold or send.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Connections served at once.
+    /// Connections served at once; each may hold up to 64 KiB of TLS and HTTP buffers.
     pub max_connections: u32,
     /// Time for the TLS handshake.
     pub handshake_timeout: Duration,
@@ -122,7 +122,10 @@ impl Limits {
     /// The limits the server runs with unless told otherwise; the flags' defaults come from
     /// here.
     pub const DEFAULT: Limits = Limits {
-        max_connections: 1024,
+        // Each connection may hold up to 64 KiB of TLS and HTTP buffers: 256 of them, the
+        // body pools and the largest body with its answer stay within three quarters of the
+        // 64 MiB the Deployment allows (docs/webhook.md, "Memory").
+        max_connections: 256,
         handshake_timeout: Duration::from_secs(10),
         header_read_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(120),

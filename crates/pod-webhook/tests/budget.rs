@@ -153,3 +153,103 @@ async fn an_answer_never_read_does_not_delay_others() {
     );
     drop(unread);
 }
+
+/// What one connection may hold at worst, beside the pools: rustls's buffers (a TLS record
+/// being received, its plaintext), hyper's 16 KiB read buffer, and the first body frame a
+/// request reads before it learns whether the budget has room for it. Measured (58 KiB with
+/// a debug build), rounded up; docs/webhook.md, "Memory", gives the formula.
+const PER_CONNECTION_KIB: u64 = 64;
+/// The process before any client (a debug build: 12 MiB; a release build is smaller).
+const BASE_KIB: u64 = 12 * 1024;
+/// The memory limit deploy/webhook/deployment.yaml gives the webhook, and the share of it the
+/// worst case may use: a quarter stays spare.
+const LIMIT_KIB: u64 = 64 * 1024;
+
+/// The worst case of every limit together, in KiB: the base, every connection's buffers, the
+/// arrival and growth pools, and the larger of the body budget and one body over it with its
+/// answer (both in memory while it is reviewed).
+fn worst_case_kib(limits: &pod_webhook::config::Limits) -> u64 {
+    let kib = |bytes: usize| bytes.div_ceil(1024) as u64;
+    let largest = 2 * kib(limits.max_body_bytes) + kib(limits.answer_unbudgeted_bytes);
+    BASE_KIB
+        + u64::from(limits.max_connections) * PER_CONNECTION_KIB
+        + kib(limits.arrival_budget_bytes)
+        + kib(limits.answer_growth_budget_bytes)
+        + largest.max(kib(limits.body_budget_bytes))
+}
+
+#[test]
+fn the_defaults_fit_the_deployed_memory_limit_with_room() {
+    let worst = worst_case_kib(&pod_webhook::config::Limits::DEFAULT);
+    eprintln!("worst case with the defaults: {worst} KiB of {LIMIT_KIB} KiB");
+    assert!(
+        worst <= LIMIT_KIB * 3 / 4,
+        "{worst} KiB is over three quarters of {LIMIT_KIB} KiB"
+    );
+    let deployment = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../deploy/webhook/deployment.yaml"),
+    )
+    .expect("deployment");
+    assert!(
+        deployment.contains("memory: 64Mi"),
+        "the deployed limit changed: update LIMIT_KIB"
+    );
+    assert!(
+        !deployment.contains("--max-connections"),
+        "the Deployment overrides the default"
+    );
+}
+
+/// The default `--max-connections` clients, each declaring a 16,384-byte body, sending 16,000
+/// bytes of it and holding: the peak RSS stays within the idle process, the two pools such
+/// bodies can fill and the per-connection allowance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "opens 256 connections and holds them for seconds"]
+async fn worst_case_clients_fit_the_memory_formula() {
+    let connections = pod_webhook::config::Limits::DEFAULT.max_connections as usize;
+    let certs = Certs::new();
+    let (server, addr) = spawn_binary(
+        certs.dir.path(),
+        &certs.ca.cert_pem(),
+        &[],
+        std::process::Stdio::null(),
+        None,
+    )
+    .await;
+    let pid = server.0.id();
+    let idle = status_kib(pid, "VmHWM:");
+    let client = certs.http1_client();
+    let mut request = format!(
+        "POST {WEBHOOK_PATH} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 16384\r\n\r\n"
+    )
+    .into_bytes();
+    request.extend_from_slice(&[b' '; 16_000]);
+    let started = Instant::now();
+    let mut held = Vec::new();
+    for i in 0..connections {
+        let mut tls = tokio::time::timeout(Duration::from_secs(10), client.tls(addr))
+            .await
+            .unwrap_or_else(|_| panic!("client {i}: no handshake within 10 s"))
+            .unwrap_or_else(|e| panic!("client {i}: {e}"));
+        tls.write_all(&request).await.expect("request");
+        tls.flush().await.expect("flush");
+        held.push(tls);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let peak = status_kib(pid, "VmHWM:");
+    let limits = pod_webhook::config::Limits::DEFAULT;
+    let pools_kib = ((limits.arrival_budget_bytes + limits.body_budget_bytes) / 1024) as u64;
+    let bound = idle + pools_kib + connections as u64 * PER_CONNECTION_KIB;
+    eprintln!(
+        "{connections} worst-case clients in {:?}: peak RSS {peak} KiB (idle {idle} KiB), bound {bound} KiB, {} KiB per connection",
+        started.elapsed(),
+        peak.saturating_sub(idle + pools_kib) / connections as u64
+    );
+    assert!(peak <= bound, "peak {peak} KiB over {bound} KiB");
+    assert!(
+        idle <= BASE_KIB,
+        "idle {idle} KiB over the base of {BASE_KIB} KiB"
+    );
+    drop(held);
+}

@@ -234,7 +234,7 @@ async fn refused_heads_are_counted_and_logged() {
 }
 
 /// 1,300 TCP connections that never start their TLS handshake, each reopened as soon as the
-/// server drops it, against the default 1,024 slots: connections still in their handshake are
+/// server drops it, against 1,024 slots: connections still in their handshake are
 /// the first to go when room is wanted, so reviews are answered within a second meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_silent_connects_does_not_lock_reviews_out() {
@@ -244,7 +244,7 @@ async fn a_flood_of_silent_connects_does_not_lock_reviews_out() {
     let (_server, addr) = spawn_binary(
         certs.dir.path(),
         &certs.ca.cert_pem(),
-        &[],
+        &["--max-connections=1024"],
         std::process::Stdio::null(),
         None,
     )
