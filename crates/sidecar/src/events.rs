@@ -101,9 +101,9 @@ pub fn need_for(event: Event, link: Option<u32>) -> Need {
             }
         }
         Event::AddressAdded { position, .. } => Need::foreign_copy_of(position),
-        Event::LinkChanged { index, removed, up } if Some(index) == link && (removed || !up) => {
-            Need::ADDRESS
-        }
+        // Down or removed, the address must be repaired or reported; up again (after being
+        // reported down) it is in place again.
+        Event::LinkChanged { index, .. } if Some(index) == link => Need::ADDRESS,
         Event::LinkChanged { .. } | Event::Other => Need::NONE,
     }
 }
@@ -268,7 +268,7 @@ mod tests {
                     up: true,
                 },
                 Some(3),
-                Need::NONE,
+                Need::ADDRESS,
             ),
             (
                 Event::LinkChanged {

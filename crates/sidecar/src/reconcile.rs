@@ -38,8 +38,6 @@ pub struct AddressKeeper {
     pub(crate) created_link: Option<Link>,
     /// The link index the address was last put on, to recognise its events.
     pub(crate) link_index: Option<u32>,
-    /// Whether a down, unmanaged interface was already reported.
-    reported_down: bool,
     /// Whether the kernel keeps the sidecar's address mark, as far as is known.
     marks: Marks,
     /// Whether the first sync has run (later changes are logged as restores).
@@ -104,7 +102,6 @@ impl Sidecar {
                 claims,
                 created_link: None,
                 link_index: None,
-                reported_down: false,
                 marks: Marks::default(),
                 started: false,
             },
@@ -151,7 +148,7 @@ impl AddressKeeper {
     pub async fn sync_address(&mut self) -> Result<(), StepError> {
         self.claims.retry();
         let link = self.find_or_create_link().await?;
-        self.keep_link_up(&link).await?;
+        let down = self.keep_link_up(&link).await?;
         self.link_index = Some(link.index);
         let (wanted, remove) = (&self.config.ips, &self.config.remove_ips);
         let concerned =
@@ -165,6 +162,13 @@ impl AddressKeeper {
             if let Err(error) = self.sync_one(&link, ip, &every).await {
                 errors.push(error);
             }
+        }
+        // The address is kept on a link left down, as the Go original did, but nothing can
+        // reach it there: not in place.
+        if down {
+            errors.push(StepError::InterfaceDown {
+                interface: self.config.interface.clone(),
+            });
         }
         one_or_several(errors)
     }
@@ -184,35 +188,24 @@ impl AddressKeeper {
         Ok(link)
     }
 
-    /// Carries out [`link_step`] for the interface.
-    async fn keep_link_up(&mut self, link: &Link) -> Result<(), StepError> {
+    /// Carries out [`link_step`] for the interface; returns whether it stays down.
+    async fn keep_link_up(&mut self, link: &Link) -> Result<bool, StepError> {
         let ours = self
             .created_link
             .as_ref()
             .is_some_and(|created| created.index == link.index);
         let interface = &self.config.interface;
-        match link_step(
-            link,
-            ours || self.config.manage_interface,
-            self.reported_down,
-        ) {
-            LinkStep::Up => self.reported_down = false,
+        match link_step(link, ours || self.config.manage_interface) {
+            LinkStep::Up => Ok(false),
             LinkStep::BringUp => {
                 let up = self.netif.set_up(link).await;
                 up.map_err(|e| self.interface_error(e))?;
                 info!(interface, "brought interface up");
                 self.metrics.repaired("interface");
+                Ok(false)
             }
-            LinkStep::ReportDown => {
-                warn!(
-                    interface,
-                    "interface is down; the address is kept but unreachable (use --manage-interface to bring it up)"
-                );
-                self.reported_down = true;
-            }
-            LinkStep::StayDown => {}
+            LinkStep::LeaveDown => Ok(true),
         }
-        Ok(())
     }
 
     /// Removes the addresses this sidecar added under an earlier IP and those named by
@@ -324,28 +317,24 @@ impl AddressKeeper {
 /// What a sync does about the state of its interface.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LinkStep {
-    /// It is up: nothing to do, and a later down is reported again.
+    /// It is up: nothing to do.
     Up,
     /// Bring it up.
     BringUp,
-    /// Warn that it is down and leave it.
-    ReportDown,
-    /// Leave it down; that was already reported.
-    StayDown,
+    /// Leave it down: the address is kept on it, but the sync reports it as not in place.
+    LeaveDown,
 }
 
 /// Whether to bring the link up: when the sidecar may manage it (`managed`: it created the
 /// link, or `--manage-interface`) or it is lo, whose being down breaks every local connection.
-/// Otherwise a down link is reported once (`reported`: already done) and left alone.
-fn link_step(link: &Link, managed: bool, reported: bool) -> LinkStep {
+/// Otherwise a down link is left alone (and reported).
+fn link_step(link: &Link, managed: bool) -> LinkStep {
     if link.up {
         LinkStep::Up
     } else if managed || link.is_loopback {
         LinkStep::BringUp
-    } else if reported {
-        LinkStep::StayDown
     } else {
-        LinkStep::ReportDown
+        LinkStep::LeaveDown
     }
 }
 
@@ -433,24 +422,22 @@ mod tests {
             is_loopback,
             up,
         };
-        use LinkStep::{BringUp, ReportDown, StayDown, Up};
-        // up, lo, managed, already reported, step
+        use LinkStep::{BringUp, LeaveDown, Up};
+        // up, lo, managed, step
         let cases = [
-            (true, false, false, false, Up),
-            (true, false, true, true, Up),
-            (true, true, false, true, Up),
-            (false, false, true, false, BringUp),
-            (false, false, true, true, BringUp),
-            (false, true, false, false, BringUp),
-            (false, true, false, true, BringUp),
-            (false, false, false, false, ReportDown),
-            (false, false, false, true, StayDown),
+            (true, false, false, Up),
+            (true, false, true, Up),
+            (true, true, false, Up),
+            (false, false, true, BringUp),
+            (false, true, false, BringUp),
+            (false, true, true, BringUp),
+            (false, false, false, LeaveDown),
         ];
-        for (up, lo, managed, reported, want) in cases {
+        for (up, lo, managed, want) in cases {
             assert_eq!(
-                link_step(&link(up, lo), managed, reported),
+                link_step(&link(up, lo), managed),
                 want,
-                "up {up}, lo {lo}, managed {managed}, reported {reported}"
+                "up {up}, lo {lo}, managed {managed}"
             );
         }
     }

@@ -21,6 +21,12 @@ pub enum StepError {
     },
     #[error("address")]
     Address(#[source] NetifError),
+    /// The interface is down and not the sidecar's to bring up: the address is on it, but
+    /// unreachable.
+    #[error(
+        "interface {interface} is down: the address is on it but unreachable (bring the interface up, or let the sidecar do it with --manage-interface)"
+    )]
+    InterfaceDown { interface: String },
     /// The teardown leaves an IP alone that another live instance keeps too.
     #[error(
         "{ip} is kept by another running instance in this network namespace: its address and rules are left to it"
@@ -38,7 +44,7 @@ impl StepError {
     /// The metrics label of the error.
     pub fn kind(&self) -> &'static str {
         match self {
-            StepError::Interface { .. } => "interface",
+            StepError::Interface { .. } | StepError::InterfaceDown { .. } => "interface",
             StepError::Address(_) | StepError::KeptElsewhere { .. } => "address",
             StepError::Firewall(error) => error.kind(),
             StepError::Several(errors) => errors.first().map_or("address", StepError::kind),
