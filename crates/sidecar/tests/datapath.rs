@@ -25,6 +25,17 @@ const FQDN: &str = "api.example.test";
 const IPV4: &str = "10.96.0.2";
 const IPV6: &str = "fd00:10:96::2";
 
+/// How the node keeps the proxy's rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rules {
+    None,
+    /// The five iptables rules.
+    Iptables,
+    /// The native nftables mode: the notrack rules in the sidecar's own tables, and the
+    /// allowance docs/operations.md asks of the hardened node's firewall.
+    Nftables,
+}
+
 /// The three namespaces and what runs in them.
 struct Cluster {
     pod: Netns,
@@ -139,6 +150,10 @@ impl Cluster {
     /// Builds the cluster; one sidecar keeps both proxy addresses, with their rules when
     /// `rules` is set.
     fn new(test: &str, rules: bool) -> Cluster {
+        Cluster::with(test, if rules { Rules::Iptables } else { Rules::None })
+    }
+
+    fn with(test: &str, rules: Rules) -> Cluster {
         let pod = Netns::new(&format!("{test}-pod"));
         let node = Netns::new(&format!("{test}-node"));
         let apiserver = Netns::new(&format!("{test}-api"));
@@ -209,8 +224,18 @@ impl Cluster {
         let server = apiserver.spawn_logged(server);
 
         let mut flags = vec!["--iptables-backend=nft", "--sync-interval=1s"];
-        if rules {
+        if rules != Rules::None {
             flags.push("--setup-iptables");
+        }
+        if rules == Rules::Nftables {
+            flags.push("--firewall=nftables");
+            // What a stateful firewall must allow beside the native mode (docs/operations.md).
+            for (tool, ip) in [("iptables-nft", IPV4), ("ip6tables-nft", IPV6)] {
+                let allow =
+                    "-I INPUT -m conntrack --ctstate UNTRACKED -p tcp --dport 443 -j ACCEPT -d";
+                let args: Vec<&str> = allow.split_whitespace().chain([ip]).collect();
+                node.sh(tool, &args);
+            }
         }
         let both = format!("--ip-address={IPV4},{IPV6}");
         let sidecar = node.spawn_sidecar(&[&[both.as_str()][..], &flags].concat());
@@ -223,7 +248,19 @@ impl Cluster {
             "addresses not in place: {}",
             sidecar.log()
         );
-        if rules {
+        if rules == Rules::Nftables {
+            let in_place = || {
+                let tables = node.sh("nft", &["list", "tables"]);
+                tables.contains("inet apiserver-proxy-10.96.0.2")
+                    && tables.contains("inet apiserver-proxy-fd00_10_96__2")
+            };
+            assert!(
+                wait_for(Duration::from_secs(5), in_place).is_some(),
+                "tables not in place: {}",
+                sidecar.log()
+            );
+        }
+        if rules == Rules::Iptables {
             let in_place = || {
                 node.rules_with("iptables-nft-save", IPV4).len() == 5
                     && node.rules_with("ip6tables-nft-save", IPV6).len() == 5
@@ -349,6 +386,32 @@ fn pods_reach_the_apiserver_through_the_proxy_untracked_over_ipv4_and_ipv6() {
     // The proxy's own connections to the apiserver are tracked as usual: conntrack works, it
     // is the sidecar's rules that keep the pods' connections out of it.
     assert!(cluster.tracked_to_the_apiserver() >= 6);
+}
+
+#[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
+fn in_the_native_nftables_mode_too_the_proxys_traffic_is_untracked() {
+    let cluster = Cluster::with("dpnft", Rules::Nftables);
+    for ip in [IPV4, IPV6] {
+        for _ in 0..3 {
+            assert_eq!(
+                cluster.get(ip, Duration::from_secs(3)).as_deref(),
+                Some("200"),
+                "through {ip}\n{}",
+                cluster.sidecar.log()
+            );
+        }
+        assert_eq!(
+            cluster.tracked(ip),
+            0,
+            "connections to {ip}:443 were tracked"
+        );
+    }
+    assert!(cluster.tracked_to_the_apiserver() >= 6);
+    // No iptables rule of the sidecar's: only the allowance the node's firewall was given.
+    for (tool, ip) in [("iptables-nft-save", IPV4), ("ip6tables-nft-save", IPV6)] {
+        assert_eq!(cluster.node.rules_with(tool, ip).len(), 1, "{tool}");
+    }
 }
 
 #[test]
