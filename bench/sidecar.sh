@@ -107,19 +107,21 @@ awk -v ip="$IP" '
 # Timed inside the namespace (bash's EPOCHREALTIME), so ip netns exec's own set-up is not counted;
 # between runs the address and rules are removed again, outside the timing.
 new_ns
-for mode in address iptables; do
+for mode in address iptables nftables; do
   extra=""
   [ $mode = iptables ] && extra="--setup-iptables --iptables-backend=nft"
+  [ $mode = nftables ] && extra="--setup-iptables --firewall=nftables"
   ip netns exec "$ns" bash -c '
     for _ in $(seq '"$RUNS"'); do
       ip addr flush dev lo scope global
       iptables-nft -t raw -F; iptables-nft -t filter -F
+      nft delete table inet apiserver-proxy-'"$IP"' 2>/dev/null || true
       start=$EPOCHREALTIME
       '"$BIN"' --ip-address='"$IP"' --daemon=false --xtables-lock='"$work"'/lock '"$extra"' 2>/dev/null
       end=$EPOCHREALTIME
       echo $(( (${end/./} - ${start/./}) ))
     done' | median | awk -v m=$mode -v n="$RUNS" '{
-      l = (m == "iptables") ? "address + 5 rules" : "address only"
+      l = (m == "iptables") ? "address + 5 rules" : (m == "nftables") ? "address + native nftables table" : "address only"
       printf "one-shot --daemon=false wall time (%s): median %.1f ms over %d runs\n", l, $1 / 1000, n }'
 done
 

@@ -59,7 +59,9 @@ pub fn decide(
             Some(drift) if drift.is_empty() => continue,
             Some(drift) => drift.join("; "),
         };
-        decision.requests.extend(table_requests(*ip, wanted.port));
+        decision
+            .requests
+            .extend(table_requests(*ip, wanted.port, drift.is_none()));
         decision.changes.push(Change {
             kind: ChangeKind::Inserted,
             rule: format!("table inet {} ({detail})", table_name(*ip)),
@@ -308,6 +310,14 @@ mod tests {
             ]
         );
         assert_eq!(decision.requests.len(), 8 + 2);
+        assert_eq!(
+            decision.requests[0].describe(),
+            "add table inet apiserver-proxy-10.96.0.3"
+        );
+        assert_eq!(
+            decision.requests[1].describe(),
+            "delete table inet apiserver-proxy-10.96.0.3"
+        );
 
         let exact = vec![
             (ip("10.96.0.2"), Some(vec![])),
