@@ -372,9 +372,19 @@ impl Plan {
     /// Makes every wanted rule present exactly once, keeping the copy nearest the top; removes
     /// stale rules, but never those of an IP in `spared`, kept by another live instance.
     pub fn ensure(current: &Ruleset, wanted: &[Rule], spared: &[IpAddr]) -> Self {
-        let mut plan = Plan::default();
-        // Per chain, the positions the plan deletes, and the tops of the rules it puts back.
-        let mut deleted: HashMap<(&str, &str), HashSet<usize>> = HashMap::new();
+        let mut plan = Plan {
+            stale: current.stale(wanted, spared),
+            ..Plan::default()
+        };
+        // Per chain, the positions the plan deletes (stale rules too: a rule put back below
+        // one lands higher once it is gone), and the tops of the rules it puts back.
+        let mut deleted: HashMap<(String, String), HashSet<usize>> = HashMap::new();
+        for line in &plan.stale {
+            let key = (line.table.clone(), line.chain.clone());
+            let chain = current.chains.get(&key).map_or(&[][..], Vec::as_slice);
+            let positions = (0..chain.len()).filter(|at| chain[*at] == line.spec);
+            deleted.entry(key).or_default().extend(positions);
+        }
         let mut tops: Vec<(&Rule, usize)> = Vec::new();
         for rule in wanted {
             let chain = current.chain_of(rule);
@@ -397,18 +407,17 @@ impl Plan {
                 plan.delete.push(line_of(rule, &chain[at]));
             }
             deleted
-                .entry((rule.table, rule.chain))
+                .entry((rule.table.to_string(), rule.chain.to_string()))
                 .or_default()
                 .extend(&positions);
             tops.push((rule, top));
         }
-        plan.stale = current.stale(wanted, spared);
         plan.delete.extend(plan.stale.iter().cloned());
         // Put back top first: each lands below the rules that stay above it and those already
         // back, as it was.
         tops.sort_by_key(|(_, top)| *top);
         for (i, (rule, top)) in tops.iter().enumerate() {
-            let gone = deleted.get(&(rule.table, rule.chain));
+            let gone = deleted.get(&(rule.table.to_string(), rule.chain.to_string()));
             let staying = (0..*top)
                 .filter(|at| !gone.is_some_and(|gone| gone.contains(at)))
                 .count();
@@ -642,6 +651,44 @@ COMMIT
         assert_eq!(plan.deletions().len(), 15);
         let input = plan.restore_input();
         assert!(!input.contains("192.0.2."), "{input}");
+    }
+
+    #[test]
+    fn a_rule_put_back_below_a_stale_one_lands_where_it_stood() {
+        let wanted = wanted_rules(IpAddr::from([10, 96, 0, 2]), 443);
+        let old = wanted_rules(IpAddr::from([10, 96, 0, 9]), 443);
+        let foreign = "-s 192.0.2.1/32 -j ACCEPT".to_string();
+        // The Go original's rule below a commented one of an earlier IP, and a foreign one.
+        let cases = [
+            (
+                vec![quoted(&old[3].spec), wanted[3].bare.join(" ")],
+                vec![quoted(&wanted[3].spec)],
+            ),
+            (
+                vec![
+                    foreign.clone(),
+                    quoted(&old[3].spec),
+                    wanted[3].bare.join(" "),
+                    foreign.clone(),
+                ],
+                vec![foreign.clone(), quoted(&wanted[3].spec), foreign.clone()],
+            ),
+        ];
+        for (rules, want) in cases {
+            let save: String = rules
+                .iter()
+                .map(|rule| format!("-A INPUT {rule}\n"))
+                .collect();
+            let plan = Plan::ensure(
+                &Ruleset::parse(&format!("*filter\n{save}COMMIT\n")),
+                &wanted[3..4],
+                &[],
+            );
+            let mut chains = HashMap::from([("INPUT".to_string(), rules.clone())]);
+            let input = plan.restore_input();
+            restore(&mut chains, &input);
+            assert_eq!(chains["INPUT"], want, "{input}");
+        }
     }
 
     #[test]
