@@ -13,10 +13,11 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
 
-use crate::cli::Config;
+use crate::cli::{Config, FirewallChoice};
 use crate::error_chain;
 use crate::events::{KernelEvents, Need};
 use crate::firewall::iptables::READ_TIMEOUT;
+use crate::firewall::nftables::Watch as NfTablesWatch;
 use crate::reconcile::{AddressKeeper, RuleKeeper, Sidecar};
 use crate::step::StepError;
 
@@ -322,16 +323,51 @@ async fn keep_rules(keeper: &mut RuleKeeper, resync: &Notify) {
     }
     let mut ticks = ticks(keeper.config.sync_interval);
     let mut retry = Retry::new(keeper.config.sync_interval);
+    let mut watch = watch_nf_tables(&keeper.config);
     let mut why = "initial sync";
     loop {
         debug!(why, "iptables sync");
         retry.after(keeper.sync().await);
+        let driver = keeper.driver.as_ref();
+        let changed = async {
+            match watch.as_mut() {
+                Some(watch) => {
+                    watch
+                        .changed(|transaction| driver.is_some_and(|d| d.concerns(transaction)))
+                        .await
+                }
+                None => std::future::pending().await,
+            }
+        };
         why = tokio::select! {
             _ = ticks.tick() => "periodic sync",
             () = retry.due() => "retrying the failed sync",
             () = resync.notified() => "notifications lost",
+            changed = changed => match changed {
+                Ok(why) => why,
+                Err(error) => {
+                    warn!(error = %error_chain(&error),
+                          "nf_tables notifications failed; the rules are checked every --sync-interval");
+                    watch = None;
+                    "nf_tables notifications failed"
+                }
+            },
         };
     }
+}
+
+/// The nf_tables notifications the native mode heals on (with `--watch-kernel-events`); none
+/// for the iptables mode, or when the subscription fails (logged: the interval still heals).
+fn watch_nf_tables(config: &Config) -> Option<NfTablesWatch> {
+    if config.firewall != FirewallChoice::Nftables || !config.watch_kernel_events {
+        return None;
+    }
+    NfTablesWatch::subscribe()
+        .inspect_err(|error| {
+            warn!(error = %error_chain(error),
+                  "cannot subscribe to nf_tables notifications; the rules are checked every --sync-interval");
+        })
+        .ok()
 }
 
 /// Logs the start of the daemon's loops.

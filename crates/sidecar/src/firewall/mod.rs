@@ -218,6 +218,16 @@ impl Driver {
         }
     }
 
+    /// Whether an nf_tables transaction (see `nftnl`) may have touched this driver's rules, so
+    /// that the rule loop should look at once. The native driver's own transactions do not.
+    /// The iptables driver does not say yet: it is looked at every `--sync-interval`.
+    pub fn concerns(&self, transaction: &crate::nftnl::Transaction) -> bool {
+        match self {
+            Driver::Iptables(_) => false,
+            Driver::Nftables(native) => nftables::Native::concerns(transaction, native.port()),
+        }
+    }
+
     /// Base chains of other tables that drop by policy at the input or output hook, which the
     /// native driver cannot overrule (see `nftables.rs`); none for iptables, whose ACCEPT
     /// rules go into those chains.

@@ -32,7 +32,9 @@ use tokio::sync::Mutex;
 use super::notrack::{delete_table, drift, foreign_drops, ip_of_table, table_name, table_requests};
 use super::{Change, ChangeKind, Wanted};
 use crate::instance::Claims;
-use crate::nftnl::{Family, NftError, Nftables, Request, Transaction};
+use crate::nftnl::{
+    Family, Folded, NftError, Nftables, Notifications, Request, Transaction, Transactions,
+};
 
 /// What one sync decided, from the dumps: the batch to send and what it changes.
 #[derive(Debug, Default)]
@@ -259,6 +261,42 @@ impl Native {
             || transaction.tables.iter().any(|(family, table)| {
                 *family == u8::from(Family::Inet) && ip_of_table(table).is_some()
             })
+    }
+}
+
+/// The nf_tables notifications a rule loop waits on, folded into transactions.
+#[derive(Debug)]
+pub struct Watch {
+    notifications: Notifications,
+    fold: Transactions,
+}
+
+impl Watch {
+    pub fn subscribe() -> Result<Watch, NftError> {
+        Ok(Watch {
+            notifications: Notifications::subscribe()?,
+            fold: Transactions::default(),
+        })
+    }
+
+    /// Waits for a transaction that `concerns` says matters, or for lost notifications;
+    /// returns why the rules should be looked at. Cancel-safe: a datagram is read whole or not
+    /// at all, and the open transaction stays in `self`.
+    pub async fn changed(
+        &mut self,
+        concerns: impl Fn(&Transaction) -> bool,
+    ) -> Result<&'static str, NftError> {
+        loop {
+            for event in self.notifications.next().await? {
+                match self.fold.push(event) {
+                    Folded::Done(transaction) if concerns(&transaction) => {
+                        return Ok("nf_tables change");
+                    }
+                    Folded::Lost => return Ok("nf_tables notifications lost"),
+                    Folded::Done(_) | Folded::Pending => {}
+                }
+            }
+        }
     }
 }
 
