@@ -271,3 +271,89 @@ fn an_overrun_is_reported_as_such() {
         })
     });
 }
+
+/// The resident set of `pid`, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches(" kB").trim().parse().ok())
+        .expect("VmRSS")
+}
+
+#[test]
+#[ignore = "needs root: runs in a network namespace of its own"]
+fn a_burst_of_foreign_transactions_neither_hangs_the_native_mode_nor_grows_it() {
+    in_namespace(
+        "a_burst_of_foreign_transactions_neither_hangs_the_native_mode_nor_grows_it",
+        || {
+            let mut sidecar = test_support::KillOnDrop(
+                Command::new(test_support::netns::sidecar_binary())
+                    .args([
+                        "--ip-address=10.96.0.2",
+                        "--setup-iptables",
+                        "--firewall=nftables",
+                    ])
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .expect("sidecar"),
+            );
+            let pid = sidecar.0.id();
+            let ours = "apiserver-proxy-10.96.0.2";
+            let exact = || {
+                Command::new("nft")
+                    .args(["list", "table", "inet", ours])
+                    .output()
+                    .is_ok_and(|o| {
+                        String::from_utf8_lossy(&o.stdout)
+                            .matches("notrack")
+                            .count()
+                            == 3
+                    })
+            };
+            assert!(test_support::netns::wait_for(Duration::from_secs(5), exact).is_some());
+            block_on(async {
+                let mut nft = Nftables::open().expect("socket");
+                let mut rss = Vec::new();
+                // Three rounds of 3 s, each as many one-table transactions as the socket takes.
+                for _ in 0..3 {
+                    let until = std::time::Instant::now() + Duration::from_secs(3);
+                    let mut count = 0u32;
+                    while std::time::Instant::now() < until {
+                        let name = format!("burst{}", count % 50);
+                        nft.apply(&[table(&name)]).await.expect("add");
+                        let delete = Request {
+                            family: Family::Inet,
+                            flags: 0,
+                            message: NfTablesMessage::DeleteTable(TableMessage {
+                                attributes: vec![TableAttribute::Name(name)],
+                            }),
+                        };
+                        nft.apply(&[delete]).await.expect("delete");
+                        count += 2;
+                    }
+                    rss.push(rss_kib(pid));
+                    eprintln!(
+                        "{count} transactions in 3 s; sidecar RSS {} KiB",
+                        rss_kib(pid)
+                    );
+                    assert!(count > 1000, "only {count} transactions in 3 s");
+                }
+                assert!(
+                    sidecar.0.try_wait().expect("wait").is_none(),
+                    "the sidecar died"
+                );
+                // Memory: the third round's no more than 1 MiB above the first two's highest.
+                let high = rss[0].max(rss[1]);
+                assert!(rss[2] <= high + 1024, "RSS grew: {rss:?}");
+            });
+            // And it still heals at once.
+            run("nft", &[&format!("flush chain inet {ours} output")]);
+            assert!(
+                test_support::netns::wait_for(Duration::from_secs(2), exact).is_some(),
+                "not healed within 2 s after the burst"
+            );
+        },
+    );
+}
