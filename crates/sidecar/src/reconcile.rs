@@ -354,18 +354,17 @@ impl RuleKeeper {
         if self.started { "restored" } else { "added" }
     }
 
-    /// The firewall driver, picked on first use (and again after a failed pick, so a host
-    /// that gets its iptables binaries later is served without a restart).
-    pub(crate) async fn driver(&mut self) -> Result<Option<Driver>, StepError> {
+    /// Picks the firewall driver on first use (and again after a failed pick, so a host that
+    /// gets its iptables binaries later is served without a restart). Returns whether there is
+    /// one: none without `--setup-iptables`.
+    pub(crate) async fn pick_driver(&mut self) -> Result<bool, StepError> {
         if !self.config.setup_iptables {
-            return Ok(None);
+            return Ok(false);
         }
-        if let Some(driver) = &self.driver {
-            return Ok(Some(driver.clone()));
+        if self.driver.is_none() {
+            self.driver = Some(Driver::pick(&self.settings(), self.ip).await?);
         }
-        let driver = Driver::pick(&self.settings(), self.ip).await?;
-        self.driver = Some(driver.clone());
-        Ok(Some(driver))
+        Ok(true)
     }
 
     fn settings(&self) -> Settings {
@@ -380,7 +379,8 @@ impl RuleKeeper {
     /// Makes each of the five rules present exactly once. In steady state this is one
     /// `iptables-save`.
     pub async fn sync_rules(&mut self) -> Result<(), StepError> {
-        let Some(driver) = self.driver().await? else {
+        self.pick_driver().await?;
+        let Some(driver) = self.driver.as_mut() else {
             return Ok(());
         };
         self.claims.retry();

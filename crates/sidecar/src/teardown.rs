@@ -35,7 +35,7 @@ impl RuleKeeper {
     /// Removes every copy of the rules; reports what failed.
     pub async fn teardown(&mut self) -> Vec<StepError> {
         let mut errors = Vec::new();
-        match self.driver().await {
+        match self.pick_driver().await.map(|_| self.driver.as_ref()) {
             Ok(None) => {}
             Err(error) => errors.push(error),
             Ok(Some(driver)) => match driver.remove(&self.wanted, &self.claims).await {

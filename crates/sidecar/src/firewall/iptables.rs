@@ -5,7 +5,12 @@
 //! atomic `iptables-restore --noflush`, under the host's xtables lock.
 //!
 //! `iptables -C` is never used to test for a rule: before iptables 1.8.8 it misreports some
-//! rules as missing, which piles up duplicates. The dump is read and compared instead.
+//! rules as missing, which piles up duplicates. The dump is read and compared instead, of the
+//! tables the sidecar writes only ([`TABLES`]): a node's nat table (kube-proxy's) can hold tens
+//! of thousands of rules the sidecar has no business parsing.
+//!
+//! Every child runs in a process group of its own; a child that outlives its bound is killed
+//! with its whole group, so a wrapper script's children never outlive it.
 
 use std::fmt;
 use std::fs::{File, OpenOptions, TryLockError};
@@ -16,8 +21,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
+use futures_util::future::join_all;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
+use tracing::info;
 
 use crate::instance::Claims;
 use crate::rules::{Plan, Rule, Ruleset};
@@ -28,6 +37,10 @@ use crate::rules::{Plan, Rule, Ruleset};
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often a busy xtables lock is tried again within the wait bound.
 const LOCK_RETRY: Duration = Duration::from_millis(20);
+
+/// The tables the sidecar writes, and so the only ones it reads (one `iptables-save -t` each:
+/// it takes one table at a time).
+pub const TABLES: [&str; 2] = ["raw", "filter"];
 
 /// The iptables implementation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,8 +100,12 @@ impl FirewallError {
 /// One address family's iptables, driven through its binaries.
 #[derive(Debug, Clone)]
 pub struct Firewall {
+    /// An address of the family, for a new pick of the backend.
+    ip: IpAddr,
     family: &'static str,
     backend: Backend,
+    /// Whether the backend was picked automatically, and may be picked again.
+    auto: bool,
     lock_path: PathBuf,
     lock_timeout: Duration,
 }
@@ -109,11 +126,21 @@ fn family_of(ip: IpAddr) -> &'static str {
 impl Firewall {
     pub fn new(ip: IpAddr, backend: Backend, lock_path: PathBuf, lock_timeout: Duration) -> Self {
         Firewall {
+            ip,
             family: family_of(ip),
             backend,
+            auto: false,
             lock_path,
             lock_timeout,
         }
+    }
+
+    /// The same, for a backend [`Firewall::detect_backend`] picked: it is picked again when a
+    /// sync finds neither rules of this sidecar nor the kubelet's in it.
+    #[must_use]
+    pub fn auto_picked(mut self) -> Self {
+        self.auto = true;
+        self
     }
 
     pub fn backend(&self) -> Backend {
@@ -143,32 +170,53 @@ impl Firewall {
         self.lock_timeout
     }
 
-    /// Reads the current rules: exactly one process spawn.
+    /// Reads the current rules of the tables the sidecar writes: one `iptables-save` per
+    /// table, run side by side.
     pub async fn read(&self) -> Result<Ruleset, FirewallError> {
         self.read_within(READ_TIMEOUT).await
     }
 
     async fn read_within(&self, bound: Duration) -> Result<Ruleset, FirewallError> {
         let binary = Self::binary(self.family, self.backend, "-save");
-        Ok(Ruleset::parse(&run(&binary, &[], None, None, bound).await?))
+        let dumps = join_all(
+            TABLES.map(|table| async { run(&binary, &["-t", table], None, None, bound).await }),
+        )
+        .await;
+        let mut text = String::new();
+        for dump in dumps {
+            text.push_str(&dump?);
+        }
+        Ok(Ruleset::parse(&text))
     }
 
     /// Makes each wanted rule present exactly once. In steady state (not `first`) this is one
     /// read, and the lock is taken only when something is missing; at start-up, when changes
     /// are likely, the lock is taken first and the rules read once under it. The rules of IPs
     /// that other live instances keep (`claims`) are left alone.
+    ///
+    /// An automatically picked backend that holds neither a rule of this sidecar nor the
+    /// kubelet's canary chain is picked again first: the host may have moved its rules to the
+    /// other backend since (a kubelet that started later, a node switched over).
     pub async fn sync(
-        &self,
+        &mut self,
         wanted: &[Rule],
         first: bool,
         claims: &Claims,
     ) -> Result<Plan, FirewallError> {
         if first {
-            self.ensure_locked(wanted, claims).await
-        } else {
-            let current = self.read().await?;
-            self.ensure(&current, wanted, claims).await
+            return self.ensure_locked(wanted, claims).await;
         }
+        let current = self.read().await?;
+        if self.auto && unconfirmed(&current, wanted) {
+            let (backend, why) = Self::detect_backend(self.ip).await?;
+            if backend != self.backend {
+                info!(from = %self.backend, to = %backend, found = %why,
+                      "the host's rules are in the other iptables backend now: switching to it");
+                self.backend = backend;
+                return self.ensure_locked(wanted, claims).await;
+            }
+        }
+        self.ensure(&current, wanted, claims).await
     }
 
     /// Makes each wanted rule present exactly once. `current` is a dump read just before; when
@@ -274,6 +322,19 @@ fn spared(current: &Ruleset, claims: &Claims) -> Vec<IpAddr> {
     claims.kept_elsewhere(current.commented_ips())
 }
 
+/// Whether a dump leaves the backend choice open: it holds none of `wanted` (with or without
+/// the comment), no other rule carrying the sidecar's comment and no kubelet canary chain.
+pub fn unconfirmed(current: &Ruleset, wanted: &[Rule]) -> bool {
+    let none_of_ours = current.commented_ips().is_empty()
+        && wanted.iter().all(|rule| current.positions(rule).is_empty());
+    none_of_ours && !has_kubelet_canary(current)
+}
+
+/// Whether the dump holds a chain the kubelet creates to tell which backend it uses.
+fn has_kubelet_canary(ruleset: &Ruleset) -> bool {
+    ruleset.has_chain("KUBE-IPTABLES-HINT") || ruleset.has_chain("KUBE-KUBELET-CANARY")
+}
+
 /// The backend to use, from what each backend's `iptables-save` gave: the choice of
 /// [`choose_backend`] among those that answered. A missing binary only leaves its backend
 /// out; any other failure makes the choice impossible, as does having no backend at all.
@@ -301,11 +362,7 @@ pub fn pick_backend(
 /// rules: kubelet's canary chains first, then the larger rule count, nft on a tie. Returns it
 /// and what was found, for the log.
 pub fn choose_backend(found: &[(Backend, Ruleset)]) -> (Backend, String) {
-    let score = |ruleset: &Ruleset| {
-        let canary =
-            ruleset.has_chain("KUBE-IPTABLES-HINT") || ruleset.has_chain("KUBE-KUBELET-CANARY");
-        (canary, ruleset.rule_count())
-    };
+    let score = |ruleset: &Ruleset| (has_kubelet_canary(ruleset), ruleset.rule_count());
     let mut chosen: Option<(Backend, (bool, usize))> = None;
     for (backend, ruleset) in found {
         let candidate = (*backend, score(ruleset));
@@ -333,7 +390,8 @@ fn in_path(binary: &str) -> bool {
 }
 
 /// Runs an iptables binary, feeding `stdin`, and returns its standard output. A child still
-/// running after `bound` is killed and reaped before this returns.
+/// running after `bound` is killed with its process group and reaped before this returns; if
+/// this future is dropped first (at shutdown), the group is killed as well.
 async fn run(
     binary: &str,
     args: &[&str],
@@ -351,6 +409,7 @@ async fn run(
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true);
     if let Some(path) = child_lock {
         command.env("XTABLES_LOCKFILE", path);
@@ -358,14 +417,36 @@ async fn run(
     let mut child = command
         .spawn()
         .map_err(|source| spawn_error(binary, source, in_path))?;
+    let mut group = Group(child.id());
     let finished = tokio::time::timeout(bound, finish(&mut child, stdin))
         .await
         .ok();
     if finished.is_none() {
-        // SIGKILL and reap now, not whenever the runtime gets to it.
+        // SIGKILL the group and reap the child now, not whenever the runtime gets to it.
+        group.kill();
         let _ = child.kill().await;
     }
+    // Finished: what is left of the group (a wrapper's stray child) is not ours to kill.
+    group.0 = None;
     outcome(binary, bound, finished)
+}
+
+/// The process group of a running child (its id is the child's), killed when dropped.
+struct Group(Option<u32>);
+
+impl Group {
+    fn kill(&mut self) {
+        if let Some(id) = self.0.take().and_then(|id| i32::try_from(id).ok()) {
+            // Gone already is fine: a group whose members all exited has nothing left to kill.
+            let _ = killpg(Pid::from_raw(id), Signal::SIGKILL);
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 /// Feeds the child its input, reads its output and waits for it to exit.
@@ -529,6 +610,54 @@ mod tests {
             (Legacy, dump(&[], 0)),
         ]);
         assert_eq!(why, "nft: 2 rules, kubelet canary; legacy: 0 rules");
+    }
+
+    #[test]
+    fn every_table_the_sidecar_writes_is_read() {
+        for ip in [IpAddr::from([10, 96, 0, 2]), "fd00::2".parse().expect("ip")] {
+            for rule in crate::rules::wanted_rules(ip, 443) {
+                assert!(TABLES.contains(&rule.table), "{rule}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_backend_without_our_rules_or_the_kubelets_is_picked_again() {
+        let wanted = crate::rules::wanted_rules(IpAddr::from([10, 96, 0, 2]), 443);
+        let one_of_ours = |rule: &Rule| format!("*{}\n{}\nCOMMIT\n", rule.table, rule.saved());
+        let ours: String = wanted.iter().map(one_of_ours).collect();
+        let bare = format!("*raw\n-A PREROUTING {}\nCOMMIT\n", wanted[0].bare.join(" "));
+        let stale = one_of_ours(&crate::rules::wanted_rules(IpAddr::from([10, 96, 0, 9]), 443)[3]);
+        // name, the dump, whether the choice is open
+        let cases = [
+            ("empty", String::new(), true),
+            (
+                "foreign rules only",
+                "*filter\n-A INPUT -s 10.0.0.1/32 -j ACCEPT\nCOMMIT\n".into(),
+                true,
+            ),
+            ("all of ours", ours, false),
+            ("one of ours", one_of_ours(&wanted[4]), false),
+            ("the Go original's", bare, false),
+            ("ours for an earlier IP", stale, false),
+            (
+                "kubelet canary",
+                "*filter\n:KUBE-KUBELET-CANARY - [0:0]\nCOMMIT\n".into(),
+                false,
+            ),
+            (
+                "kubelet hint",
+                "*filter\n:KUBE-IPTABLES-HINT - [0:0]\nCOMMIT\n".into(),
+                false,
+            ),
+        ];
+        for (name, dump, open) in cases {
+            assert_eq!(
+                unconfirmed(&Ruleset::parse(&dump), &wanted),
+                open,
+                "{name}: {dump}"
+            );
+        }
     }
 
     #[test]

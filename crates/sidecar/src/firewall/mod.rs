@@ -148,30 +148,33 @@ impl Driver {
         if settings.firewall == FirewallChoice::Nftables {
             return Ok(Driver::Nftables(nftables::Native::new()));
         }
-        let backend = match settings.iptables_backend {
-            BackendChoice::Nft => Backend::Nft,
-            BackendChoice::Legacy => Backend::Legacy,
+        let firewall = |backend| {
+            iptables::Firewall::new(
+                ip,
+                backend,
+                settings.xtables_lock.clone(),
+                settings.xtables_lock_timeout,
+            )
+        };
+        let firewall = match settings.iptables_backend {
+            BackendChoice::Nft => firewall(Backend::Nft),
+            BackendChoice::Legacy => firewall(Backend::Legacy),
             BackendChoice::Auto => {
                 let (backend, why) = iptables::Firewall::detect_backend(ip)
                     .await
                     .map_err(DriverError::IptablesBackend)?;
                 tracing::info!(%backend, found = %why, "picked the iptables backend that holds the host's rules");
-                backend
+                firewall(backend).auto_picked()
             }
         };
-        Ok(Driver::Iptables(iptables::Firewall::new(
-            ip,
-            backend,
-            settings.xtables_lock.clone(),
-            settings.xtables_lock_timeout,
-        )))
+        Ok(Driver::Iptables(firewall))
     }
 
     /// Sets up, verifies and repairs the rules of `wanted`; returns what it changed. `first`
     /// is the first call of this process, when changes are likely. The rules of IPs that other
     /// live instances keep (`claims`, see `instance.rs`) are never stale.
     pub async fn ensure(
-        &self,
+        &mut self,
         wanted: &Wanted,
         first: bool,
         claims: &Claims,
@@ -181,7 +184,10 @@ impl Driver {
                 .sync(&rules_of(wanted), first, claims)
                 .await
                 .map(|plan| changes_of(&plan))
-                .map_err(|source| self.error(source)),
+                .map_err(|source| DriverError::Iptables {
+                    backend: firewall.backend(),
+                    source,
+                }),
             Driver::Nftables(native) => native
                 .ensure(wanted, claims)
                 .await
