@@ -53,14 +53,15 @@ standin() {
     if [ "$arch" != "$host_arch" ]; then sys="$target_dir/debian-$arch/root"; fi
     [ -z "$sys" ] || [ -d "$sys" ] || fail "no Debian $arch packages in $sys (scripts/image-build.sh sidecar --target makes them)"
     case "$arch" in amd64) libdir=lib/x86_64-linux-gnu ;; arm64) libdir=lib/aarch64-linux-gnu ;; esac
+    # Relative links, so that the files also run under qemu-user with the image as its root (-L).
     mkdir -p "$dir/$libdir" "$dir/lib64"
     for lib in libc.so.6 libm.so.6 libgcc_s.so.1; do
       cp -L "$(find "$sys/$libdir" "$sys/usr/$libdir" -maxdepth 1 -name "$lib" | head -n 1)" "$dir/$libdir/$lib"
     done
     case "$arch" in
-      amd64) cp -L "$sys/$libdir/ld-linux-x86-64.so.2" "$dir/$libdir/"; ln -sf "/$libdir/ld-linux-x86-64.so.2" "$dir/lib64/ld-linux-x86-64.so.2" ;;
+      amd64) cp -L "$sys/$libdir/ld-linux-x86-64.so.2" "$dir/$libdir/"; ln -sf "../$libdir/ld-linux-x86-64.so.2" "$dir/lib64/ld-linux-x86-64.so.2" ;;
       arm64) cp -L "$(find "$sys/$libdir" "$sys/usr/$libdir" -maxdepth 1 -name ld-linux-aarch64.so.1 | head -n 1)" "$dir/$libdir/"
-             ln -sf "/$libdir/ld-linux-aarch64.so.1" "$dir/lib/ld-linux-aarch64.so.1" ;;
+             ln -sf "aarch64-linux-gnu/ld-linux-aarch64.so.1" "$dir/lib/ld-linux-aarch64.so.1" ;;
     esac
   fi
   local c

@@ -7,6 +7,8 @@
 #   - both OCI archives hold linux/amd64 and linux/arm64 images; skopeo copies each, all
 #     platforms, to a local OCI layout (what `skopeo copy --all oci-archive:... docker://...`
 #     does towards a registry, without the network);
+#   - the other platform's images (arm64 here): their binaries and the sidecar's iptables run
+#     from the image's files under qemu-user (--version), the image's own loader and libraries;
 #   - the sidecar image of this machine's platform as a container in a network namespace this
 #     script creates, with exactly the capabilities and security settings deploy/ gives the
 #     sidecar (read from its DaemonSet: capabilities, user, read-only root, /run as tmpfs, the
@@ -66,6 +68,27 @@ import json, sys; d = json.load(sys.stdin); print(d["Architecture"])')"
   done
   note "$archive: linux/amd64 and linux/arm64; skopeo copies it (all platforms) to an OCI layout"
 done
+
+# --- the other platform's images: their files run under qemu-user (no binfmt needed) ------------
+other=arm64; [ "$host_arch" = arm64 ] && other=amd64
+qarch=aarch64; [ "$other" = amd64 ] && qarch=x86_64
+if command -v "qemu-$qarch" >/dev/null; then
+  for name in apiserver-proxy-sidecar apiserver-proxy-pod-webhook; do
+    c="$(buildah from -q --arch "$other" "$registry/$name:$version-$other")"
+    m="$(buildah mount "$c")"
+    v="$("qemu-$qarch" -L "$m" "$m/usr/local/bin/$name" --version 2>&1)" || { buildah rm "$c" >/dev/null; fail "$name ($other) does not run from its image under qemu: $v"; }
+    [ "$v" = "$name $version" ] || { buildah rm "$c" >/dev/null; fail "$name ($other) --version says $v"; }
+    if [ "$name" = apiserver-proxy-sidecar ]; then
+      for tool in iptables-nft-save iptables-legacy-save ip6tables-legacy-save; do
+        "qemu-$qarch" -L "$m" "$m/usr/sbin/$tool" --version >/dev/null 2>&1 || { buildah rm "$c" >/dev/null; fail "$tool ($other) does not run from the sidecar image under qemu"; }
+      done
+    fi
+    buildah umount "$c" >/dev/null; buildah rm "$c" >/dev/null
+    note "$name:$version-$other: its files run under qemu-$qarch ($v)"
+  done
+else
+  note "NOTE: qemu-$qarch missing (Debian: qemu-user): the $other images' files are not run here"
+fi
 
 # --- the sidecar, as deploy/ runs it -----------------------------------------------------------
 sidecar="$registry/apiserver-proxy-sidecar:$version-$host_arch"
