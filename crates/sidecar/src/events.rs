@@ -211,94 +211,35 @@ impl Drop for KernelEvents {
 mod tests {
     use super::*;
 
+    /// Our address added on link `index`, first of its kind there.
+    fn added(index: u32, preferred: bool) -> Event {
+        Event::AddressAdded {
+            index,
+            position: 0,
+            preferred,
+        }
+    }
+
+    fn changed(index: u32, removed: bool, up: bool) -> Event {
+        Event::LinkChanged { index, removed, up }
+    }
+
     #[test]
     fn which_notifications_matter() {
         let cases = [
             (Event::AddressRemoved, Some(3), Need::ADDRESS),
             (Event::AddressRemoved, None, Need::ADDRESS),
-            (
-                Event::AddressAdded {
-                    index: 3,
-                    position: 0,
-                    preferred: false,
-                },
-                Some(3),
-                Need::NONE,
-            ),
-            (
-                Event::AddressAdded {
-                    index: 7,
-                    position: 0,
-                    preferred: false,
-                },
-                Some(3),
-                Need::FOREIGN_COPY,
-            ),
-            (
-                Event::AddressAdded {
-                    index: 7,
-                    position: 0,
-                    preferred: false,
-                },
-                None,
-                Need::ADDRESS,
-            ),
-            (
-                Event::LinkChanged {
-                    index: 3,
-                    removed: true,
-                    up: false,
-                },
-                Some(3),
-                Need::ADDRESS,
-            ),
-            (
-                Event::LinkChanged {
-                    index: 3,
-                    removed: false,
-                    up: false,
-                },
-                Some(3),
-                Need::ADDRESS,
-            ),
-            (
-                Event::LinkChanged {
-                    index: 3,
-                    removed: false,
-                    up: true,
-                },
-                Some(3),
-                Need::ADDRESS,
-            ),
-            (
-                Event::LinkChanged {
-                    index: 9,
-                    removed: true,
-                    up: false,
-                },
-                Some(3),
-                Need::NONE,
-            ),
+            (added(3, false), Some(3), Need::NONE),
+            (added(7, false), Some(3), Need::FOREIGN_COPY),
+            (added(7, false), None, Need::ADDRESS),
+            (changed(3, true, false), Some(3), Need::ADDRESS),
+            (changed(3, false, false), Some(3), Need::ADDRESS),
+            (changed(3, false, true), Some(3), Need::ADDRESS),
+            (changed(9, true, false), Some(3), Need::NONE),
             (Event::Other, Some(3), Need::NONE),
             // Our own IPv6 copy made preferred again, by flags or lifetimes alone.
-            (
-                Event::AddressAdded {
-                    index: 3,
-                    position: 0,
-                    preferred: true,
-                },
-                Some(3),
-                Need::ADDRESS,
-            ),
-            (
-                Event::AddressAdded {
-                    index: 7,
-                    position: 0,
-                    preferred: true,
-                },
-                Some(3),
-                Need::FOREIGN_COPY,
-            ),
+            (added(3, true), Some(3), Need::ADDRESS),
+            (added(7, true), Some(3), Need::FOREIGN_COPY),
         ];
         for (event, link, want) in cases {
             assert_eq!(need_for(event, link), want, "{event:?} with link {link:?}");

@@ -27,6 +27,35 @@ fn daemon(ns: &Netns, ip: &str, interval: &str) -> Daemon {
     ])
 }
 
+/// A namespace with `lo` up and the old instance keeping `OLD`, its rules in place.
+fn with_old(test: &str) -> (Netns, Daemon) {
+    let ns = Netns::new(test);
+    ns.sh("ip", &["link", "set", "lo", "up"]);
+    let old = daemon(&ns, OLD, "200ms");
+    old.expect_within(Duration::from_secs(10), || complete(&ns, OLD));
+    (ns, old)
+}
+
+/// [`with_old`] and beside it the new instance keeping `NEW`, syncing every `interval`.
+fn old_and_new(test: &str, interval: &str) -> (Netns, Daemon, Daemon) {
+    let (ns, old) = with_old(test);
+    let new = daemon(&ns, NEW, interval);
+    old.expect_within(Duration::from_secs(10), || {
+        complete(&ns, OLD) && complete(&ns, NEW)
+    });
+    (ns, old, new)
+}
+
+/// The uninstall job for the old IP: one run with `--cleanup`.
+const CLEANUP_OLD: [&str; 6] = [
+    "--ip-address",
+    OLD,
+    "--setup-iptables",
+    "--iptables-backend=nft",
+    "--daemon=false",
+    "--cleanup",
+];
+
 /// Whether `ip`'s address is on the node exactly once and its five rules each exactly once,
 /// from one dump of every table.
 fn complete(ns: &Netns, ip: &str) -> bool {
@@ -56,13 +85,7 @@ fn gone(ns: &Netns, ip: &str) -> bool {
 #[test]
 #[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn two_instances_with_different_ips_keep_both_complete() {
-    let ns = Netns::new("coexist");
-    ns.sh("ip", &["link", "set", "lo", "up"]);
-    let old = daemon(&ns, OLD, "200ms");
-    let new = daemon(&ns, NEW, "200ms");
-    old.expect_within(Duration::from_secs(10), || {
-        complete(&ns, OLD) && complete(&ns, NEW)
-    });
+    let (ns, old, new) = old_and_new("coexist", "200ms");
     // Every sync of each would remove the other's state as stale: 25 syncs each.
     let started = Instant::now();
     let mut samples = 0;
@@ -97,27 +120,11 @@ fn two_instances_with_different_ips_keep_both_complete() {
 #[test]
 #[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn a_cleanup_job_for_the_old_ip_leaves_the_new_instance_alone() {
-    let ns = Netns::new("cleanupjob");
-    ns.sh("ip", &["link", "set", "lo", "up"]);
-    let mut old = daemon(&ns, OLD, "200ms");
     // The new instance syncs rarely: whatever the job removed of its state would stay missing.
-    let new = daemon(&ns, NEW, "1h");
-    old.expect_within(Duration::from_secs(10), || {
-        complete(&ns, OLD) && complete(&ns, NEW)
-    });
+    let (ns, mut old, new) = old_and_new("cleanupjob", "1h");
     // The old DaemonSet is deleted, its state left behind; then the uninstall job runs.
-    let (code, _) = old.terminate();
-    assert_eq!(code, Some(0), "{}", old.log());
-    let job = ns.sidecar_once(&[
-        "--ip-address",
-        OLD,
-        "--setup-iptables",
-        "--iptables-backend=nft",
-        "--daemon=false",
-        "--cleanup",
-    ]);
-    let log = support::stderr(&job);
-    assert!(job.status.success(), "{log}");
+    old.stop();
+    let log = ns.sidecar_ok(&CLEANUP_OLD);
     assert!(gone(&ns, OLD), "{log}");
     assert!(
         complete(&ns, NEW),
@@ -133,18 +140,11 @@ fn a_cleanup_job_for_the_old_ip_leaves_the_new_instance_alone() {
 #[test]
 #[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn the_new_instance_removes_the_old_ips_state_once_the_old_one_stops() {
-    let ns = Netns::new("migrate");
-    ns.sh("ip", &["link", "set", "lo", "up"]);
-    let mut old = daemon(&ns, OLD, "200ms");
-    let new = daemon(&ns, NEW, "200ms");
-    old.expect_within(Duration::from_secs(10), || {
-        complete(&ns, OLD) && complete(&ns, NEW)
-    });
+    let (ns, mut old, new) = old_and_new("migrate", "200ms");
     std::thread::sleep(Duration::from_secs(1));
     assert!(complete(&ns, OLD), "{}", new.log());
     // The old instance goes (no --cleanup): its claim goes with it, so its state is stale now.
-    let (code, _) = old.terminate();
-    assert_eq!(code, Some(0), "{}", old.log());
+    old.stop();
     new.expect_within(Duration::from_secs(10), || gone(&ns, OLD));
     assert!(complete(&ns, NEW));
     let log = new.log();
@@ -161,20 +161,9 @@ fn the_new_instance_removes_the_old_ips_state_once_the_old_one_stops() {
 #[test]
 #[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn an_instance_with_the_same_ip_never_tears_down_what_a_live_one_keeps() {
-    let ns = Netns::new("sameip");
-    ns.sh("ip", &["link", "set", "lo", "up"]);
-    let mut first = daemon(&ns, OLD, "200ms");
-    first.expect_within(Duration::from_secs(10), || complete(&ns, OLD));
-    let cleanup = [
-        "--ip-address",
-        OLD,
-        "--setup-iptables",
-        "--iptables-backend=nft",
-        "--daemon=false",
-        "--cleanup",
-    ];
+    let (ns, mut first) = with_old("sameip");
     // A second instance with the same IP cannot claim it: its cleanup leaves it and says so.
-    let second = ns.sidecar_once(&cleanup);
+    let second = ns.sidecar_once(&CLEANUP_OLD);
     let log = support::stderr(&second);
     assert_eq!(second.status.code(), Some(1), "{log}");
     assert!(
@@ -183,26 +172,20 @@ fn an_instance_with_the_same_ip_never_tears_down_what_a_live_one_keeps() {
     );
     assert!(complete(&ns, OLD), "{log}");
     // Once the first is gone, the claim is free: the same job removes everything.
-    let (code, _) = first.terminate();
-    assert_eq!(code, Some(0), "{}", first.log());
-    let again = ns.sidecar_once(&cleanup);
-    assert!(again.status.success(), "{}", support::stderr(&again));
-    assert!(gone(&ns, OLD), "{}", support::stderr(&again));
+    first.stop();
+    let again = ns.sidecar_ok(&CLEANUP_OLD);
+    assert!(gone(&ns, OLD), "{again}");
 }
 
 #[test]
 #[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn a_second_instance_with_the_same_ip_takes_the_claim_over() {
-    let ns = Netns::new("takeover");
-    ns.sh("ip", &["link", "set", "lo", "up"]);
-    let mut first = daemon(&ns, OLD, "200ms");
-    first.expect_within(Duration::from_secs(10), || complete(&ns, OLD));
+    let (ns, mut first) = with_old("takeover");
     let second = daemon(&ns, OLD, "200ms");
     second.expect_within(Duration::from_secs(10), || {
         second.log().contains("already keeps this IP")
     });
-    let (code, _) = first.terminate();
-    assert_eq!(code, Some(0), "{}", first.log());
+    first.stop();
     second.expect_within(Duration::from_secs(10), || {
         second.log().contains("claimed the IP: the other instance")
     });

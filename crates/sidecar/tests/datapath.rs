@@ -352,6 +352,23 @@ impl Cluster {
         String::from_utf8_lossy(&output.stdout).lines().count()
     }
 
+    /// Pods reach the apiserver three times through each proxy IP, and none of those
+    /// connections is tracked.
+    #[track_caller]
+    fn assert_reached_untracked(&self) {
+        for ip in [IPV4, IPV6] {
+            for _ in 0..3 {
+                assert_eq!(
+                    self.get(ip, Duration::from_secs(3)).as_deref(),
+                    Some("200"),
+                    "through {ip}\n{}",
+                    self.sidecar.log()
+                );
+            }
+            assert_eq!(self.tracked(ip), 0, "connections to {ip}:443 were tracked");
+        }
+    }
+
     /// The node's conntrack entries for its own connections to the apiserver.
     fn tracked_to_the_apiserver(&self) -> usize {
         let output = self
@@ -368,21 +385,7 @@ impl Cluster {
 #[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn pods_reach_the_apiserver_through_the_proxy_untracked_over_ipv4_and_ipv6() {
     let cluster = Cluster::new("dpok", true);
-    for ip in [IPV4, IPV6] {
-        for _ in 0..3 {
-            assert_eq!(
-                cluster.get(ip, Duration::from_secs(3)).as_deref(),
-                Some("200"),
-                "through {ip}\n{}",
-                cluster.sidecar.log()
-            );
-        }
-        assert_eq!(
-            cluster.tracked(ip),
-            0,
-            "connections to {ip}:443 were tracked"
-        );
-    }
+    cluster.assert_reached_untracked();
     // The proxy's own connections to the apiserver are tracked as usual: conntrack works, it
     // is the sidecar's rules that keep the pods' connections out of it.
     assert!(cluster.tracked_to_the_apiserver() >= 6);
@@ -392,21 +395,7 @@ fn pods_reach_the_apiserver_through_the_proxy_untracked_over_ipv4_and_ipv6() {
 #[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn in_the_native_nftables_mode_too_the_proxys_traffic_is_untracked() {
     let cluster = Cluster::with("dpnft", Rules::Nftables);
-    for ip in [IPV4, IPV6] {
-        for _ in 0..3 {
-            assert_eq!(
-                cluster.get(ip, Duration::from_secs(3)).as_deref(),
-                Some("200"),
-                "through {ip}\n{}",
-                cluster.sidecar.log()
-            );
-        }
-        assert_eq!(
-            cluster.tracked(ip),
-            0,
-            "connections to {ip}:443 were tracked"
-        );
-    }
+    cluster.assert_reached_untracked();
     assert!(cluster.tracked_to_the_apiserver() >= 6);
     // No iptables rule of the sidecar's: only the allowance the node's firewall was given.
     for (tool, ip) in [("iptables-nft-save", IPV4), ("ip6tables-nft-save", IPV6)] {

@@ -134,6 +134,23 @@ impl Netns {
         run(&mut self.sidecar(args))
     }
 
+    /// Runs the sidecar to completion, checks that it succeeded and returns its stderr.
+    #[track_caller]
+    pub fn sidecar_ok(&self, args: &[&str]) -> String {
+        let output = self.sidecar_once(args);
+        let said = stderr(&output);
+        assert!(output.status.success(), "{args:?}: {said}");
+        said
+    }
+
+    /// Adds the veth pair `name` and `peer`, both down.
+    pub fn veth(&self, name: &str, peer: &str) {
+        self.sh(
+            "ip",
+            &["link", "add", name, "type", "veth", "peer", "name", peer],
+        );
+    }
+
     /// Runs the sidecar once with `args` and checks that they are refused as pflag refuses a bad
     /// command line: exit code 2 and a message that contains `needle`.
     pub fn expect_usage_error(&self, args: &[&str], needle: &str) {
@@ -238,11 +255,27 @@ impl Daemon {
         (status.code(), started.elapsed())
     }
 
+    /// Terminates the daemon as [`Daemon::terminate`] does and checks that it exited with 0;
+    /// returns how long that took.
+    #[track_caller]
+    pub fn stop(&mut self) -> Duration {
+        let (code, took) = self.terminate();
+        assert_eq!(code, Some(0), "{}", self.log());
+        took
+    }
+
     /// Waits for `check` as [`wait_for`] does; panics with the daemon's log when `limit` passes.
     #[track_caller]
     pub fn expect_within(&self, limit: Duration, check: impl FnMut() -> bool) -> Duration {
         wait_for(limit, check)
             .unwrap_or_else(|| panic!("not within {limit:?}; the daemon's log:\n{}", self.log()))
+    }
+
+    /// Checks that the log says `what` exactly `times` times.
+    #[track_caller]
+    pub fn assert_logged(&self, what: &str, times: usize) {
+        let log = self.log();
+        assert_eq!(log.matches(what).count(), times, "{what:?} in:\n{log}");
     }
 
     /// Whether the daemon is still running.
