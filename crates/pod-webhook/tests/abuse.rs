@@ -42,20 +42,7 @@ async fn timed_reviews(client: &Client, addr: std::net::SocketAddr, i: usize) ->
     .into_bytes();
     let mut took = Vec::new();
     for body in [small, large] {
-        let started = Instant::now();
-        let reply = tokio::time::timeout(
-            Duration::from_secs(15),
-            client.once(addr, review_request(body)),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("review {i} not answered within 15 s"))
-        .expect("review");
-        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-        assert!(
-            decoded_patch(&reply.json()).is_some(),
-            "review {i} is mutated"
-        );
-        took.push(started.elapsed());
+        took.push(timed_review(client, addr, body, i).await);
     }
     took
 }
@@ -139,14 +126,7 @@ fn empty_containers_review(n: usize) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_empty_containers_get_a_short_refusal() {
     let certs = Certs::new();
-    let (server, addr) = spawn_binary(
-        certs.dir.path(),
-        &certs.ca.cert_pem(),
-        &[],
-        std::process::Stdio::null(),
-        None,
-    )
-    .await;
+    let (server, addr) = certs.spawn(&[], std::process::Stdio::null(), None).await;
     let pid = server.0.id();
     let client = certs.http1_client();
     let base = status_kib(pid, "VmHWM:");
@@ -455,16 +435,7 @@ async fn idle_connections_make_room_for_new_clients() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_out_of_descriptors_is_not_a_bad_certificate() {
     let certs = Certs::new();
-    let log_path = certs.dir.path().join("server.log");
-    let log = std::fs::File::create(&log_path).expect("log file");
-    let (server, addr) = spawn_binary(
-        certs.dir.path(),
-        &certs.ca.cert_pem(),
-        &[],
-        log.into(),
-        Some(40),
-    )
-    .await;
+    let (server, addr, log_path) = certs.spawn_logged(&[], Some(40)).await;
     let mut held = Vec::new();
     for _ in 0..60 {
         if let Ok(Ok(tcp)) =
@@ -519,16 +490,7 @@ async fn running_out_of_descriptors_is_not_a_bad_certificate() {
 async fn failed_requests_are_counted_and_logged_at_a_bounded_rate() {
     const REQUESTS: usize = 2000;
     let certs = Certs::new();
-    let log_path = certs.dir.path().join("server.log");
-    let log = std::fs::File::create(&log_path).expect("log file");
-    let (_server, addr) = spawn_binary(
-        certs.dir.path(),
-        &certs.ca.cert_pem(),
-        &[],
-        log.into(),
-        None,
-    )
-    .await;
+    let (_server, addr, log_path) = certs.spawn_logged(&[], None).await;
     let client = certs.http1_client();
     let path = format!("/{}", "p".repeat(10_000));
     let started = Instant::now();
@@ -614,14 +576,12 @@ async fn a_next_head_sent_during_a_request_gets_the_header_timeout() {
         ("nothing more", "", false),
     ] {
         let mut tls = client.tls(server.addr).await.expect("tls");
-        let started = Instant::now();
-        let answer = raw_exchange(
+        let (answer, took) = timed_exchange(
             &mut tls,
             format!("{first}{second}").as_bytes(),
             Duration::from_secs(4),
         )
         .await;
-        let took = started.elapsed();
         assert!(answer.starts_with("HTTP/1.1 200"), "{case}: {answer}");
         if cut {
             assert!(

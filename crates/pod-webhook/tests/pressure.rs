@@ -75,14 +75,12 @@ async fn a_next_head_after_compact_heads_gets_the_header_timeout() {
         tls.write_all(compact.as_bytes()).await.expect("request");
         read_ok(&mut tls).await;
     }
-    let started = Instant::now();
-    let answer = raw_exchange(
+    let (answer, took) = timed_exchange(
         &mut tls,
         format!("{compact}GET /healthz HTTP/1.1\r\nhost: lo").as_bytes(),
         Duration::from_secs(6),
     )
     .await;
-    let took = started.elapsed();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(
         took < Duration::from_secs(3),
@@ -140,16 +138,7 @@ async fn an_http2_client_that_ignores_goaway_is_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_heads_are_counted_and_logged() {
     let certs = Certs::new();
-    let log_path = certs.dir.path().join("server.log");
-    let log = std::fs::File::create(&log_path).expect("log file");
-    let (_server, addr) = spawn_binary(
-        certs.dir.path(),
-        &certs.ca.cert_pem(),
-        &[],
-        log.into(),
-        None,
-    )
-    .await;
+    let (_server, addr, log_path) = certs.spawn_logged(&[], None).await;
     let client = certs.http1_client();
     let fields = |n: usize| -> String { (0..n).map(|i| format!("x-{i}: v\r\n")).collect() };
     let cases = [
@@ -241,14 +230,13 @@ async fn a_flood_of_silent_connects_does_not_lock_reviews_out() {
     const FLOOD: usize = 1300;
     let certs = Certs::new();
     // A process of its own, as deployed: the flood's tasks do not share its runtime.
-    let (_server, addr) = spawn_binary(
-        certs.dir.path(),
-        &certs.ca.cert_pem(),
-        &["--max-connections=1024"],
-        std::process::Stdio::null(),
-        None,
-    )
-    .await;
+    let (_server, addr) = certs
+        .spawn(
+            &["--max-connections=1024"],
+            std::process::Stdio::null(),
+            None,
+        )
+        .await;
     let client = certs.http1_client();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut flood = Vec::new();

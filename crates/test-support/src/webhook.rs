@@ -63,6 +63,29 @@ impl Certs {
     pub fn http1_client(&self) -> Client {
         Client::new(&self.ca.cert_pem(), None, &[b"http/1.1"])
     }
+
+    /// The webhook binary serving these certificates, as [`spawn_binary`] starts it.
+    pub async fn spawn(
+        &self,
+        extra: &[&str],
+        log: std::process::Stdio,
+        max_fds: Option<u32>,
+    ) -> (KillOnDrop, SocketAddr) {
+        spawn_binary(self.dir.path(), &self.ca.cert_pem(), extra, log, max_fds).await
+    }
+
+    /// [`Certs::spawn`] with its stderr in `server.log` beside the certificates; returns the
+    /// process, its address and the log's path.
+    pub async fn spawn_logged(
+        &self,
+        extra: &[&str],
+        max_fds: Option<u32>,
+    ) -> (KillOnDrop, SocketAddr, PathBuf) {
+        let log_path = self.dir.path().join("server.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let (server, addr) = self.spawn(extra, log.into(), max_fds).await;
+        (server, addr, log_path)
+    }
 }
 
 /// A directory removed when dropped.
@@ -436,6 +459,17 @@ pub async fn raw_exchange(
     String::from_utf8_lossy(&answer).into_owned()
 }
 
+/// [`raw_exchange`], and how long it took.
+pub async fn timed_exchange(
+    stream: &mut TlsStream<TcpStream>,
+    request: &[u8],
+    limit: Duration,
+) -> (String, Duration) {
+    let started = std::time::Instant::now();
+    let answer = raw_exchange(stream, request, limit).await;
+    (answer, started.elapsed())
+}
+
 /// A `kB` field of `/proc/<pid>/status` (`VmRSS:`, `VmHWM:`), in KiB.
 pub fn status_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("server status");
@@ -503,6 +537,30 @@ pub async fn spawn_binary(
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("the webhook did not come up on {addr}");
+}
+
+/// Sends review `body` (number `i`) on a new connection and checks that it is answered within
+/// 15 s with 200 and a patch; returns how long it took.
+pub async fn timed_review(
+    client: &Client,
+    addr: SocketAddr,
+    body: impl Into<Bytes>,
+    i: usize,
+) -> Duration {
+    let started = std::time::Instant::now();
+    let reply = tokio::time::timeout(
+        Duration::from_secs(15),
+        client.once(addr, review_request(body)),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("review {i} not answered within 15 s"))
+    .unwrap_or_else(|e| panic!("review {i}: {e:#}"));
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert!(
+        decoded_patch(&reply.json()).is_some(),
+        "review {i} is mutated"
+    );
+    started.elapsed()
 }
 
 /// Replaces the certificate the way the kubelet updates a mounted Secret: files are symlinks
