@@ -196,6 +196,14 @@ fn path_with(first: &Path) -> String {
     )
 }
 
+/// The sidecar with `args` and a [`fake_iptables`] directory first in its PATH.
+fn sidecar_with_fakes(ns: &Netns, hung: &[&str], real: &[&str], args: &[&str]) -> Command {
+    let bin = fake_iptables(ns, hung, real);
+    let mut command = ns.sidecar(args);
+    command.env("PATH", path_with(&bin));
+    command
+}
+
 /// The children of a process.
 fn children(pid: u32) -> Vec<String> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
@@ -209,15 +217,18 @@ fn children(pid: u32) -> Vec<String> {
 #[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn a_hung_iptables_save_never_delays_an_address_repair() {
     let ns = Netns::new("hungsave");
-    let bin = fake_iptables(&ns, &["iptables-nft-save"], &[]);
-    let mut command = ns.sidecar(&[
-        "--ip-address",
-        IP,
-        "--setup-iptables",
-        "--iptables-backend=nft",
-        "--sync-interval=1s",
-    ]);
-    command.env("PATH", path_with(&bin));
+    let command = sidecar_with_fakes(
+        &ns,
+        &["iptables-nft-save"],
+        &[],
+        &[
+            "--ip-address",
+            IP,
+            "--setup-iptables",
+            "--iptables-backend=nft",
+            "--sync-interval=1s",
+        ],
+    );
     let mut daemon = ns.spawn_logged(command);
     daemon.expect_within(Duration::from_secs(5), || present(&ns));
     // The rules side is now stuck in its first iptables-nft-save.
@@ -236,15 +247,18 @@ fn a_hung_iptables_save_never_delays_an_address_repair() {
 #[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn a_hung_iptables_restore_is_killed_and_the_lock_freed_within_the_bound() {
     let ns = Netns::new("hungrestore");
-    let bin = fake_iptables(&ns, &["iptables-nft-restore"], &["iptables-nft-save"]);
-    let mut command = ns.sidecar(&[
-        "--ip-address",
-        IP,
-        "--setup-iptables",
-        "--iptables-backend=nft",
-        "--xtables-lock-timeout=1s",
-    ]);
-    command.env("PATH", path_with(&bin));
+    let command = sidecar_with_fakes(
+        &ns,
+        &["iptables-nft-restore"],
+        &["iptables-nft-save"],
+        &[
+            "--ip-address",
+            IP,
+            "--setup-iptables",
+            "--iptables-backend=nft",
+            "--xtables-lock-timeout=1s",
+        ],
+    );
     let mut daemon = ns.spawn_logged(command);
     let lock = ns.lock_path();
     let lock_free = || {
@@ -281,13 +295,14 @@ fn a_hung_iptables_restore_is_killed_and_the_lock_freed_within_the_bound() {
 #[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn a_hung_backend_probe_is_named_and_no_backend_is_guessed() {
     let ns = Netns::new("hungprobe");
-    let bin = fake_iptables(&ns, &["iptables-nft-save"], &["iptables-legacy-save"]);
+    let mut command = sidecar_with_fakes(
+        &ns,
+        &["iptables-nft-save"],
+        &["iptables-legacy-save"],
+        &["--ip-address", IP, "--setup-iptables", "--daemon=false"],
+    );
     let started = Instant::now();
-    let output = ns
-        .sidecar(&["--ip-address", IP, "--setup-iptables", "--daemon=false"])
-        .env("PATH", path_with(&bin))
-        .output()
-        .expect("sidecar");
+    let output = command.output().expect("sidecar");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(

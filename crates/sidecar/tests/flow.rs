@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use sidecar::cli::Args;
 use sidecar::run::{self, Outcome, Stop};
-use support::Netns;
+use support::block_on;
 use tokio::sync::mpsc;
 
 const IP: &str = "10.96.0.2";
@@ -22,31 +22,7 @@ const INSIDE: &str = "SIDECAR_FLOW_TEST_LOCK";
 
 /// Runs `body` inside a fresh namespace: this process re-runs the one test there.
 fn in_namespace(test: &str, body: impl FnOnce(&str)) {
-    if let Ok(lock) = std::env::var(INSIDE) {
-        body(&lock);
-        return;
-    }
-    let ns = Netns::new(test);
-    let exe = std::env::current_exe().expect("the test binary");
-    let output = ns
-        .command(&exe)
-        .args([
-            "--exact",
-            test,
-            "--include-ignored",
-            "--test-threads=1",
-            "--nocapture",
-        ])
-        .env(INSIDE, ns.lock_path())
-        .output()
-        .expect("run the test inside the namespace");
-    assert!(
-        output.status.success(),
-        "inside {}:\n{}\n{}",
-        ns.name,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    support::in_namespace(test, INSIDE, body);
 }
 
 fn config(lock: &str, flags: &[&str]) -> sidecar::cli::Config {
@@ -74,14 +50,6 @@ fn rules_present() -> usize {
 }
 
 /// Another program holding the xtables lock for `seconds`; returns once it holds it.
-fn block_on<T>(work: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(work)
-}
-
 /// Polls `check` on the runtime (the sidecar runs on the same thread) for up to 5 s.
 async fn until(check: impl Fn() -> bool) {
     let started = Instant::now();
@@ -206,8 +174,11 @@ fn a_second_stop_abandons_the_cleanup() {
         let outcome = block_on(async {
             let run = tokio::spawn(run::run(config, receiver));
             until(|| address_present() && rules_present() == 5).await;
-            // The cleanup needs the lock: it waits while another program holds it.
-            holder = Some(support::hold_lock(std::path::Path::new(lock), "10"));
+            // The cleanup needs the lock: it waits while another program holds it. Taken off
+            // this thread: the run shares it and may hold the lock a moment longer.
+            let lock = std::path::PathBuf::from(lock);
+            let taken = tokio::task::spawn_blocking(move || support::hold_lock(&lock, "10"));
+            holder = Some(taken.await.expect("hold the lock"));
             stops.send(Stop::SIGTERM).await.expect("send");
             tokio::time::sleep(Duration::from_millis(300)).await;
             // Should the run have ended already, its outcome says why below.

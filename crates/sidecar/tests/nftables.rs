@@ -9,7 +9,7 @@ use test_support::netns as support;
 
 use std::time::Duration;
 
-use support::{Netns, wait_for};
+use support::{FOREIGN_NOTRACK, Netns, wait_for};
 
 const IP: &str = "10.96.0.2";
 const TABLE: &str = "apiserver-proxy-10.96.0.2";
@@ -110,20 +110,7 @@ fn the_table_heals_after_a_flush_a_deleted_rule_chain_or_table() {
 /// iptables-legacy's, a kube-proxy-like table and a firewalld-like inet table with a drop
 /// policy.
 fn crowd(ns: &Netns) {
-    ns.sh(
-        "iptables-nft",
-        &[
-            "-t",
-            "raw",
-            "-A",
-            "PREROUTING",
-            "-d",
-            "10.0.0.1",
-            "-j",
-            "CT",
-            "--notrack",
-        ],
-    );
+    ns.sh("iptables-nft", &FOREIGN_NOTRACK);
     ns.sh(
         "iptables-nft",
         &[

@@ -14,31 +14,14 @@ use netlink_packet_netfilter::nftables::{
 };
 use sidecar::nftnl::{Event, Family, Folded, NftError, Nftables, Notifications, Op, Request};
 use sidecar::nftnl::{Transaction, Transactions};
-use test_support::netns::Netns;
+use test_support::netns::{FOREIGN_NOTRACK, block_on};
 
 /// Set in the copy of the test that runs inside the namespace.
 const INSIDE: &str = "SIDECAR_NFTNL_TEST_INSIDE";
 
 /// Runs `body` inside a fresh namespace: this process re-runs the one test there.
 fn in_namespace(test: &str, body: impl FnOnce()) {
-    if std::env::var_os(INSIDE).is_some() {
-        return body();
-    }
-    let ns = Netns::new(test);
-    let exe = std::env::current_exe().expect("the test binary");
-    let output = ns
-        .command(&exe)
-        .args(["--exact", test, "--include-ignored", "--nocapture"])
-        .env(INSIDE, "1")
-        .output()
-        .expect("run the test inside the namespace");
-    assert!(
-        output.status.success(),
-        "inside {}:\n{}\n{}",
-        ns.name,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    test_support::netns::in_namespace(test, INSIDE, |_| body());
 }
 
 fn run(program: &str, args: &[&str]) {
@@ -48,14 +31,6 @@ fn run(program: &str, args: &[&str]) {
         "{program} {args:?}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-}
-
-fn block_on<T>(work: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(work)
 }
 
 /// Reads notifications until a transaction ends, 5 s at most.
@@ -121,20 +96,7 @@ fn notifications_name_every_change_and_the_generation_counts_them() {
                 assert_eq!(by_nft.process, "nft");
                 assert_ne!(by_nft.port, nft.port().expect("port"));
 
-                run(
-                    "iptables-nft",
-                    &[
-                        "-t",
-                        "raw",
-                        "-A",
-                        "PREROUTING",
-                        "-d",
-                        "10.0.0.1",
-                        "-j",
-                        "CT",
-                        "--notrack",
-                    ],
-                );
+                run("iptables-nft", &FOREIGN_NOTRACK);
                 let by_iptables = next_transaction(&mut notifications, &mut fold).await;
                 assert!(by_iptables.touches(Family::IPv4, "raw"), "{by_iptables:?}");
                 assert!(!by_iptables.touches(Family::IPv6, "raw"), "{by_iptables:?}");

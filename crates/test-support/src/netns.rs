@@ -353,6 +353,58 @@ impl Netns {
     }
 }
 
+/// Runs `body` inside a fresh namespace: the test binary runs the one test `test` again there
+/// with the environment variable `inside` set to the namespace's xtables lock, which `body` is
+/// given; the outer run checks that the inner one passed.
+pub fn in_namespace(test: &str, inside: &str, body: impl FnOnce(&str)) {
+    if let Ok(lock) = std::env::var(inside) {
+        return body(&lock);
+    }
+    let ns = Netns::new(test);
+    let exe = std::env::current_exe().expect("the test binary");
+    let output = ns
+        .command(&exe)
+        .args([
+            "--exact",
+            test,
+            "--include-ignored",
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .env(inside, ns.lock_path())
+        .output()
+        .expect("run the test inside the namespace");
+    assert!(
+        output.status.success(),
+        "inside {}:\n{}\n{}",
+        ns.name,
+        text(&output.stdout),
+        text(&output.stderr)
+    );
+}
+
+/// Runs `work` to completion on a single-threaded runtime of its own.
+pub fn block_on<T>(work: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(work)
+}
+
+/// `iptables-nft` arguments for a rule of another program's: no tracking for 10.0.0.1.
+pub const FOREIGN_NOTRACK: [&str; 9] = [
+    "-t",
+    "raw",
+    "-A",
+    "PREROUTING",
+    "-d",
+    "10.0.0.1",
+    "-j",
+    "CT",
+    "--notrack",
+];
+
 /// Holds the xtables lock at `lock` for `seconds` (as `sleep` reads them) and returns once it is
 /// held: the holder says so, where probing with `flock -n` could catch a sidecar's own iptables
 /// run holding it for a moment. Its stderr goes nowhere: the test's own would stay open until
