@@ -558,10 +558,7 @@ async fn failed_requests_are_counted_and_logged_at_a_bounded_rate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_next_head_sent_during_a_request_gets_the_header_timeout() {
     let certs = Certs::new();
-    let mut cfg = config(certs.dir.path());
-    cfg.limits.header_read_timeout = Duration::from_millis(300);
-    cfg.limits.idle_timeout = Duration::from_secs(8);
-    let server = Server::start(cfg).await;
+    let server = server_with_short_header_clock(&certs).await;
     let client = certs.http1_client();
     let first = format!(
         "POST {WEBHOOK_PATH} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{V1_POD}",

@@ -64,10 +64,7 @@ async fn read_ok(tls: &mut tokio_rustls::client::TlsStream<TcpStream>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_next_head_after_compact_heads_gets_the_header_timeout() {
     let certs = Certs::new();
-    let mut cfg = config(certs.dir.path());
-    cfg.limits.header_read_timeout = Duration::from_millis(300);
-    cfg.limits.idle_timeout = Duration::from_secs(8);
-    let server = Server::start(cfg).await;
+    let server = server_with_short_header_clock(&certs).await;
     let client = certs.http1_client();
     let compact = "GET /healthz HTTP/1.1\r\nhost:localhost\r\nuser-agent:t\r\naccept:*/*\r\n\r\n";
     let mut tls = client.tls(server.addr).await.expect("tls");

@@ -121,6 +121,15 @@ pub fn config(cert_dir: &Path) -> Config {
     }
 }
 
+/// A server whose header-read timeout (300 ms) is far below its idle timeout (8 s), so a test
+/// can tell which of the two closed a connection.
+pub async fn server_with_short_header_clock(certs: &Certs) -> Server {
+    let mut cfg = config(certs.dir.path());
+    cfg.limits.header_read_timeout = Duration::from_millis(300);
+    cfg.limits.idle_timeout = Duration::from_secs(8);
+    Server::start(cfg).await
+}
+
 /// A running server.
 #[derive(Debug)]
 pub struct Server {
