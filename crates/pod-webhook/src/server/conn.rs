@@ -119,9 +119,14 @@ pub(super) async fn serve_connection(
         inner: stream,
         state: conn_state.clone(),
     });
+    let watches = Watches {
+        phase,
+        evict,
+        state: &conn_state,
+    };
     if h2 {
-        serve_h2(io, service, &limits, phase, evict, &conn_state).await;
-    } else if let Err(e) = serve_h1(io, service, &limits, phase, evict, &conn_state).await
+        serve_h2(io, service, &limits, watches).await;
+    } else if let Err(e) = serve_h1(io, service, &limits, watches).await
         && let Some(failure) = refused(&e)
     {
         failure.record(&shared, "-", "-");
@@ -181,15 +186,17 @@ fn refused(error: &hyper::Error) -> Option<Failure> {
 
 type Io = TokioIo<Watched<tokio_rustls::server::TlsStream<TcpStream>>>;
 
-/// HTTP/2, with the stream and reset limits; no header-read timeout (streams have none).
-async fn serve_h2<S>(
-    io: Io,
-    service: S,
-    limits: &Limits,
+/// What drives a connection besides its own bytes: the server's phase, its calls for room,
+/// and the connection's own state.
+struct Watches<'a> {
     phase: watch::Receiver<Phase>,
     evict: watch::Receiver<u64>,
-    conn_state: &ConnState,
-) where
+    state: &'a ConnState,
+}
+
+/// HTTP/2, with the stream and reset limits; no header-read timeout (streams have none).
+async fn serve_h2<S>(io: Io, service: S, limits: &Limits, watches: Watches<'_>)
+where
     S: hyper::service::HttpService<Incoming, ResBody = Body> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -209,7 +216,7 @@ async fn serve_h2<S>(
         write: limits.write_timeout,
     };
     let conn = builder.serve_connection(io, service);
-    if let Err(e) = drive(conn, phase, evict, Phase::Terminating, conn_state, timeouts).await {
+    if let Err(e) = drive(conn, watches, Phase::Terminating, timeouts).await {
         debug!(error = %e, "HTTP/2 connection ended with an error");
     }
 }
@@ -219,9 +226,7 @@ async fn serve_h1<S>(
     io: Io,
     service: S,
     limits: &Limits,
-    phase: watch::Receiver<Phase>,
-    evict: watch::Receiver<u64>,
-    conn_state: &ConnState,
+    watches: Watches<'_>,
 ) -> Result<(), hyper::Error>
 where
     S: hyper::service::HttpService<Incoming, ResBody = Body>,
@@ -245,7 +250,7 @@ where
         write: limits.write_timeout,
     };
     let conn = builder.serve_connection(io, service);
-    drive(conn, phase, evict, Phase::Draining, conn_state, timeouts).await
+    drive(conn, watches, Phase::Draining, timeouts).await
 }
 
 /// One request: routed and handled, a panic turned into a 500, the answer tied to the
@@ -287,16 +292,19 @@ async fn serve_request(
 /// that does not close when asked ends it at once. Returns how the connection ended.
 async fn drive<C>(
     conn: C,
-    mut phase: watch::Receiver<Phase>,
-    mut evict: watch::Receiver<u64>,
+    watches: Watches<'_>,
     close_at: Phase,
-    state: &ConnState,
     timeouts: Timeouts,
 ) -> Result<(), C::Error>
 where
     C: GracefulConnection,
     C::Error: std::fmt::Display,
 {
+    let Watches {
+        mut phase,
+        mut evict,
+        state,
+    } = watches;
     let mut conn = std::pin::pin!(conn);
     let mut evictable = true;
     // Room was asked for while the connection was idle, but not long enough to close it yet.
