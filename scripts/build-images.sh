@@ -25,10 +25,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-target_dir="${CARGO_TARGET_DIR:-$root/target}"
-out="${1:-$target_dir/oci}"
-registry="${IMAGE_REGISTRY:-localhost}"
-version="${VERSION:-$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml)}"
+# shellcheck source=scripts/images-env.sh
+. "$root/scripts/images-env.sh" "$@"
 platforms="${PLATFORMS:-linux/amd64,linux/arm64}"
 start=$SECONDS
 note() { echo "build-images: $*"; }

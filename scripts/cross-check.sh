@@ -70,16 +70,7 @@ note "the webhook (make run's arguments: ${args[*]}) listens on $listen only"
 
 # README's "Try it": the curl command and the output it shows, as written there.
 readme="$(mktemp -d)"
-python3 - "$root/README.md" "$readme" <<'PY'
-import re, sys
-text = open(sys.argv[1]).read()
-section = text.split("\n### Try it\n", 1)[1].split("\n### ", 1)[0]
-blocks = re.findall(r"```(\w*)\n(.*?)```", section, re.S)
-(request,) = [b for lang, b in blocks if lang == "sh" and "curl" in b]
-(expected,) = [b for lang, b in blocks if lang == "json"]
-open(f"{sys.argv[2]}/request.sh", "w").write(request)
-open(f"{sys.argv[2]}/expected.json", "w").write(expected)
-PY
+python3 "$root/scripts/readme-try-it.py" "$root/README.md" "$readme"
 bash -eo pipefail "$readme/request.sh" >"$readme/got.json" || fail "README's request failed: $(cat "$log")"
 python3 -c '
 import json, sys

@@ -23,10 +23,8 @@
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
-target_dir="${CARGO_TARGET_DIR:-$root/target}"
-out="${1:-$target_dir/oci}"
-registry="${IMAGE_REGISTRY:-localhost}"
-version="${VERSION:-$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' Cargo.toml)}"
+# shellcheck source=scripts/images-env.sh
+. "$root/scripts/images-env.sh" "$@"
 bin="$("$root/scripts/ci-venv.sh")"
 tmp="$(mktemp -d)"
 ns="apiserver-proxy-images-$$"
@@ -157,16 +155,7 @@ for _ in $(seq 100); do
   in_ns curl -sf --cacert testdata/ca.crt https://localhost:9443/readyz >/dev/null && break
   sleep 0.2
 done
-"$bin/python" - README.md "$tmp" <<'PY'
-import re, sys
-text = open(sys.argv[1]).read()
-section = text.split("\n### Try it\n", 1)[1].split("\n### ", 1)[0]
-blocks = re.findall(r"```(\w*)\n(.*?)```", section, re.S)
-(request,) = [b for lang, b in blocks if lang == "sh" and "curl" in b]
-(expected,) = [b for lang, b in blocks if lang == "json"]
-open(f"{sys.argv[2]}/request.sh", "w").write(request)
-open(f"{sys.argv[2]}/expected.json", "w").write(expected)
-PY
+"$bin/python" scripts/readme-try-it.py README.md "$tmp"
 in_ns bash -eo pipefail "$tmp/request.sh" >"$tmp/got.json" ||
   fail "README's request to the webhook container failed: $(podman logs "$c" 2>&1 | tail -5)"
 "$bin/python" -c 'import json, sys; sys.exit(0 if json.load(open(sys.argv[1])) == json.load(open(sys.argv[2])) else 1)' \
