@@ -7,12 +7,11 @@
 
 use test_support::netns as support;
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use support::{Netns, wait_for};
+use support::{Netns, path_with, wait_for};
 
 const IP: &str = "10.96.0.2";
 
@@ -174,26 +173,8 @@ fn a_tug_of_war_over_the_address_backs_off() {
 /// A directory of stand-ins for iptables binaries: each name either runs the real binary or
 /// hangs. Put first in PATH.
 fn fake_iptables(ns: &Netns, hung: &[&str], real: &[&str]) -> PathBuf {
-    let dir = ns.dir().join("bin");
-    std::fs::create_dir_all(&dir).expect("bin directory");
-    for name in hung {
-        let path = dir.join(name);
-        std::fs::write(&path, "#!/bin/sh\nexec sleep 60\n").expect("script");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    }
-    for name in real {
-        let target = support::which(name);
-        std::os::unix::fs::symlink(target, dir.join(name)).expect("symlink");
-    }
-    dir
-}
-
-fn path_with(first: &Path) -> String {
-    format!(
-        "{}:{}",
-        first.display(),
-        std::env::var("PATH").unwrap_or_default()
-    )
+    let hang = |name: &&str| (*name, "#!/bin/sh\nexec sleep 60\n".to_string());
+    ns.stand_ins(&hung.iter().map(hang).collect::<Vec<_>>(), real)
 }
 
 /// The sidecar with `args` and a [`fake_iptables`] directory first in its PATH.

@@ -7,12 +7,11 @@
 
 use test_support::netns as support;
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{Netns, wait_for};
+use support::{Netns, path_with, wait_for};
 
 const IP: &str = "10.96.0.2";
 const HOST: &str = "10.96.0.2/32";
@@ -98,28 +97,14 @@ fn a_large_nat_table_is_never_read() {
 /// run the real binary.
 fn wrappers(ns: &Netns, wrapped: &[&str], real: &[&str]) -> PathBuf {
     let dir = ns.dir().join("bin");
-    std::fs::create_dir_all(&dir).expect("bin directory");
-    for name in wrapped {
-        let path = dir.join(name);
+    let wrapper = |name: &&str| {
         let script = format!(
             "#!/bin/sh\nsleep 60 &\necho $! > {}\nwait\n",
             dir.join(format!("{name}.grandchild")).display()
         );
-        std::fs::write(&path, script).expect("script");
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    }
-    for name in real {
-        std::os::unix::fs::symlink(support::which(name), dir.join(name)).expect("symlink");
-    }
-    dir
-}
-
-fn path_with(first: &Path) -> String {
-    format!(
-        "{}:{}",
-        first.display(),
-        std::env::var("PATH").unwrap_or_default()
-    )
+        (*name, script)
+    };
+    ns.stand_ins(&wrapped.iter().map(wrapper).collect::<Vec<_>>(), real)
 }
 
 /// Whether a process is gone (or a zombie nobody reaped yet: it runs no more either).

@@ -216,6 +216,24 @@ impl Netns {
             .collect()
     }
 
+    /// A directory `bin` in the test's directory of stand-ins for programs: each of `scripts`
+    /// (a name and its shell script) made executable, each of `real` a link to the program on
+    /// the PATH. Put it first in a PATH with [`path_with`].
+    pub fn stand_ins(&self, scripts: &[(&str, String)], real: &[&str]) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.dir().join("bin");
+        std::fs::create_dir_all(&dir).expect("bin directory");
+        for (name, script) in scripts {
+            let path = dir.join(name);
+            std::fs::write(&path, script).expect("script");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        }
+        for name in real {
+            std::os::unix::fs::symlink(which(name), dir.join(name)).expect("symlink");
+        }
+        dir
+    }
+
     /// Whether a link of that name exists.
     pub fn has_link(&self, name: &str) -> bool {
         self.try_sh("ip", &["link", "show", "dev", name])
@@ -291,6 +309,15 @@ pub fn which(name: &str) -> PathBuf {
         .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
         .unwrap_or_else(|| panic!("{name} is needed (scripts/install-test-deps.sh)"))
+}
+
+/// A PATH with `first` before this process's own.
+pub fn path_with(first: &Path) -> String {
+    format!(
+        "{}:{}",
+        first.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
 }
 
 /// Polls `check` every 2 ms until it holds or `limit` passes; returns the time it took.
