@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use hyper::StatusCode;
 use pod_webhook::WEBHOOK_PATH;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -173,8 +173,11 @@ fn a_tug_of_war_over_the_address_backs_off() {
 /// A directory of stand-ins for iptables binaries: each name either runs the real binary or
 /// hangs. Put first in PATH.
 fn fake_iptables(ns: &Netns, hung: &[&str], real: &[&str]) -> PathBuf {
-    let hang = |name: &&str| (*name, "#!/bin/sh\nexec sleep 60\n".to_string());
-    ns.stand_ins(&hung.iter().map(hang).collect::<Vec<_>>(), real)
+    let scripts: Vec<_> = hung
+        .iter()
+        .map(|&name| (name, "#!/bin/sh\nexec sleep 60\n".to_string()))
+        .collect();
+    ns.stand_ins(&scripts, real)
 }
 
 /// The sidecar with `args` and a [`fake_iptables`] directory first in its PATH.

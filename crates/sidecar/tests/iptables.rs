@@ -97,14 +97,17 @@ fn a_large_nat_table_is_never_read() {
 /// run the real binary.
 fn wrappers(ns: &Netns, wrapped: &[&str], real: &[&str]) -> PathBuf {
     let dir = ns.dir().join("bin");
-    let wrapper = |name: &&str| {
-        let script = format!(
-            "#!/bin/sh\nsleep 60 &\necho $! > {}\nwait\n",
-            dir.join(format!("{name}.grandchild")).display()
-        );
-        (*name, script)
-    };
-    ns.stand_ins(&wrapped.iter().map(wrapper).collect::<Vec<_>>(), real)
+    let scripts: Vec<_> = wrapped
+        .iter()
+        .map(|&name| {
+            let script = format!(
+                "#!/bin/sh\nsleep 60 &\necho $! > {}\nwait\n",
+                dir.join(format!("{name}.grandchild")).display()
+            );
+            (name, script)
+        })
+        .collect();
+    ns.stand_ins(&scripts, real)
 }
 
 /// Whether a process is gone (or a zombie nobody reaped yet: it runs no more either).
