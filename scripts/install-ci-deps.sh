@@ -19,12 +19,4 @@ for pair in buildah:buildah podman:podman skopeo:skopeo runc:runc qemu-aarch64:q
 done
 [ -f /usr/aarch64-linux-gnu/lib/libc.a ] || need+=(libc6-dev-arm64-cross)
 mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u | grep .) || true
-[ ${#need[@]} -gt 0 ] || exit 0
-if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
-  echo "missing CI tools (${need[*]}): install them as root (Debian: apt-get install ${need[*]})" >&2
-  exit 1
-fi
-echo "installing CI tools: ${need[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+exec "$(dirname "$0")/apt-install.sh" "CI tools" "${need[@]}"

@@ -32,14 +32,4 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl) # the webhook's TLS 1.0/1.
 command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 command -v conntrack >/dev/null 2>&1 || need+=(conntrack)
 
-if [ ${#need[@]} -eq 0 ]; then
-  exit 0
-fi
-if ! command -v apt-get >/dev/null 2>&1; then
-  echo "missing test tools (${need[*]}): install them (Debian: apt-get install ${need[*]})" >&2
-  exit 1
-fi
-echo "installing test tools: ${need[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+exec "$(dirname "$0")/apt-install.sh" "test tools" "${need[@]}"
