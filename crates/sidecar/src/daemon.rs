@@ -13,11 +13,11 @@ use tokio::sync::Notify;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
 
-use crate::cli::{Config, FirewallChoice};
+use crate::cli::{BackendChoice, Config, FirewallChoice};
 use crate::error_chain;
 use crate::events::{KernelEvents, Need};
 use crate::firewall::iptables::READ_TIMEOUT;
-use crate::firewall::nftables::Watch as NfTablesWatch;
+use crate::firewall::nftables::{NF_TABLES_LOST, Watch as NfTablesWatch};
 use crate::reconcile::{AddressKeeper, RuleKeeper, Sidecar};
 use crate::step::StepError;
 
@@ -324,6 +324,7 @@ async fn keep_rules(keeper: &mut RuleKeeper, resync: &Notify) {
     let mut ticks = ticks(keeper.config.sync_interval);
     let mut retry = Retry::new(keeper.config.sync_interval);
     let mut watch = watch_nf_tables(&keeper.config);
+    let mut pace = Pace::default();
     let mut why = "initial sync";
     loop {
         debug!(why, "iptables sync");
@@ -344,7 +345,17 @@ async fn keep_rules(keeper: &mut RuleKeeper, resync: &Notify) {
             () = retry.due() => "retrying the failed sync",
             () = resync.notified() => "notifications lost",
             changed = changed => match changed {
-                Ok(why) => why,
+                Ok(why) => {
+                    if why == NF_TABLES_LOST {
+                        // As for the address: counted, and the sync below is a full one.
+                        keeper.metrics.overrun();
+                    }
+                    let wait = pace.next(Instant::now());
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
+                    why
+                }
                 Err(error) => {
                     warn!(error = %error_chain(&error),
                           "nf_tables notifications failed; the rules are checked every --sync-interval");
@@ -356,10 +367,49 @@ async fn keep_rules(keeper: &mut RuleKeeper, resync: &Notify) {
     }
 }
 
-/// The nf_tables notifications the native mode heals on (with `--watch-kernel-events`); none
-/// for the iptables mode, or when the subscription fails (logged: the interval still heals).
+/// The first pause between re-checks on notifications that keep coming, doubled up to
+/// [`PACE_MAX`]; a notification [`PACE_QUIET`] or longer after the last re-check is acted on
+/// at once again.
+const PACE_FIRST: Duration = Duration::from_millis(20);
+const PACE_MAX: Duration = Duration::from_secs(1);
+const PACE_QUIET: Duration = Duration::from_millis(250);
+
+/// Paces the re-checks that nf_tables notifications ask for: the first after a quiet spell runs
+/// at once (a flushed rule heals in milliseconds); while they keep coming (another agent
+/// rewriting its rules thousands of times a second), each waits a gap that doubles up to a
+/// second, so a burst costs about a re-check a second, not one per transaction.
+#[derive(Debug, Default)]
+struct Pace {
+    gap: Duration,
+    last: Option<Instant>,
+}
+
+impl Pace {
+    /// How long to wait before the re-check a notification at `now` asks for.
+    fn next(&mut self, now: Instant) -> Duration {
+        let wait = match self.last {
+            Some(last) if now.saturating_duration_since(last) <= PACE_QUIET => {
+                self.gap = (self.gap * 2).clamp(PACE_FIRST, PACE_MAX);
+                (last + self.gap).saturating_duration_since(now)
+            }
+            _ => {
+                self.gap = Duration::ZERO;
+                Duration::ZERO
+            }
+        };
+        self.last = Some(now + wait);
+        wait
+    }
+}
+
+/// The nf_tables notifications the rules heal on (with `--watch-kernel-events`): the native
+/// mode's, and the iptables mode's unless its backend is legacy, which sends none (it is
+/// polled every `--sync-interval`); none when the subscription fails (logged: the interval
+/// still heals).
 fn watch_nf_tables(config: &Config) -> Option<NfTablesWatch> {
-    if config.firewall != FirewallChoice::Nftables || !config.watch_kernel_events {
+    let legacy = config.firewall == FirewallChoice::Iptables
+        && config.iptables_backend == BackendChoice::Legacy;
+    if legacy || !config.watch_kernel_events {
         return None;
     }
     NfTablesWatch::subscribe()
@@ -381,6 +431,34 @@ pub fn announce(config: &Config) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notifications_that_keep_coming_are_paced_and_a_quiet_second_resets() {
+        let start = Instant::now();
+        let ms = |ms| Duration::from_millis(ms);
+        let mut pace = Pace::default();
+        // milliseconds after the start of each notification, the wait before its re-check
+        let cases = [
+            (0, 0),
+            (5, 15),
+            (25, 35),
+            (65, 75),
+            (150, 150),
+            (310, 310),
+            (630, 630),
+            // The gap is capped at a second.
+            (1270, 990),
+            (2270, 990),
+            (3400, 860),
+            // Quiet for longer than PACE_QUIET after the last re-check: at once again, and the
+            // gaps start over.
+            (4600, 0),
+            (4601, 19),
+        ];
+        for (at, wait) in cases {
+            assert_eq!(pace.next(start + ms(at)), ms(wait), "at {at} ms");
+        }
+    }
 
     #[test]
     fn retry_doubles_up_to_the_interval_and_resets() {

@@ -205,3 +205,127 @@ fn the_backend_is_picked_again_when_it_holds_nothing_of_ours_or_the_kubelets() {
         "{log}"
     );
 }
+
+/// Whether all five rules are in place, by one `iptables-nft-save` per table.
+fn healed(ns: &Netns) -> bool {
+    ["raw", "filter"]
+        .iter()
+        .map(|table| {
+            ns.sh("iptables-nft-save", &["-t", table])
+                .lines()
+                .filter(|line| line.contains(HOST) && line.contains("apiserver-proxy: "))
+                .count()
+        })
+        .sum::<usize>()
+        == 5
+}
+
+/// Issue 18, part 1: with iptables-nft, the rules heal on nf_tables notifications, not at the
+/// next tick: after `iptables -t raw -F` and after `iptables -D INPUT …`, at the default 1m
+/// interval, well within a second (30 of each, 300 ms apart: changes that keep coming faster
+/// are paced, see daemon.rs; the median and the worst are printed for docs/benchmarks.md).
+#[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
+fn rules_heal_on_nf_tables_notifications() {
+    let ns = Netns::new("nftheal");
+    let mut daemon = ns.spawn_sidecar(&[
+        "--ip-address",
+        IP,
+        "--setup-iptables",
+        "--iptables-backend=nft",
+    ]);
+    daemon.expect_within(Duration::from_secs(10), || healed(&ns));
+    let input = support::expected_rules(HOST, 443)
+        .into_iter()
+        .find(|(_, line)| line.starts_with("-A INPUT "))
+        .map(|(_, line)| line)
+        .expect("the INPUT rule");
+    let input: Vec<String> = input
+        .trim_start_matches("-A ")
+        .split('"')
+        .enumerate()
+        .flat_map(|(at, part)| {
+            if at % 2 == 1 {
+                vec![part.to_string()]
+            } else {
+                part.split_whitespace().map(str::to_string).collect()
+            }
+        })
+        .collect();
+    let mut delete = vec!["-D".to_string()];
+    delete.extend(input);
+    let delete: Vec<&str> = delete.iter().map(String::as_str).collect();
+    for (name, args) in [
+        ("flush raw", vec!["-t", "raw", "-F"]),
+        ("delete INPUT", delete),
+    ] {
+        let mut took = Vec::new();
+        for _ in 0..30 {
+            std::thread::sleep(Duration::from_millis(300));
+            ns.sh("iptables-nft", &args);
+            let healed_in = wait_for(Duration::from_secs(5), || healed(&ns));
+            took.push(healed_in.unwrap_or(Duration::MAX));
+        }
+        took.sort();
+        let (median, worst) = (took[took.len() / 2], took[took.len() - 1]);
+        println!("{name}: healed in {median:?} median, {worst:?} worst of 30");
+        assert!(
+            worst < Duration::from_secs(1),
+            "{name}: healed in {took:?}\n{}",
+            daemon.log()
+        );
+    }
+    daemon.terminate();
+}
+
+/// Issue 18, part 1: a burst of foreign nf_tables transactions in a table the sidecar reads
+/// (`ip filter`, thousands a second through one `nft -i`, for three rounds) neither hangs it
+/// nor grows its memory, and it still heals at once afterwards.
+#[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
+fn a_burst_of_foreign_transactions_neither_hangs_nor_grows_the_iptables_mode() {
+    let ns = Netns::new("nftburst");
+    let mut daemon = ns.spawn_sidecar(&[
+        "--ip-address",
+        IP,
+        "--setup-iptables",
+        "--iptables-backend=nft",
+    ]);
+    daemon.expect_within(Duration::from_secs(10), || healed(&ns));
+    ns.sh("nft", &["add", "chain", "ip", "filter", "BURST"]);
+    let script = ns.dir().join("burst.nft");
+    let lines: String = (0..6000)
+        .map(|_| "add rule ip filter BURST counter\nflush chain ip filter BURST\n")
+        .collect();
+    std::fs::write(&script, lines).expect("burst script");
+    let mut rss = Vec::new();
+    for round in 0..3 {
+        let started = std::time::Instant::now();
+        let input = std::fs::File::open(&script).expect("burst script");
+        let status = ns
+            .command("nft")
+            .arg("-i")
+            .stdin(input)
+            .stdout(Stdio::null())
+            .status()
+            .expect("nft -i");
+        assert!(status.success(), "round {round}: nft -i failed");
+        let took = started.elapsed();
+        assert!(daemon.is_running(), "the sidecar died\n{}", daemon.log());
+        rss.push(status_kib(daemon.pid(), "VmRSS:"));
+        println!(
+            "round {round}: 12,000 transactions in {took:?}; sidecar RSS {} KiB",
+            rss[round]
+        );
+    }
+    let high = rss[0].max(rss[1]);
+    assert!(rss[2] <= high + 1024, "RSS grew: {rss:?}");
+    ns.sh("iptables-nft", &["-t", "raw", "-F"]);
+    let healed_in = wait_for(Duration::from_secs(2), || healed(&ns));
+    daemon.terminate();
+    assert!(
+        healed_in.is_some(),
+        "not healed within 2 s after the burst\n{}",
+        daemon.log()
+    );
+}

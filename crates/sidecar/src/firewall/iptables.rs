@@ -12,13 +12,13 @@
 //! Every child runs in a process group of its own; a child that outlives its bound is killed
 //! with its whole group, so a wrapper script's children never outlive it.
 
-use std::fmt;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
 use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
@@ -26,9 +26,12 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::AsyncWriteExt;
 use tokio::process::{Child, Command};
-use tracing::info;
+use tokio::sync::Mutex;
+use tracing::{debug, info};
 
+pub use super::backend::{Backend, choose_backend, unconfirmed};
 use crate::instance::Claims;
+use crate::nftnl::{Family, Nftables, Transaction};
 use crate::rules::{Plan, Rule, Ruleset};
 
 /// How long an `iptables-save` outside the xtables lock may run before it counts as hung.
@@ -41,22 +44,6 @@ const LOCK_RETRY: Duration = Duration::from_millis(20);
 /// The tables the sidecar writes, and so the only ones it reads (one `iptables-save -t` each:
 /// it takes one table at a time).
 pub const TABLES: [&str; 2] = ["raw", "filter"];
-
-/// The iptables implementation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Nft,
-    Legacy,
-}
-
-impl fmt::Display for Backend {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Backend::Nft => "nft",
-            Backend::Legacy => "legacy",
-        })
-    }
-}
 
 /// What went wrong with iptables, with the binary and table in it.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +95,39 @@ pub struct Firewall {
     auto: bool,
     lock_path: PathBuf,
     lock_timeout: Duration,
+    /// With the nft backend: the nf_tables generation at which the rules were last found
+    /// exact. Clones share it.
+    verified: Arc<Mutex<Verified>>,
+}
+
+/// What the last full check of an nft backend found exact, to skip the next one while nothing
+/// changed.
+#[derive(Debug, Default)]
+struct Verified {
+    /// The socket for the generation id, opened on first use and again after a failure.
+    nft: Option<Nftables>,
+    /// The generation, the IPs of the commented rules then, and those of them other live
+    /// instances kept: a change of claims needs a full check as much as a change of rules.
+    at: Option<(u32, Vec<IpAddr>, Vec<IpAddr>)>,
+}
+
+impl Verified {
+    /// The ruleset's generation id now; `None` when it cannot be read (a full check runs).
+    async fn generation(&mut self) -> Option<u32> {
+        let nft = match self.nft.take() {
+            Some(nft) => nft,
+            None => Nftables::open().ok()?,
+        };
+        let nft = self.nft.insert(nft);
+        match nft.generation().await {
+            Ok(generation) => Some(generation),
+            Err(error) => {
+                debug!(error = %crate::error_chain(&error), "cannot read the nf_tables generation; reading the rules");
+                self.nft = None;
+                None
+            }
+        }
+    }
 }
 
 /// The lock file handed to the iptables children while this process holds the host's lock, so
@@ -132,6 +152,7 @@ impl Firewall {
             auto: false,
             lock_path,
             lock_timeout,
+            verified: Arc::default(),
         }
     }
 
@@ -203,6 +224,20 @@ impl Firewall {
         first: bool,
         claims: &Claims,
     ) -> Result<Plan, FirewallError> {
+        let mut verified = self.verified.clone().lock_owned().await;
+        let generation = match self.backend {
+            Backend::Nft => verified.generation().await,
+            Backend::Legacy => None,
+        };
+        if let (Some(now), Some((at, commented, spared))) = (generation, &verified.at)
+            && !first
+            && now == *at
+            && claims.kept_elsewhere(commented.clone()) == *spared
+        {
+            // Nothing changed since the rules were last found exact: no process at all.
+            return Ok(Plan::default());
+        }
+        verified.at = None;
         if first {
             return self.ensure_locked(wanted, claims).await;
         }
@@ -216,7 +251,29 @@ impl Firewall {
                 return self.ensure_locked(wanted, claims).await;
             }
         }
-        self.ensure(&current, wanted, claims).await
+        let plan = self.ensure(&current, wanted, claims).await?;
+        if plan.is_empty()
+            && let Some(generation) = generation
+        {
+            // Exact as of `generation` (read before the dump): any later change has a later one.
+            let commented = current.commented_ips();
+            let spared = claims.kept_elsewhere(commented.clone());
+            verified.at = Some((generation, commented, spared));
+        }
+        Ok(plan)
+    }
+
+    /// Whether an nf_tables transaction may have touched this firewall's rules: one in a table
+    /// the sidecar writes, of its family, with the nft backend (legacy sends no notifications).
+    pub fn concerns(&self, transaction: &Transaction) -> bool {
+        let family = match self.family {
+            "ip6tables" => Family::IPv6,
+            _ => Family::IPv4,
+        };
+        self.backend == Backend::Nft
+            && TABLES
+                .iter()
+                .any(|table| transaction.touches(family, table))
     }
 
     /// Makes each wanted rule present exactly once. `current` is a dump read just before; when
@@ -322,19 +379,6 @@ fn spared(current: &Ruleset, claims: &Claims) -> Vec<IpAddr> {
     claims.kept_elsewhere(current.commented_ips())
 }
 
-/// Whether a dump leaves the backend choice open: it holds none of `wanted` (with or without
-/// the comment), no other rule carrying the sidecar's comment and no kubelet canary chain.
-pub fn unconfirmed(current: &Ruleset, wanted: &[Rule]) -> bool {
-    let none_of_ours = current.commented_ips().is_empty()
-        && wanted.iter().all(|rule| current.positions(rule).is_empty());
-    none_of_ours && !has_kubelet_canary(current)
-}
-
-/// Whether the dump holds a chain the kubelet creates to tell which backend it uses.
-fn has_kubelet_canary(ruleset: &Ruleset) -> bool {
-    ruleset.has_chain("KUBE-IPTABLES-HINT") || ruleset.has_chain("KUBE-KUBELET-CANARY")
-}
-
 /// The backend to use, from what each backend's `iptables-save` gave: the choice of
 /// [`choose_backend`] among those that answered. A missing binary only leaves its backend
 /// out; any other failure makes the choice impossible, as does having no backend at all.
@@ -356,31 +400,6 @@ pub fn pick_backend(
         return Err(FirewallError::NoBackend(failed));
     }
     Ok(choose_backend(&found))
-}
-
-/// Of the backends whose rules could be read (at least one), the one that holds the host's
-/// rules: kubelet's canary chains first, then the larger rule count, nft on a tie. Returns it
-/// and what was found, for the log.
-pub fn choose_backend(found: &[(Backend, Ruleset)]) -> (Backend, String) {
-    let score = |ruleset: &Ruleset| (has_kubelet_canary(ruleset), ruleset.rule_count());
-    let mut chosen: Option<(Backend, (bool, usize))> = None;
-    for (backend, ruleset) in found {
-        let candidate = (*backend, score(ruleset));
-        // Strictly better only: the earlier (nft) wins a tie.
-        if chosen.is_none_or(|(_, best)| candidate.1 > best) {
-            chosen = Some(candidate);
-        }
-    }
-    let why = found
-        .iter()
-        .map(|(backend, ruleset)| {
-            let (canary, rules) = score(ruleset);
-            let canary = if canary { ", kubelet canary" } else { "" };
-            format!("{backend}: {rules} rules{canary}")
-        })
-        .collect::<Vec<_>>()
-        .join("; ");
-    (chosen.map_or(Backend::Nft, |(backend, _)| backend), why)
 }
 
 /// Whether an executable of that name is on the PATH.
@@ -657,6 +676,85 @@ mod tests {
                 open,
                 "{name}: {dump}"
             );
+        }
+    }
+
+    #[test]
+    fn only_transactions_in_the_tables_of_its_family_concern_an_nft_backend() {
+        let v4 = IpAddr::from([10, 96, 0, 2]);
+        let v6: IpAddr = "fd00::2".parse().expect("ip");
+        let firewall = |ip, backend| Firewall::new(ip, backend, "/run/x".into(), Duration::ZERO);
+        let touching = |tables: &[(Family, &str)], unknown| Transaction {
+            tables: tables
+                .iter()
+                .map(|(family, table)| (u8::from(*family), table.to_string()))
+                .collect(),
+            unknown,
+            ..Transaction::default()
+        };
+        use Backend::{Legacy, Nft};
+        // name, the firewall's address, backend, what the transaction touched, concerned
+        let cases = [
+            (
+                "raw",
+                v4,
+                Nft,
+                touching(&[(Family::IPv4, "raw")], false),
+                true,
+            ),
+            (
+                "filter",
+                v4,
+                Nft,
+                touching(&[(Family::IPv4, "filter")], false),
+                true,
+            ),
+            (
+                "nat only",
+                v4,
+                Nft,
+                touching(&[(Family::IPv4, "nat")], false),
+                false,
+            ),
+            (
+                "mangle and raw",
+                v4,
+                Nft,
+                touching(&[(Family::IPv4, "mangle"), (Family::IPv4, "raw")], false),
+                true,
+            ),
+            (
+                "the other family",
+                v4,
+                Nft,
+                touching(&[(Family::IPv6, "raw")], false),
+                false,
+            ),
+            (
+                "ip6tables",
+                v6,
+                Nft,
+                touching(&[(Family::IPv6, "filter")], false),
+                true,
+            ),
+            (
+                "an inet table",
+                v4,
+                Nft,
+                touching(&[(Family::Inet, "filter")], false),
+                false,
+            ),
+            ("unknown", v4, Nft, touching(&[], true), true),
+            (
+                "legacy",
+                v4,
+                Legacy,
+                touching(&[(Family::IPv4, "raw")], true),
+                false,
+            ),
+        ];
+        for (name, ip, backend, transaction, want) in cases {
+            assert_eq!(firewall(ip, backend).concerns(&transaction), want, "{name}");
         }
     }
 

@@ -8,6 +8,7 @@
 //! `iptables-restore --noflush`). The decisions stay pure and shared (`rules.rs`); what the
 //! drivers report back is the same [`Change`] list, logged and counted by the loop.
 
+mod backend;
 pub mod iptables;
 pub mod nftables;
 pub mod notrack;
@@ -229,7 +230,7 @@ impl Driver {
     /// The iptables driver does not say yet: it is looked at every `--sync-interval`.
     pub fn concerns(&self, transaction: &crate::nftnl::Transaction) -> bool {
         match self {
-            Driver::Iptables(_) => false,
+            Driver::Iptables(firewall) => firewall.concerns(transaction),
             Driver::Nftables(native) => nftables::Native::concerns(transaction, native.port()),
         }
     }

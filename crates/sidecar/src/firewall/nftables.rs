@@ -264,6 +264,9 @@ impl Native {
     }
 }
 
+/// Why [`Watch::changed`] returned when notifications were lost (ENOBUFS).
+pub const NF_TABLES_LOST: &str = "nf_tables notifications lost";
+
 /// The nf_tables notifications a rule loop waits on, folded into transactions.
 #[derive(Debug)]
 pub struct Watch {
@@ -292,7 +295,7 @@ impl Watch {
                     Folded::Done(transaction) if concerns(&transaction) => {
                         return Ok("nf_tables change");
                     }
-                    Folded::Lost => return Ok("nf_tables notifications lost"),
+                    Folded::Lost => return Ok(NF_TABLES_LOST),
                     Folded::Done(_) | Folded::Pending => {}
                 }
             }
