@@ -80,3 +80,57 @@ fn readme_flag_table_matches_help() {
         "docs/sidecar.md's flag table differs from --help"
     );
 }
+
+/// docs/sidecar.md's rule table shows each rule the sidecar writes, in its order, with the
+/// comment it carries: an operator searching `iptables-save` for the documented text finds it.
+#[test]
+fn the_rule_table_shows_the_rules_and_comments_the_sidecar_writes() {
+    let docs = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/sidecar.md"
+    ))
+    .expect("docs/sidecar.md");
+    let table: Vec<Vec<String>> = docs
+        .lines()
+        .map(str::trim)
+        .skip_while(|line| *line != "| table | chain | rule | why |")
+        .skip(2)
+        .take_while(|line| line.starts_with('|'))
+        .map(|line| {
+            line.trim_matches('|')
+                .split('|')
+                .map(|cell| cell.trim().trim_matches('`').to_string())
+                .collect()
+        })
+        .collect();
+    let written: Vec<Vec<String>> = sidecar::rules::wanted_rules([10, 96, 0, 2].into(), 443)
+        .into_iter()
+        .map(|rule| {
+            let shown: Vec<&str> = rule
+                .bare
+                .iter()
+                .map(|token| match token.as_str() {
+                    "10.96.0.2/32" => "IP",
+                    "443" => "PORT",
+                    token => token,
+                })
+                .collect();
+            // The table leaves out the `-m tcp` that iptables-save adds.
+            let shown = shown.join(" ").replace(" -m tcp", "");
+            let comment = rule
+                .spec
+                .windows(2)
+                .find(|pair| pair[0] == "--comment")
+                .map(|pair| pair[1].clone())
+                .expect("a comment");
+            assert_eq!(comment, format!("apiserver-proxy: {}", rule.why));
+            vec![
+                rule.table.to_string(),
+                rule.chain.to_string(),
+                shown,
+                rule.why.to_string(),
+            ]
+        })
+        .collect();
+    assert_eq!(table, written);
+}
