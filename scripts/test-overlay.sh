@@ -11,12 +11,8 @@
 # the own-certificate path with DEPLOY_DIR pointing at the overlay. The work tree is not touched.
 #
 #   scripts/test-overlay.sh
-set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
-bin="$("$root/scripts/ci-venv.sh")"
-tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "test-overlay: FAIL: $*" >&2; exit 1; }
+# shellcheck source=scripts/test-prelude.sh
+. "$(dirname "$0")/test-prelude.sh"
 
 cp -r "$root/deploy" "$tmp/deploy"
 ln -s "$root/scripts" "$tmp/scripts"

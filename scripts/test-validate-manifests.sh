@@ -5,11 +5,8 @@
 # Proves that scripts/validate-manifests.sh (kubernetes-validate, then our policy checks in
 # scripts/validate_manifests.py) catches what it claims to: breaks a copy of deploy/
 # in one way at a time and expects a failure naming the problem. Also: no manifest at all fails.
-set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
-bin="$("$root/scripts/ci-venv.sh")"
-tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
+# shellcheck source=scripts/test-prelude.sh
+. "$(dirname "$0")/test-prelude.sh"
 passed=0 failed=0
 
 # expect_failure NAME EXPECTED-MESSAGE-REGEX FILE PYTHON-EXPR-ON-TEXT

@@ -8,12 +8,8 @@
 # the Secret carries the pair and caBundle the CA, that the certificate verifies for the Service,
 # that a second run keeps the CA and renews the certificate, that a directory inside this
 # repository is refused, and that the work tree is as clean afterwards as before.
-set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
-bin="$("$root/scripts/ci-venv.sh")"
-tmp="$(mktemp -d)"
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "test-webhook-cert: FAIL: $*" >&2; exit 1; }
+# shellcheck source=scripts/test-prelude.sh
+. "$(dirname "$0")/test-prelude.sh"
 cd "$root"
 before="$(git status --porcelain)"
 
