@@ -220,6 +220,19 @@ fn healed(ns: &Netns) -> bool {
         == 5
 }
 
+/// A namespace with the sidecar keeping the rules through iptables-nft, once they are in place.
+fn healed_sidecar(test: &str) -> (Netns, support::Daemon) {
+    let ns = Netns::new(test);
+    let daemon = ns.spawn_sidecar(&[
+        "--ip-address",
+        IP,
+        "--setup-iptables",
+        "--iptables-backend=nft",
+    ]);
+    daemon.expect_within(Duration::from_secs(10), || healed(&ns));
+    (ns, daemon)
+}
+
 /// Issue 18, part 1: with iptables-nft, the rules heal on nf_tables notifications, not at the
 /// next tick: after `iptables -t raw -F` and after `iptables -D INPUT …`, at the default 1m
 /// interval, well within a second (30 of each, 300 ms apart: changes that keep coming faster
@@ -227,14 +240,7 @@ fn healed(ns: &Netns) -> bool {
 #[test]
 #[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn rules_heal_on_nf_tables_notifications() {
-    let ns = Netns::new("nftheal");
-    let mut daemon = ns.spawn_sidecar(&[
-        "--ip-address",
-        IP,
-        "--setup-iptables",
-        "--iptables-backend=nft",
-    ]);
-    daemon.expect_within(Duration::from_secs(10), || healed(&ns));
+    let (ns, mut daemon) = healed_sidecar("nftheal");
     let input = support::expected_rules(HOST, 443)
         .into_iter()
         .find(|(_, line)| line.starts_with("-A INPUT "))
@@ -284,14 +290,7 @@ fn rules_heal_on_nf_tables_notifications() {
 #[test]
 #[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn a_burst_of_foreign_transactions_neither_hangs_nor_grows_the_iptables_mode() {
-    let ns = Netns::new("nftburst");
-    let mut daemon = ns.spawn_sidecar(&[
-        "--ip-address",
-        IP,
-        "--setup-iptables",
-        "--iptables-backend=nft",
-    ]);
-    daemon.expect_within(Duration::from_secs(10), || healed(&ns));
+    let (ns, mut daemon) = healed_sidecar("nftburst");
     ns.sh("nft", &["add", "chain", "ip", "filter", "BURST"]);
     let script = ns.dir().join("burst.nft");
     let lines: String = (0..6000)
