@@ -32,7 +32,7 @@ COVERED = [
     ("curl -k -XPOST --silent -H \"Content-Type: application/json\" -d \"@testdata/admission.json\" "
      "-H \"Accept: application/json\" https://localhost:9443/webhook/pod-apiserver-env "
      "| jq -r '.response.patch' | base64 -d | jq -r '.'",
-     "scripts/cross-check.sh", 'split("\\n### Try it\\n", 1)',
+     "scripts/cross-check.sh", 'readme-try-it.py" "$root/README.md"',
      "make cross-check (CI) runs README's \"Try it\" block as written and compares the answer "
      "with README's output"),
     ("cargo test -p apiserver-proxy-sidecar --test netns -- --include-ignored", "Makefile",
