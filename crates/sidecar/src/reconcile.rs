@@ -12,6 +12,7 @@ use tracing::{info, warn};
 
 use crate::address::{self, Family, Found};
 use crate::cli::Config;
+use crate::error_chain;
 use crate::firewall::{ChangeKind, Driver, Settings, Wanted};
 use crate::instance::Claims;
 use crate::metrics::{Metrics, Part};
@@ -67,6 +68,8 @@ pub struct RuleKeeper {
     pub(crate) claims: Arc<Claims>,
     /// Whether the first sync has run (later changes are logged as restores).
     started: bool,
+    /// Whether the other `--firewall` mode's rules of this sidecar were removed (or tried).
+    other_mode_cleared: bool,
 }
 
 impl Sidecar {
@@ -90,6 +93,7 @@ impl Sidecar {
                     metrics: metrics.clone(),
                     claims: claims.clone(),
                     started: false,
+                    other_mode_cleared: false,
                 })
             })
             .collect();
@@ -405,7 +409,37 @@ impl RuleKeeper {
                 self.metrics.repaired(label);
             }
         }
+        if !self.other_mode_cleared {
+            self.other_mode_cleared = true;
+            self.clear_other_mode().await;
+        }
         Ok(())
+    }
+
+    /// Once this mode's rules are in place: removes those of the other `--firewall` mode, as
+    /// a node switched between the modes left them. Best effort: a failure is logged.
+    async fn clear_other_mode(&self) {
+        let Some(driver) = &self.driver else {
+            return;
+        };
+        let other = match driver.other_mode(&self.settings(), self.ip).await {
+            Ok(Some(other)) => other,
+            Ok(None) => return,
+            Err(error) => {
+                warn!(error = %error_chain(&error), "cannot look for the other --firewall mode's rules");
+                return;
+            }
+        };
+        match other.remove(&self.wanted, &self.claims).await {
+            Ok(changes) => {
+                for change in changes {
+                    info!(rule = %change.rule, mode = %other, "removed the other --firewall mode's rule");
+                }
+            }
+            Err(error) => {
+                warn!(error = %error_chain(&error), "cannot remove the other --firewall mode's rules");
+            }
+        }
     }
 }
 

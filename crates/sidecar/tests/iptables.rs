@@ -328,3 +328,49 @@ fn a_burst_of_foreign_transactions_neither_hangs_nor_grows_the_iptables_mode() {
         daemon.log()
     );
 }
+
+/// Issue 18, part 2: switching a node from the iptables mode to the native mode and back (a
+/// DaemonSet update: the old pod ends without `--cleanup`, the new one starts) leaves only the
+/// new mode's rules, removed after the new ones are in place.
+#[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
+fn switching_the_firewall_mode_removes_the_other_modes_rules() {
+    let ns = Netns::new("modeswitch");
+    let native = || {
+        ns.try_sh(
+            "nft",
+            &["list", "table", "inet", "apiserver-proxy-10.96.0.2"],
+        )
+    };
+    let iptables_rules = || ns.rules_with("iptables-nft-save", IP).len();
+    let base = [
+        "--ip-address",
+        IP,
+        "--setup-iptables",
+        "--iptables-backend=nft",
+    ];
+    let modes = [("iptables", false), ("nftables", true), ("iptables", true)];
+    for (mode, switched) in modes {
+        let flag = format!("--firewall={mode}");
+        let mut args = base.to_vec();
+        args.push(&flag);
+        let mut daemon = ns.spawn_sidecar(&args);
+        daemon.expect_within(Duration::from_secs(10), || match mode {
+            "iptables" => iptables_rules() == 5 && !native(),
+            _ => native() && iptables_rules() == 0,
+        });
+        let log = daemon.log();
+        daemon.terminate();
+        if switched {
+            let written = log.find(match mode {
+                "iptables" => "added iptables rule",
+                _ => "table inet apiserver-proxy-10.96.0.2 (missing)",
+            });
+            let removed = log.find("removed the other --firewall mode's rule");
+            assert!(
+                written.is_some() && removed.is_some() && written < removed,
+                "{mode}: the old mode's rules must go after the new ones are in place\n{log}"
+            );
+        }
+    }
+}

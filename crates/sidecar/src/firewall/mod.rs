@@ -20,7 +20,9 @@ use std::time::Duration;
 
 use crate::cli::{BackendChoice, FirewallChoice};
 use crate::instance::Claims;
-use crate::rules::{Plan, wanted_rules};
+use netlink_packet_core::Emitable;
+
+use crate::rules::{COMMENT_PREFIX, Plan, wanted_rules};
 
 pub use iptables::{Backend, FirewallError};
 
@@ -169,6 +171,56 @@ impl Driver {
             }
         };
         Ok(Driver::Iptables(firewall))
+    }
+
+    /// The driver of the other mode (`--firewall`) when it may hold rules of this sidecar,
+    /// which go once this mode's are in place: a node switched from iptables to the native
+    /// mode or back by a DaemonSet update keeps no copy of the old mode's rules. From the native
+    /// mode only iptables-nft is looked at, over netlink (no process is spawned unless a rule
+    /// carrying the sidecar's comment is there); iptables-legacy rules cannot be seen without
+    /// running iptables, and stay.
+    pub async fn other_mode(
+        &self,
+        settings: &Settings,
+        ip: IpAddr,
+    ) -> Result<Option<Driver>, crate::nftnl::NftError> {
+        match self {
+            Driver::Iptables(_) => Ok(Some(Driver::Nftables(nftables::Native::new()))),
+            Driver::Nftables(_) => {
+                let family = match ip {
+                    IpAddr::V4(_) => crate::nftnl::Family::IPv4,
+                    IpAddr::V6(_) => crate::nftnl::Family::IPv6,
+                };
+                let mut nft = crate::nftnl::Nftables::open()?;
+                let mut ours = false;
+                for table in iptables::TABLES {
+                    let rules = match nft.rules(family, table).await {
+                        Ok(rules) => rules,
+                        // No such table: nothing of ours in it.
+                        Err(crate::nftnl::NftError::Refused { .. }) => continue,
+                        Err(error) => return Err(error),
+                    };
+                    // iptables-nft keeps `-m comment` as a compat match whose data holds the
+                    // text: look for the sidecar's prefix in the rule's bytes.
+                    ours |= rules.iter().any(|rule| {
+                        let attributes = rule.attributes.as_slice();
+                        let mut bytes = vec![0; attributes.buffer_len()];
+                        attributes.emit(&mut bytes);
+                        bytes
+                            .windows(COMMENT_PREFIX.len())
+                            .any(|window| window == COMMENT_PREFIX.as_bytes())
+                    });
+                }
+                Ok(ours.then(|| {
+                    Driver::Iptables(iptables::Firewall::new(
+                        ip,
+                        Backend::Nft,
+                        settings.xtables_lock.clone(),
+                        settings.xtables_lock_timeout,
+                    ))
+                }))
+            }
+        }
     }
 
     /// Sets up, verifies and repairs the rules of `wanted`; returns what it changed. `first`
