@@ -6,7 +6,8 @@
 # The namespace tests need root, ip (iproute2), iptables-nft/-legacy and their -save tools,
 # setpriv and flock (util-linux), strace (to count what a steady-state tick runs), curl, and
 # openssl (an old-TLS client for the webhook's tests, and the data-path test's TLS server);
-# the data-path test also needs haproxy (the SNI-passthrough proxy) and conntrack.
+# the data-path test also needs haproxy (the SNI-passthrough proxy) and conntrack; the native
+# nftables mode's tests build their foreign tables and read the sidecar's with nft (nftables).
 set -euo pipefail
 
 # The tests need root (network namespaces, iptables); say so first, rather than report tools
@@ -31,5 +32,6 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v openssl >/dev/null 2>&1 || need+=(openssl) # the webhook's TLS 1.0/1.1 refusal test
 command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 command -v conntrack >/dev/null 2>&1 || need+=(conntrack)
+command -v nft >/dev/null 2>&1 || need+=(nftables)
 
 exec "$(dirname "$0")/apt-install.sh" "test tools" "${need[@]}"

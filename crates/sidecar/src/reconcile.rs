@@ -392,18 +392,18 @@ impl RuleKeeper {
             .ensure(&self.wanted, !self.started, &self.claims)
             .await?;
         self.metrics.set_foreign_drops(&driver.foreign_drops());
+        let noun = driver.rule_noun();
+        let verb = self.verb();
         for change in &changes {
             let rule = &change.rule;
             match change.kind {
-                ChangeKind::Duplicate => info!(%rule, "removed duplicate iptables rule"),
+                ChangeKind::Duplicate => info!(%rule, "removed duplicate {noun}"),
                 ChangeKind::Adopted => {
-                    info!(%rule, "adopted iptables rule: comment added in place");
+                    info!(%rule, "adopted {noun}: comment added in place");
                 }
-                ChangeKind::Stale => info!(%rule, "removed iptables rule no longer wanted"),
-                ChangeKind::Inserted => {
-                    info!(%rule, why = change.why, "{} iptables rule", self.verb());
-                }
-                ChangeKind::Removed => info!(%rule, "removed iptables rule"),
+                ChangeKind::Stale => info!(%rule, "removed {noun} no longer wanted"),
+                ChangeKind::Inserted => info!(%rule, why = change.why, "{verb} {noun}"),
+                ChangeKind::Removed => info!(%rule, "removed {noun}"),
             }
             if let Some(label) = change.kind.repair_label() {
                 self.metrics.repaired(label);

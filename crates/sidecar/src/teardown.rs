@@ -40,8 +40,9 @@ impl RuleKeeper {
             Err(error) => errors.push(error),
             Ok(Some(driver)) => match driver.remove(&self.wanted, &self.claims).await {
                 Ok(changes) => {
+                    let noun = driver.rule_noun();
                     for change in changes {
-                        info!(rule = %change.rule, "removed iptables rule");
+                        info!(rule = %change.rule, "removed {noun}");
                     }
                 }
                 Err(error) => errors.push(error.into()),

@@ -308,6 +308,16 @@ impl Driver {
     }
 }
 
+impl Driver {
+    /// What the log calls one of this driver's rules.
+    pub fn rule_noun(&self) -> &'static str {
+        match self {
+            Driver::Iptables(_) => "iptables rule",
+            Driver::Nftables(_) => "nftables rule",
+        }
+    }
+}
+
 impl fmt::Display for Driver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
