@@ -220,8 +220,8 @@ async fn refused_heads_are_counted_and_logged() {
 }
 
 /// 1,300 TCP connections that never start their TLS handshake, each reopened as soon as the
-/// server drops it, against 1,024 slots: connections still in their handshake are
-/// the first to go when room is wanted, so reviews are answered within a second meanwhile.
+/// server drops it, against 1,024 slots: the oldest connection still in its handshake goes
+/// as soon as a new client is accepted, so reviews are answered within a second meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_silent_connects_does_not_lock_reviews_out() {
     const FLOOD: usize = 1300;
@@ -279,14 +279,15 @@ async fn a_flood_of_silent_connects_does_not_lock_reviews_out() {
     took.sort();
     eprintln!("reviews during a flood of {FLOOD} silent connects: {took:?} ({reopened} reopened)");
     // Before connections in their handshake were made room with, the median was 5.2 s and
-    // most reviews failed. The bounds leave room for a loaded 2-core test machine.
+    // most reviews failed; while they were only given 0.5 s, up to 0.46 s on an idle machine
+    // and 3.4 s on a loaded one. Now the oldest goes at once: under 0.1 s on an idle machine.
+    // The second bound leaves room for one review on a loaded 2-core test machine.
     assert!(
-        took[took.len() / 2] < Duration::from_millis(1500),
-        "median answer took {:?}: {took:?}",
-        took[took.len() / 2]
+        took[took.len() - 2] < Duration::from_secs(1),
+        "9 of 10 reviews must be answered within 1 s: {took:?}"
     );
     assert!(
-        took[took.len() - 1] < Duration::from_secs(5),
+        took[took.len() - 1] < Duration::from_secs(3),
         "slowest answer took {:?}: {took:?}",
         took[took.len() - 1]
     );

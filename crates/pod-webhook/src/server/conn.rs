@@ -25,6 +25,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error};
 
 use super::answer::{Body, Failure, WireSize, failure_response};
+use super::handshakes::Place;
 use super::routes::{catch_panic, handle};
 use super::state::{
     ConnState, Ending, RequestGuard, Timeouts, UNDER_PRESSURE, deadline_passed, evictable_at,
@@ -95,13 +96,15 @@ pub(super) async fn serve_connection(
     shared: Arc<Shared>,
     phase: watch::Receiver<Phase>,
     mut evict: watch::Receiver<u64>,
+    place: Place,
 ) {
     let limits = shared.config.limits.clone();
     let _ = tcp.set_nodelay(true);
-    let Some(stream) = handshake(acceptor.accept(tcp), limits.handshake_timeout, &mut evict).await
-    else {
+    let accept = acceptor.accept(tcp);
+    let Some(stream) = handshake(accept, limits.handshake_timeout, &mut evict, &place).await else {
         return;
     };
+    drop(place);
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
     let conn_state = Arc::new(ConnState::new());
     let service = {
@@ -134,11 +137,13 @@ pub(super) async fn serve_connection(
 }
 
 /// The TLS handshake, within `timeout`; once room is asked for (`evict`), within
-/// [`UNDER_PRESSURE`] of its start. `None` if it failed or took too long.
+/// [`UNDER_PRESSURE`] of its start; given up at once when its slot is wanted (`place`).
+/// `None` if it failed, took too long or was given up.
 async fn handshake<F, S>(
     accept: F,
     timeout: Duration,
     evict: &mut watch::Receiver<u64>,
+    place: &Place,
 ) -> Option<S>
 where
     F: std::future::Future<Output = io::Result<S>>,
@@ -156,6 +161,10 @@ where
             }
             () = tokio::time::sleep_until(deadline) => {
                 debug!(took = ?started.elapsed(), "TLS handshake not finished in time: closing the connection");
+                return None;
+            }
+            () = place.asked_to_go() => {
+                debug!(took = ?started.elapsed(), "the oldest TLS handshake under way, closed to make room");
                 return None;
             }
             changed = evict.changed(), if evictable => {

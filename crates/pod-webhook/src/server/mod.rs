@@ -9,6 +9,7 @@
 mod answer;
 mod budget;
 mod conn;
+mod handshakes;
 mod listen;
 mod routes;
 mod state;
@@ -32,6 +33,7 @@ use crate::tls::{self, TlsError, TlsStore};
 
 use budget::Budget;
 use conn::serve_connection;
+use handshakes::Handshakes;
 use listen::bind;
 use routes::summarize_suppressed;
 
@@ -201,13 +203,21 @@ async fn accept_loop(
 ) {
     // Counts calls for room; a connection watches those made after it joined.
     let evict = Arc::new(watch::Sender::new(0u64));
+    let handshakes = Arc::new(Handshakes::default());
     let policy = Policy {
         // Without a free slot, accept anyway: a waiting client is what makes idle connections
         // worth closing, and idle connections make room for it.
         when_full: WhenFull::MakeRoom {
+            // The oldest handshake goes first; only without one past its grace are the
+            // others asked to hurry (idle connections to close, handshakes to end sooner).
             make_room: Box::new({
                 let evict = evict.clone();
-                move || evict.send_modify(|round| *round += 1)
+                let handshakes = handshakes.clone();
+                move || {
+                    if !handshakes.evict_oldest(std::time::Instant::now()) {
+                        evict.send_modify(|round| *round += 1);
+                    }
+                }
             }),
             wait: shared.config.limits.handshake_timeout,
         },
@@ -218,10 +228,11 @@ async fn accept_loop(
         let shared = shared.clone();
         let phase = shared.phase.subscribe();
         let evict = evict.subscribe();
+        let place = handshakes.join();
         let span = tracing::debug_span!("conn", %peer);
         tokio::spawn(
             async move {
-                serve_connection(tcp, acceptor, shared, phase, evict).await;
+                serve_connection(tcp, acceptor, shared, phase, evict, place).await;
                 drop(permit);
             }
             .instrument(span),
