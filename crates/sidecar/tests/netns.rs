@@ -707,7 +707,12 @@ fn busy_xtables_lock_is_a_bounded_wait_and_a_clear_error() {
 fn steady_state_ticks_only_read() {
     let ns = Netns::new("steady");
     let mut daemon = start_with_rules(&ns, &nft(&["--sync-interval=100ms"]));
-    std::thread::sleep(Duration::from_millis(300));
+    let tick = "\"iptables sync\" why=\"periodic sync\"";
+    // Past the first periodic checks, which may still verify the sidecar's own first write
+    // (later on a loaded machine than a fixed pause allows for).
+    daemon.expect_within(Duration::from_secs(10), || {
+        daemon.log().matches(tick).count() >= 3
+    });
 
     // Watch one second of steady state: every program it runs, every kernel change it makes.
     let trace = ns.dir().join("exec.trace");
@@ -723,7 +728,6 @@ fn steady_state_ticks_only_read() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("ip monitor");
-    let tick = "\"iptables sync\" why=\"periodic sync\"";
     let ticks_before = daemon.log().matches(tick).count();
     std::thread::sleep(Duration::from_millis(1000));
     let ticks = daemon.log().matches(tick).count() - ticks_before;
