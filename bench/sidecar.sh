@@ -37,30 +37,53 @@ median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]
 rules_in_place() { [ "$(ip netns exec "$1" iptables-nft-save | grep -c -- "$IP")" -ge 5 ]; }
 
 # --- steady state: RSS, spawns and CPU per tick (100 ms interval to get many ticks) ---------
-new_ns
-ip netns exec "$ns" "$BIN" --ip-address=$IP --setup-iptables --iptables-backend=nft \
-  --sync-interval=100ms --xtables-lock="$work/lock" 2>"$work/steady.log" &
-pid=$!
-for _ in $(seq 100); do rules_in_place "$ns" && break; sleep 0.05; done
-sleep 1
 ticks=50
 clk=$(getconf CLK_TCK)
 stat() { awk '{ print $14 + $15, $16 + $17 }' /proc/$pid/stat; }
-read -r own0 children0 < <(stat)
-sleep $((ticks / 10))
-read -r own1 children1 < <(stat)
-rss_kib=$(awk '/^VmRSS/ { print $2 }' /proc/$pid/status)
-# Then the same number of ticks under strace, to count what they run.
-strace -f -qq -e trace=execve -o "$work/exec.trace" -p $pid &
-tracer=$!
-sleep $((ticks / 10))
-kill -INT $tracer; wait $tracer 2>/dev/null || true
-spawns=$(grep -c 'execve(.*= 0$' "$work/exec.trace" || true)
-kill -TERM $pid; wait $pid || true
-echo "steady-state RSS: $rss_kib KiB"
-echo "process spawns per steady-state tick: $(awk -v s="$spawns" -v t="$ticks" 'BEGIN { printf "%.2f", s / t }') ($spawns over ~$ticks ticks, strace)"
-awk -v a=$((own1 - own0)) -v c=$((children1 - children0)) -v t=$ticks -v k="$clk" 'BEGIN {
-  printf "CPU per steady-state tick: sidecar %.2f ms, its iptables-save %.2f ms (over %d ticks)\n", a * 1000 / k / t, c * 1000 / k / t, t }'
+table_in_place() { ip netns exec "$1" nft list table inet "apiserver-proxy-$IP" >/dev/null 2>&1; }
+# steady LABEL CHECK ARGS...: runs the sidecar with ARGS in the namespace $ns until CHECK says
+# its rules are in place, then measures 50 ticks, and counts what the next 50 run (strace).
+steady() {
+  local label="$1" check="$2"
+  shift 2
+  ip netns exec "$ns" "$BIN" --ip-address=$IP --setup-iptables --sync-interval=100ms \
+    --xtables-lock="$work/lock" "$@" 2>"$work/steady.log" &
+  pid=$!
+  for _ in $(seq 100); do "$check" "$ns" && break; sleep 0.05; done
+  sleep 1
+  read -r own0 children0 < <(stat)
+  sleep $((ticks / 10))
+  read -r own1 children1 < <(stat)
+  rss_kib=$(awk '/^VmRSS/ { print $2 }' /proc/$pid/status)
+  strace -f -qq -e trace=execve -o "$work/exec.trace" -p $pid &
+  tracer=$!
+  sleep $((ticks / 10))
+  kill -INT $tracer; wait $tracer 2>/dev/null || true
+  spawns=$(grep -c 'execve(.*= 0$' "$work/exec.trace" || true)
+  kill -TERM $pid; wait $pid || true
+  awk -v l="$label" -v r="$rss_kib" -v s="$spawns" -v a=$((own1 - own0)) -v c=$((children1 - children0)) \
+    -v t=$ticks -v k="$clk" 'BEGIN {
+    printf "steady state, %s: RSS %d KiB; spawns per tick %.2f (%d over ~%d ticks, strace); CPU per tick: sidecar %.2f ms, its children %.2f ms\n",
+      l, r, s / t, s, t, a * 1000 / k / t, c * 1000 / k / t }'
+}
+rules_in_place_legacy() { [ "$(ip netns exec "$1" iptables-legacy-save | grep -c -- "$IP")" -ge 5 ]; }
+new_ns
+steady "iptables-nft" rules_in_place --iptables-backend=nft
+new_ns
+steady "iptables-legacy" rules_in_place_legacy --iptables-backend=legacy
+# A large kube-proxy beside the rules: 60,000 nat rules in its shape (a DNAT per service).
+new_ns
+awk 'BEGIN { print "*nat"; print ":KUBE-SERVICES - [0:0]"
+  for (i = 0; i < 60000; i++) { a = int(i / 65536) % 256; b = int(i / 256) % 256; c = i % 256
+    printf "-A KUBE-SERVICES -d 10.%d.%d.%d/32 -p tcp -m tcp --dport 80 -m comment --comment \"default/svc-%d:http cluster IP\" -j DNAT --to-destination 10.200.%d.%d:8080\n", a, b, c, i, b, c }
+  print "COMMIT" }' >"$work/nat.rules"
+ip netns exec "$ns" iptables-legacy-restore <"$work/nat.rules"
+steady "iptables-legacy, 60,000 nat rules beside" rules_in_place_legacy --iptables-backend=legacy
+new_ns
+ip netns exec "$ns" iptables-nft-restore <"$work/nat.rules"
+steady "iptables-nft, 60,000 nat rules beside" rules_in_place --iptables-backend=nft
+new_ns
+steady "native nftables" table_in_place --firewall=nftables
 
 # --- a node with many addresses: 5,000 Service IPs on kube-ipvs0, as kube-proxy's IPVS mode --
 # keeps them; every sync dumps them all (100 ms interval, address only).
