@@ -16,6 +16,9 @@ IP=10.96.0.2
 # cargo reports on stderr, errors included
 BIN=${SIDECAR_BIN:-$(scripts/build-release.sh apiserver-proxy-sidecar)}
 command -v strace >/dev/null || { echo "bench needs strace" >&2; exit 1; }
+# An older build (SIDECAR_BIN) without the native mode is measured without its rows.
+native=false
+"$BIN" --help 2>&1 | grep -q -- --firewall && native=true
 
 work=$(mktemp -d)
 namespaces=()
@@ -82,8 +85,10 @@ steady "iptables-legacy, 60,000 nat rules beside" rules_in_place_legacy --iptabl
 new_ns
 ip netns exec "$ns" iptables-nft-restore <"$work/nat.rules"
 steady "iptables-nft, 60,000 nat rules beside" rules_in_place --iptables-backend=nft
-new_ns
-steady "native nftables" table_in_place --firewall=nftables
+if $native; then
+  new_ns
+  steady "native nftables" table_in_place --firewall=nftables
+fi
 
 # --- a node with many addresses: 5,000 Service IPs on kube-ipvs0, as kube-proxy's IPVS mode --
 # keeps them; every sync dumps them all (100 ms interval, address only).
@@ -130,7 +135,9 @@ awk -v ip="$IP" '
 # Timed inside the namespace (bash's EPOCHREALTIME), so ip netns exec's own set-up is not counted;
 # between runs the address and rules are removed again, outside the timing.
 new_ns
-for mode in address iptables nftables; do
+modes="address iptables"
+$native && modes="$modes nftables"
+for mode in $modes; do
   extra=""
   [ $mode = iptables ] && extra="--setup-iptables --iptables-backend=nft"
   [ $mode = nftables ] && extra="--setup-iptables --firewall=nftables"
