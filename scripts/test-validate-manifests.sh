@@ -38,8 +38,14 @@ expect_failure "schema: unknown field (strict)" "Additional properties|additiona
   't.replace("  type: ClusterIP", "  type: ClusterIP\n  typo: 1")'
 expect_failure "schema: a core kind's apiVersion misspelt" "Couldn't find schema for kind PodDisruptionBudget" webhook/poddisruptionbudget.yaml \
   't.replace("apiVersion: policy/v1", "apiVersion: policy/v2")'
-expect_failure "IP mismatch with Envoy" "listener must be on" sidecar/envoy.yaml \
+expect_failure "IP mismatch with Envoy" "listener kube-apiserver must be on" sidecar/envoy.yaml \
   't.replace("address: \"198.18.0.2\"", "address: \"198.18.0.3\"")'
+expect_failure "dual-stack without Envoy's second listener" "one listener per --ip-address" examples/dual-stack/kustomization.yaml \
+  't.replace("  - ../../components/dual-stack\n", "")'
+expect_failure "Envoy's second listener off the second IP" "listener kube-apiserver-second-ip must be on" components/dual-stack/kustomization.yaml \
+  't.replace("        delimiter: \",\"\n        index: 1\n", "        delimiter: \",\"\n        index: 0\n")'
+expect_failure "two proxy IPs of one family" "two of different families" examples/dual-stack/settings.yaml \
+  't.replace("proxyIP: 198.18.0.2,2001:2::2", "proxyIP: 198.18.0.2,198.18.0.3")'
 expect_failure "the base moves a value the overlay sets" "unable to find field" sidecar/daemonset.yaml \
   't.replace("- --port=443", "- --port=8443")'
 expect_failure "a second double-quoted string in Envoy's bootstrap" "exactly four double-quoted strings" sidecar/envoy.yaml \

@@ -17,7 +17,9 @@ Exits non-zero on any error, and when it finds no manifest at all.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -196,7 +198,8 @@ def check_daemonset(ds: dict, docs: list[dict], rep: Report, where: str) -> None
                 )
     rep.check(len(ips) == 1, f"{w}: the init container and the container must use the same --ip-address ({ips})")
     rep.check(len(ports) == 1, f"{w}: the init container and the container must use the same --port ({ports})")
-    ip = next(iter(ips), None)
+    addrs = proxy_addresses(next(iter(ips), None), rep, w)
+    ip = addrs[0].strip() if addrs else None
     port = next(iter(ports), None)
 
     envoys = [c for c in conts if "envoy" in c.get("image", "")]
@@ -204,6 +207,7 @@ def check_daemonset(ds: dict, docs: list[dict], rep: Report, where: str) -> None
         e = envoys[0]
         sc = e.get("securityContext") or {}
         rep.check(set((sc.get("capabilities") or {}).get("add") or []) <= {"NET_BIND_SERVICE"}, f"{w}: Envoy may add only NET_BIND_SERVICE")
+        # On the primary address (the first): one address answering shows that Envoy runs.
         for probe in ("readinessProbe", "livenessProbe"):
             tcp = (e.get(probe) or {}).get("tcpSocket") or {}
             rep.check(tcp.get("host") == ip and tcp.get("port") == port, f"{w}: Envoy {probe} must check {ip}:{port}")
@@ -214,7 +218,25 @@ def check_daemonset(ds: dict, docs: list[dict], rep: Report, where: str) -> None
         ]
         cms = [d for d in find(docs, "ConfigMap") if d["metadata"]["name"] in cm_names]
         if rep.check(len(cms) == 1, f"{w}: Envoy's ConfigMap {cm_names} is not in the output"):
-            check_envoy(cms[0], ip, port, rep, where)
+            check_envoy(cms[0], e, addrs, port, rep, where)
+
+
+def proxy_addresses(value: str | None, rep: Report, w: str) -> list[str]:
+    """The sidecar's --ip-address as a list: one proxy IP, or two of different families
+    (dual-stack, the primary first). Each as written, spaces and all, for comparison with Envoy's."""
+    if value is None:
+        return []
+    addrs = value.split(",")
+    try:
+        families = [ipaddress.ip_address(a.strip()).version for a in addrs]
+    except ValueError:
+        rep.error(f"{w}: --ip-address={value} is not one IP address or a comma-separated pair")
+        return addrs
+    rep.check(
+        len(addrs) <= 2 and len(set(families)) == len(addrs),
+        f"{w}: --ip-address={value}: one proxy IP, or two of different families (dual-stack), not {len(addrs)} of families {families}",
+    )
+    return addrs
 
 
 LOOPBACK = {"127.0.0.1", "[::1]", "localhost"}
@@ -246,7 +268,34 @@ def check_sidecar_metrics(c: dict, host: str, port: int, docs: list[dict], ds: d
         )
 
 
-def check_envoy(cm: dict, ip: str | None, port: int | None, rep: Report, where: str) -> None:
+def envoy_overrides(e: dict, rep: Report, w: str) -> list[dict]:
+    """The bootstraps Envoy merges over its --config-path file: each --config-yaml argument, with
+    $(VAR) expanded from the container's env as Kubernetes does (components/dual-stack)."""
+    env = {v["name"]: v for v in e.get("env") or []}
+
+    def expand(m: re.Match) -> str:
+        var = env.get(m.group(1))
+        if var is None:
+            return m.group(0)
+        if "value" not in var:
+            rep.error(f"{w}: Envoy's env {m.group(1)} is not a literal value, which these checks cannot follow")
+            return ""
+        return var["value"]
+
+    args = e.get("args") or []
+    out = []
+    for flag_at in [i for i, a in enumerate(args) if a == "--config-yaml"]:
+        if not rep.check(flag_at + 1 < len(args), f"{w}: Envoy's --config-yaml has no value"):
+            continue
+        text = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", expand, args[flag_at + 1])
+        try:
+            out.append(yaml.safe_load(text) or {})
+        except yaml.YAMLError as err:
+            rep.error(f"{w}: Envoy's --config-yaml is not YAML: {err}")
+    return out
+
+
+def check_envoy(cm: dict, e: dict, addrs: list[str], port: int | None, rep: Report, where: str) -> None:
     w = f"{where}: {obj_name(cm)}"
     data = cm.get("data") or {}
     if not rep.check("envoy.yaml" in data, f"{w}: needs envoy.yaml"):
@@ -261,12 +310,22 @@ def check_envoy(cm: dict, ip: str | None, port: int | None, rep: Report, where: 
     sr = cfg.get("static_resources") or {}
     clusters = {c["name"]: c for c in sr.get("clusters") or []}
     listeners = sr.get("listeners") or []
-    rep.check(len(listeners) == 1, f"{w}: needs exactly one listener")
-    for lst in listeners:
+    rep.check(len(listeners) == 1, f"{w}: envoy.yaml needs exactly one listener")
+    # Envoy merges each --config-yaml into envoy.yaml's bootstrap: repeated fields are appended.
+    for extra in envoy_overrides(e, rep, f"{where}: Envoy"):
+        esr = extra.get("static_resources") or {}
+        listeners = listeners + (esr.get("listeners") or [])
+        clusters.update({c["name"]: c for c in esr.get("clusters") or []})
+    # One listener per proxy IP, in the sidecar's order: envoy.yaml's on the primary.
+    rep.check(
+        len(listeners) == len(addrs),
+        f"{w}: Envoy needs one listener per --ip-address ({len(addrs)}: {','.join(addrs)}), has {len(listeners)}",
+    )
+    for lst, ip in zip(listeners, addrs):
         sa = lst["address"]["socket_address"]
         rep.check(
-            sa.get("address") == ip and str(sa.get("port_value")) == str(port),
-            f"{w}: the listener must be on {ip}:{port}, is {sa}",
+            sa.get("address") == ip.strip() and str(sa.get("port_value")) == str(port),
+            f"{w}: the listener {lst.get('name')} must be on {ip}:{port}, is {sa}",
         )
         filters = [f for fc in lst.get("filter_chains") or [] for f in fc.get("filters") or []]
         tcp = [f for f in filters if f.get("name") == "envoy.filters.network.tcp_proxy"]
