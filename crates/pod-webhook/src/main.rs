@@ -40,6 +40,7 @@ fn main() -> ExitCode {
         program: PROGRAM,
         version: pod_webhook::VERSION,
         directives: &directives,
+        own_targets: &["pod_webhook", "apiserver_proxy_pod_webhook", "common"],
     }) {
         eprintln!("error: {}", common::error_chain(&error));
         return ExitCode::FAILURE;
@@ -54,7 +55,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            error!("{e:#}");
+            error!(name: logging::ALWAYS, "{e:#}");
             ExitCode::FAILURE
         }
     }

@@ -4,8 +4,8 @@
 //! The binary's edge: flags, logging, signals, exit codes; the rest lives in the library.
 //!
 //! Exit codes: 0 done (and `--help`, `--version`), 1 a runtime failure, 2 a usage error (an
-//! unknown flag or a bad value, printed with the usage hint, as pflag does), 128 + the signal
-//! when a signal cuts a one-shot run or a cleanup short.
+//! unknown flag or a bad value, printed with the usage hint, as pflag does; a `RUST_LOG` that
+//! is refused), 128 + the signal when a signal cuts a one-shot run or a cleanup short.
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -30,7 +30,11 @@ fn main() -> ExitCode {
     };
     if let Err(error) = init_logging(&start.klog, start.format) {
         eprintln!("error: {}", error_chain(&error));
-        return ExitCode::FAILURE;
+        // A refused RUST_LOG is a bad value, found before anything is touched.
+        return match error {
+            logging::InitError::Filter { .. } => ExitCode::from(2),
+            _ => ExitCode::FAILURE,
+        };
     }
     if !start.positional.is_empty() {
         warn!(
@@ -86,6 +90,7 @@ fn init_logging(klog: &KlogArgs, format: LogFormat) -> Result<(), logging::InitE
         program: PROGRAM,
         version: sidecar::VERSION,
         directives: &directives,
+        own_targets: &["sidecar", "apiserver_proxy_sidecar", "common"],
     })
 }
 
@@ -101,10 +106,10 @@ fn run(config: Config) -> anyhow::Result<Outcome> {
     })
 }
 
-/// The exit code of a run, with the failures logged.
+/// The exit code of a run, with the failures logged (whatever `RUST_LOG` says).
 fn exit_code(outcome: anyhow::Result<Outcome>) -> ExitCode {
     let fatal = |message: String| {
-        error!("{message}");
+        error!(name: logging::ALWAYS, "{message}");
         ExitCode::FAILURE
     };
     match outcome {

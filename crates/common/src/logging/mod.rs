@@ -13,10 +13,12 @@
 //!
 //! Every event is exactly one line in both formats: newlines in values are escaped.
 //!
-//! The work is shared by job: [`format`] turns an event into its line, [`route`] opens klog's
-//! files and picks the ones a line goes to, [`write`] hands lines to stderr and the files;
-//! [`stamp`] and [`quote`] are the pieces of a line both formats share.
+//! The work is shared by job: [`filter`] decides which events become lines, [`format`] turns
+//! an event into its line, [`route`] opens klog's files and picks the ones a line goes to,
+//! [`write`] hands lines to stderr and the files; [`stamp`] and [`quote`] are the pieces of a
+//! line both formats share.
 
+mod filter;
 mod format;
 mod quote;
 mod route;
@@ -27,12 +29,12 @@ use std::io;
 use std::path::PathBuf;
 
 use tracing::Level;
-use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::klog::KlogArgs;
 
+pub use filter::ALWAYS;
 pub use format::{JsonFields, JsonLines, KlogFields, KlogText, Lines, SpanFields};
 pub use quote::{go_quote, json_quote};
 pub use write::{LineWriter, Sink};
@@ -66,17 +68,16 @@ pub struct Settings<'a> {
     pub version: &'a str,
     /// `tracing` filter directives (`info`, `debug,netlink_proto=error`, ...).
     pub directives: &'a str,
+    /// The targets of the program's own lines (its crates' names): the directives must select
+    /// some of them.
+    pub own_targets: &'a [&'a str],
 }
 
 /// Why logging could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
-    #[error("invalid log filter {directives:?}")]
-    Filter {
-        directives: String,
-        #[source]
-        source: tracing_subscriber::filter::ParseError,
-    },
+    #[error("invalid log filter {directives:?}: {problem}")]
+    Filter { directives: String, problem: String },
     #[error("cannot open log file {}", path.display())]
     File {
         path: PathBuf,
@@ -89,13 +90,7 @@ pub enum InitError {
 
 /// Installs the global subscriber: lines in `format`, routed as klog routes them.
 pub fn init(settings: Settings<'_>) -> Result<(), InitError> {
-    let filter: Targets = settings
-        .directives
-        .parse()
-        .map_err(|source| InitError::Filter {
-            directives: settings.directives.to_string(),
-            source,
-        })?;
+    let filter = filter::parse(settings.directives, settings.own_targets)?;
     let sink = Sink::open(settings)?;
     let klog = settings.klog;
     // One layer type for both formats: a second instantiation of the fmt layer would grow the
