@@ -34,7 +34,8 @@ fn main() -> ExitCode {
         .as_str()
         .to_ascii_lowercase();
     let directives = std::env::var("RUST_LOG").unwrap_or(level);
-    if let Err(error) = logging::init(Settings {
+    // Dropped last: the final lines are written before the exit.
+    let _logs = match logging::init(Settings {
         klog: &KlogArgs::with_verbosity(v),
         format: cli.logging_format,
         program: PROGRAM,
@@ -42,9 +43,12 @@ fn main() -> ExitCode {
         directives: &directives,
         own_targets: &["pod_webhook", "apiserver_proxy_pod_webhook", "common"],
     }) {
-        eprintln!("error: {}", common::error_chain(&error));
-        return ExitCode::FAILURE;
-    }
+        Ok(flush) => flush,
+        Err(error) => {
+            eprintln!("error: {}", common::error_chain(&error));
+            return ExitCode::FAILURE;
+        }
+    };
     let positional = std::mem::take(&mut cli.positional);
     if !positional.is_empty() {
         warn!(
@@ -85,6 +89,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     _ = int.recv() => {},
                 }
                 warn!("second signal: exiting without draining");
+                logging::flush();
                 std::process::exit(1);
             });
         };

@@ -132,6 +132,11 @@ impl Metrics {
             "Certificate changes that could not be loaded (the previous certificate stays)",
             cert_reload_errors.clone(),
         );
+        registry.register(
+            "apiserver_proxy_pod_webhook_log_lines_dropped",
+            "Log lines dropped because the log output did not keep up, or failed",
+            common::logging::lines_dropped(),
+        );
         Metrics {
             registry,
             webhook,
@@ -218,6 +223,8 @@ mod tests {
             "apiserver_proxy_pod_webhook_request_failures_total{reason=\"not_found\"} 1",
             "apiserver_proxy_pod_webhook_certificate_reloads_total 0",
             "apiserver_proxy_pod_webhook_certificate_reload_errors_total 0",
+            "# TYPE apiserver_proxy_pod_webhook_log_lines_dropped counter",
+            "apiserver_proxy_pod_webhook_log_lines_dropped_total 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

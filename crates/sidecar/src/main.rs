@@ -28,14 +28,18 @@ fn main() -> ExitCode {
         Ok(start) => start,
         Err(error) => return usage(&error),
     };
-    if let Err(error) = init_logging(&start.klog, start.format) {
-        eprintln!("error: {}", error_chain(&error));
-        // A refused RUST_LOG is a bad value, found before anything is touched.
-        return match error {
-            logging::InitError::Filter { .. } => ExitCode::from(2),
-            _ => ExitCode::FAILURE,
-        };
-    }
+    // Dropped last: the final lines are written before the exit.
+    let _logs = match init_logging(&start.klog, start.format) {
+        Ok(flush) => flush,
+        Err(error) => {
+            eprintln!("error: {}", error_chain(&error));
+            // A refused RUST_LOG is a bad value, found before anything is touched.
+            return match error {
+                logging::InitError::Filter { .. } => ExitCode::from(2),
+                _ => ExitCode::FAILURE,
+            };
+        }
+    };
     if !start.positional.is_empty() {
         warn!(
             arguments = start.positional.join(" "),
@@ -76,7 +80,7 @@ impl Start {
 }
 
 /// Logging as `-v`, the klog flags and `--logging-format` ask.
-fn init_logging(klog: &KlogArgs, format: LogFormat) -> Result<(), logging::InitError> {
+fn init_logging(klog: &KlogArgs, format: LogFormat) -> Result<logging::Flush, logging::InitError> {
     // RUST_LOG takes `level` or `target=level,...` directives, as env_logger's simple form.
     // netlink-proto's own warnings (a full notification buffer) are handled and reported here.
     let level = logging::level_for_verbosity(klog.verbosity.v)

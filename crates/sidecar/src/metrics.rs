@@ -195,6 +195,11 @@ impl Metrics {
             "Base chains of other nf_tables tables with a drop policy at the input or output hook (native nftables mode): they must accept untracked packets to the proxy",
             foreign_drops.clone(),
         );
+        registry.register(
+            "log_lines_dropped",
+            "Log lines dropped because the log output did not keep up, or failed",
+            common::logging::lines_dropped(),
+        );
         Metrics {
             registry,
             last_success,
@@ -419,6 +424,8 @@ mod tests {
             "apiserver_proxy_sidecar_address_conflicts_total 0",
             "apiserver_proxy_sidecar_address_contested 0",
             "apiserver_proxy_sidecar_kernel_event_overruns_total 0",
+            "# TYPE apiserver_proxy_sidecar_log_lines_dropped counter",
+            "apiserver_proxy_sidecar_log_lines_dropped_total 0",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }

@@ -11,7 +11,9 @@
 //! - [`JsonLines`]: one JSON object per line, as controller-runtime's zap logger writes them:
 //!   `{"level":"info","ts":"2026-11-30T14:39:27.273949Z","logger":"…","msg":"…",…fields}`.
 //!
-//! Every event is exactly one line in both formats: newlines in values are escaped.
+//! Every event is exactly one line in both formats: newlines in values are escaped. Logging
+//! never blocks the caller: lines are written by a thread of their own, and dropped and
+//! counted when the output stalls ([`write`]).
 //!
 //! The work is shared by job: [`filter`] decides which events become lines, [`format`] turns
 //! an event into its line, [`route`] opens klog's files and picks the ones a line goes to,
@@ -27,6 +29,8 @@ mod write;
 
 use std::io;
 use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use tracing::Level;
 use tracing_subscriber::layer::SubscriberExt;
@@ -37,7 +41,14 @@ use crate::klog::KlogArgs;
 pub use filter::ALWAYS;
 pub use format::{JsonFields, JsonLines, KlogFields, KlogText, Lines, SpanFields};
 pub use quote::{go_quote, json_quote};
-pub use write::{LineWriter, Sink};
+pub use write::{LineWriter, QUEUE_BYTES, Sink, lines_dropped};
+
+/// How long [`flush`] (and the end of [`Flush`]) waits for the writer at most: an output that
+/// does not take lines must not hold up the exit.
+pub const FLUSH_LIMIT: Duration = Duration::from_secs(1);
+
+/// The installed sink, for [`flush`].
+static INSTALLED: OnceLock<Sink> = OnceLock::new();
 
 /// `--logging-format`, the Kubernetes components' flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -84,14 +95,19 @@ pub enum InitError {
         #[source]
         source: io::Error,
     },
+    #[error("cannot start the log writer thread")]
+    Thread(#[source] io::Error),
     #[error("a logger is already installed")]
     AlreadyInstalled(#[source] tracing_subscriber::util::TryInitError),
 }
 
-/// Installs the global subscriber: lines in `format`, routed as klog routes them.
-pub fn init(settings: Settings<'_>) -> Result<(), InitError> {
+/// Installs the global subscriber: lines in `format`, routed as klog routes them, written by a
+/// thread of their own. Keep the returned guard until the end of `main`: dropping it writes the
+/// last lines (for at most [`FLUSH_LIMIT`]).
+pub fn init(settings: Settings<'_>) -> Result<Flush, InitError> {
     let filter = filter::parse(settings.directives, settings.own_targets)?;
     let sink = Sink::open(settings)?;
+    let installed = sink.clone();
     let klog = settings.klog;
     // One layer type for both formats: a second instantiation of the fmt layer would grow the
     // sidecar's binary, and with it its resident set.
@@ -115,7 +131,28 @@ pub fn init(settings: Settings<'_>) -> Result<(), InitError> {
         )
         .with(filter)
         .try_init();
-    result.map_err(InitError::AlreadyInstalled)
+    result.map_err(InitError::AlreadyInstalled)?;
+    let _ = INSTALLED.set(installed);
+    Ok(Flush(()))
+}
+
+/// Waits until the lines logged so far are written, for at most [`FLUSH_LIMIT`]: before the
+/// process exits other than by returning from `main`.
+pub fn flush() {
+    if let Some(sink) = INSTALLED.get() {
+        sink.flush(FLUSH_LIMIT);
+    }
+}
+
+/// Writes the last lines when dropped, at the end of `main` ([`flush`]).
+#[derive(Debug)]
+#[must_use = "the last lines are written when the guard is dropped"]
+pub struct Flush(());
+
+impl Drop for Flush {
+    fn drop(&mut self) {
+        flush();
+    }
 }
 
 #[cfg(test)]

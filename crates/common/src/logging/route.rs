@@ -164,7 +164,8 @@ impl FileSet {
         }
     }
 
-    pub(super) fn write(&mut self, severity: Severity, line: &[u8]) {
+    /// Writes a line to the files of its severity; false when a write failed.
+    pub(super) fn write(&mut self, severity: Severity, line: &[u8]) -> bool {
         let targets: Vec<Severity> = match self {
             FileSet::Single(_) => vec![Severity::INFO],
             FileSet::PerSeverity { one_output, .. } => {
@@ -176,19 +177,19 @@ impl FileSet {
                 }
             }
         };
+        let mut written = true;
         for target in targets {
             match self.file(target) {
-                Ok(file) => {
-                    let _ = file.write_all(line);
-                }
+                Ok(file) => written &= file.write_all(line).is_ok(),
                 Err(error) => {
                     // As klog does, the line still appears somewhere.
                     let mut stderr = io::stderr().lock();
-                    let _ = stderr.write_all(line);
+                    written &= stderr.write_all(line).is_ok();
                     let _ = writeln!(stderr, "log: {}", crate::error_chain(&error));
                 }
             }
         }
+        written
     }
 }
 
