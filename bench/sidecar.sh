@@ -58,11 +58,14 @@ steady() {
   sleep $((ticks / 10))
   read -r own1 children1 < <(stat)
   rss_kib=$(awk '/^VmRSS/ { print $2 }' /proc/$pid/status)
-  strace -f -qq -e trace=execve -o "$work/exec.trace" -p $pid &
+  # Process creations by any of its threads, seen from the sidecar's side: following the
+  # children (strace -f) can leave a vfork child stopped when strace detaches.
+  strace -qq -e trace=clone,clone3,fork,vfork -o "$work/spawn.trace" \
+    $(for task in /proc/$pid/task/*; do printf -- '-p %s ' "${task##*/}"; done) &
   tracer=$!
   sleep $((ticks / 10))
   kill -INT $tracer; wait $tracer 2>/dev/null || true
-  spawns=$(grep -c 'execve(.*= 0$' "$work/exec.trace" || true)
+  spawns=$(grep -v CLONE_THREAD "$work/spawn.trace" | grep -cE '= [0-9]+$' || true)
   kill -TERM $pid; wait $pid || true
   awk -v l="$label" -v r="$rss_kib" -v s="$spawns" -v a=$((own1 - own0)) -v c=$((children1 - children0)) \
     -v t=$ticks -v k="$clk" 'BEGIN {
