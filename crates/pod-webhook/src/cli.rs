@@ -106,8 +106,8 @@ pub struct Cli {
 }
 
 /// `-v`'s help here: the webhook has none of klog's other flags, and RUST_LOG says more.
-const VERBOSITY_HELP: &str =
-    "Log verbosity: 0 info, 1-4 debug, 5+ trace; RUST_LOG, when set, takes precedence";
+const VERBOSITY_HELP: &str = "Log verbosity: 0 info, 1-3 debug, 4 debug with the TLS and HTTP \
+     libraries' lines, 5+ trace; RUST_LOG, when set, takes precedence";
 
 /// The version a `--tls-min-version` value names; the parser lets only "1.2" and "1.3" through.
 fn tls_min_version(name: &str) -> TlsMinVersion {

@@ -19,6 +19,9 @@ use tracing::{error, info, warn};
 
 const PROGRAM: &str = "apiserver-proxy-pod-webhook";
 
+/// The libraries whose debug lines need `-v=4` or more (rustls writes three per connection).
+const LIBRARIES: &[&str] = &["rustls", "tokio_rustls", "h2", "hyper", "hyper_util"];
+
 fn main() -> ExitCode {
     let argv: Vec<OsString> = std::env::args_os().collect();
     let mut cli = match Cli::parse_argv(&argv) {
@@ -30,10 +33,8 @@ fn main() -> ExitCode {
     };
     // RUST_LOG takes `level` or `target=level,...` directives, as env_logger's simple form.
     let v = cli.verbosity.v;
-    let level = logging::level_for_verbosity(v)
-        .as_str()
-        .to_ascii_lowercase();
-    let directives = std::env::var("RUST_LOG").unwrap_or(level);
+    let directives = std::env::var("RUST_LOG")
+        .unwrap_or_else(|_| logging::directives_for_verbosity(v, LIBRARIES));
     // Dropped last: the final lines are written before the exit.
     let _logs = match logging::init(Settings {
         klog: &KlogArgs::with_verbosity(v),

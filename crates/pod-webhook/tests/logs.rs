@@ -2,13 +2,14 @@
 // SPDX-License-Identifier: Apache-2.0
 
 //! The binary's logs: `RUST_LOG` cannot silence why it stopped and is refused when it selects
-//! none of its lines; a log output that stops taking lines never holds up a review.
+//! none of its lines; `-v=1` to `-v=3` leave out the TLS library's lines per connection; a log
+//! output that stops taking lines never holds up a review.
 
 use test_support::webhook as common;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::{ChildStderr, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -35,6 +36,20 @@ fn command(certs: &Certs, extra: &[&str], rust_log: Option<&str>) -> Command {
         command.env("RUST_LOG", filter);
     }
     command
+}
+
+/// Lines of a child's stderr, read by a thread of their own.
+fn lines_of(stderr: ChildStderr) -> mpsc::Receiver<String> {
+    let (sender, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
 }
 
 /// Waits up to 30 s for a line containing `needle`; returns the lines read until then.
@@ -137,6 +152,41 @@ fn a_failed_start_is_shown_whatever_rust_log_says() {
                 "{filter} {format}: {said:?}"
             );
         }
+    }
+}
+
+/// `-v=1` shows the webhook's own debug lines and not rustls' three per connection; `-v=4`
+/// shows those too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_library_lines_need_verbosity_4() {
+    let certs = Certs::new();
+    let client = certs.http1_client();
+    for (v, rustls_lines) in [("-v=1", false), ("-v=3", false), ("-v=4", true)] {
+        let mut child = command(&certs, &[v], None).spawn().expect("start");
+        let lines = lines_of(child.stderr.take().expect("stderr"));
+        let addr = serving_addr(&wait_for_line(&lines, "\"serving\""));
+        for _ in 0..3 {
+            let reply = client
+                .once(addr, review_request(review()))
+                .await
+                .expect("a review");
+            assert_eq!(reply.status, StatusCode::OK);
+        }
+        let mut seen = wait_for_line(&lines, "pod mutated");
+        let _ = child.kill();
+        let _ = child.wait();
+        // The rest of what it wrote before it was stopped.
+        seen.extend(lines.iter());
+        let from_rustls = seen
+            .iter()
+            .filter(|line| line.contains("\"logger\":\"rustls"))
+            .count();
+        assert_eq!(
+            from_rustls > 0,
+            rustls_lines,
+            "{v}: {from_rustls} rustls lines in\n{}",
+            seen.join("\n")
+        );
     }
 }
 

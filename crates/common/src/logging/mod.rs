@@ -68,6 +68,23 @@ pub fn level_for_verbosity(v: i32) -> Level {
     }
 }
 
+/// From this `-v` on, the libraries' debug lines are shown too (`rustls` writes three per TLS
+/// connection).
+pub const LIBRARY_DEBUG_FROM: i32 = 4;
+
+/// The filter directives `-v` stands for: [`level_for_verbosity`] for every target, with the
+/// `libraries` held at info below [`LIBRARY_DEBUG_FROM`], so that `-v=1` to `-v=3` show the
+/// program's own debug lines without the libraries' per-connection chatter.
+pub fn directives_for_verbosity(v: i32, libraries: &[&str]) -> String {
+    let mut directives = level_for_verbosity(v).as_str().to_ascii_lowercase();
+    if level_for_verbosity(v) == Level::DEBUG && v < LIBRARY_DEBUG_FROM {
+        for library in libraries {
+            directives.push_str(&format!(",{library}=info"));
+        }
+    }
+    directives
+}
+
 /// What [`init`] needs.
 #[derive(Debug, Clone, Copy)]
 pub struct Settings<'a> {
@@ -171,5 +188,21 @@ mod tests {
         ] {
             assert_eq!(level_for_verbosity(v), level, "{v}");
         }
+    }
+
+    #[test]
+    fn libraries_speak_up_from_verbosity_4() {
+        let libraries = ["rustls", "h2"];
+        for (v, want) in [
+            (-1, "info"),
+            (0, "info"),
+            (1, "debug,rustls=info,h2=info"),
+            (3, "debug,rustls=info,h2=info"),
+            (4, "debug"),
+            (5, "trace"),
+        ] {
+            assert_eq!(directives_for_verbosity(v, &libraries), want, "{v}");
+        }
+        assert_eq!(directives_for_verbosity(2, &[]), "debug");
     }
 }
