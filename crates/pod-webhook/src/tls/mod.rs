@@ -6,6 +6,13 @@
 //! Each accepted connection takes the current [`ServerConfig`], so a reload affects new
 //! connections only and never disturbs one in progress. The files are compared by content, which
 //! also catches Kubernetes' atomic symlink swap of a mounted Secret.
+//!
+//! Only regular files of at most [`MAX_FILE_BYTES`] are read, opened without blocking
+//! ([`files`]): a FIFO, a device or a huge file in their place is an error naming the file. The
+//! checks run on a thread of their own that nothing waits for at exit, so not even a file
+//! system that hangs can hold up the shutdown.
+
+mod files;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -22,6 +29,9 @@ use tracing::{info, warn};
 use crate::config::{TlsFiles, TlsMinVersion};
 use crate::metrics::Metrics;
 
+pub use files::MAX_FILE_BYTES;
+use files::Snapshot;
+
 /// Why the certificate files cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -35,6 +45,26 @@ pub enum TlsError {
         /// The I/O error.
         #[source]
         source: io::Error,
+    },
+    /// A file is not a regular file (a FIFO, a device, a directory, a socket).
+    #[error("{what} {} is not a regular file but {kind}: only regular files are read", path.display())]
+    NotRegular {
+        /// Which file it is.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// What it is instead.
+        kind: &'static str,
+    },
+    /// A file is larger than [`MAX_FILE_BYTES`].
+    #[error("{what} {} is too large: {size} bytes, at most {MAX_FILE_BYTES} are read", path.display())]
+    TooLarge {
+        /// Which file it is.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// Its size, or the bytes read before giving up.
+        size: u64,
     },
     /// A file is not valid PEM, or holds no item of the kind wanted.
     #[error("{what} {} {problem}", path.display())]
@@ -66,36 +96,6 @@ pub enum TlsError {
         #[source]
         source: rustls::Error,
     },
-}
-
-/// The bytes of the files, to notice changes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Snapshot {
-    cert: Vec<u8>,
-    key: Vec<u8>,
-    client_ca: Option<Vec<u8>>,
-}
-
-fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        what,
-        path: path.to_owned(),
-        source,
-    })
-}
-
-impl Snapshot {
-    fn read(files: &TlsFiles) -> Result<Self, TlsError> {
-        Ok(Snapshot {
-            cert: read("certificate", &files.cert)?,
-            key: read("key", &files.key)?,
-            client_ca: files
-                .client_ca
-                .as_deref()
-                .map(|p| read("client CA", p))
-                .transpose()?,
-        })
-    }
 }
 
 /// What is wrong with a PEM file, with the offending line as text (pem::Error shows it as a
@@ -326,49 +326,105 @@ impl TlsStore {
 }
 
 /// Checks the files every `interval` until the task is dropped, logging and counting reloads.
+///
+/// The checks run on a thread of their own, not on tokio's blocking pool: the runtime waits
+/// for its blocking tasks when it shuts down, and a check stuck in a hung file system would
+/// hold up the exit for good. Nothing waits for this thread; it ends at its next check once
+/// the task is gone. A check that does not finish is reported once, and the certificate in
+/// use stays.
 pub async fn watch(store: Arc<TlsStore>, interval: Duration, metrics: Arc<Metrics>) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await;
     let settle = (interval / 5).min(Duration::from_millis(200));
+    let stuck_after = interval + STUCK_AFTER;
     let mut deferred = false;
     loop {
-        ticker.tick().await;
-        let store = store.clone();
-        let result = match tokio::task::spawn_blocking(move || store.check(settle)).await {
-            Ok(r) => r,
+        let mut checks = match spawn_checks(store.clone(), interval, settle) {
+            Ok(checks) => checks,
             Err(e) => {
-                warn!(error = %e, "certificate check did not finish");
+                warn!(error = %e, "cannot start the certificate checks; retrying");
+                tokio::time::sleep(interval).await;
                 continue;
             }
         };
-        if deferred && !matches!(result, Reload::Deferred(_)) {
-            deferred = false;
-            info!("the certificate files can be read again");
+        let mut stuck = false;
+        loop {
+            let result = match tokio::time::timeout(stuck_after, checks.recv()).await {
+                Ok(Some(result)) => result,
+                // The thread ended (a panic): start another.
+                Ok(None) => break,
+                Err(_) => {
+                    if !stuck {
+                        stuck = true;
+                        warn!(
+                            waited = ?stuck_after,
+                            "a certificate check has not finished (a hung file system?); \
+                             the current certificate stays in use"
+                        );
+                    }
+                    continue;
+                }
+            };
+            if stuck {
+                stuck = false;
+                info!("the certificate check finished after all");
+            }
+            if deferred && !matches!(result, Reload::Deferred(_)) {
+                deferred = false;
+                info!("the certificate files can be read again");
+            }
+            report(result, &mut deferred, &metrics);
         }
-        match result {
-            Reload::Unchanged | Reload::Settling => {}
-            Reload::Deferred(e) => {
-                // Not the files' fault: no reload error, and one warning until it passes.
-                if !deferred {
-                    deferred = true;
-                    warn!(
-                        error = %crate::error_chain(&e),
-                        "cannot check the certificate files for changes; retrying"
-                    );
+        warn!("the certificate checks stopped; starting them again");
+    }
+}
+
+/// How much longer than the interval a check may take before it is reported as stuck.
+const STUCK_AFTER: Duration = Duration::from_secs(30);
+
+/// Starts the thread that checks the files every `interval` and sends each result.
+fn spawn_checks(
+    store: Arc<TlsStore>,
+    interval: Duration,
+    settle: Duration,
+) -> io::Result<tokio::sync::mpsc::Receiver<Reload>> {
+    let (sender, checks) = tokio::sync::mpsc::channel(1);
+    std::thread::Builder::new()
+        .name("cert-reload".to_string())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(interval);
+                if sender.blocking_send(store.check(settle)).is_err() {
+                    // The watch is gone: the server stopped.
+                    return;
                 }
             }
-            Reload::Reloaded => {
-                metrics.cert_reloads.inc();
-                info!("reloaded the TLS certificate; new connections use it");
-            }
-            Reload::Failed(e) => {
-                metrics.cert_reload_errors.inc();
+        })?;
+    Ok(checks)
+}
+
+/// Logs and counts the result of one check.
+fn report(result: Reload, deferred: &mut bool, metrics: &Metrics) {
+    match result {
+        Reload::Unchanged | Reload::Settling => {}
+        Reload::Deferred(e) => {
+            // Not the files' fault: no reload error, and one warning until it passes.
+            if !*deferred {
+                *deferred = true;
                 warn!(
                     error = %crate::error_chain(&e),
-                    "cannot reload the TLS certificate; keeping the previous one"
+                    "cannot check the certificate files for changes; retrying"
                 );
             }
+        }
+        Reload::Reloaded => {
+            metrics.cert_reloads.inc();
+            info!("reloaded the TLS certificate; new connections use it");
+        }
+        Reload::Failed(e) => {
+            metrics.cert_reload_errors.inc();
+            warn!(
+                error = %crate::error_chain(&e),
+                "cannot reload the TLS certificate; keeping the previous one"
+            );
         }
     }
 }
@@ -513,6 +569,47 @@ mod tests {
             .map(|_| ())
             .expect_err("no key");
         assert!(error.to_string().contains("cannot read key"), "{error}");
+    }
+
+    #[test]
+    fn a_fifo_or_a_huge_file_keeps_the_last_good_one() {
+        let dir = Dir::new("fifo");
+        dir.write_good();
+        let store = load(&dir);
+        let good = store.current();
+        let cert = dir.files().cert;
+
+        std::fs::remove_file(&cert).expect("remove the certificate");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&cert)
+            .status()
+            .expect("run mkfifo");
+        assert!(made.success());
+        // Nobody writes the FIFO: the check does not wait for a writer.
+        match store.check(Duration::ZERO) {
+            Reload::Failed(TlsError::NotRegular { what, kind, .. }) => {
+                assert_eq!((what, kind), ("certificate", "a FIFO"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(store.check(Duration::ZERO), Reload::Unchanged));
+        assert!(Arc::ptr_eq(&good, &store.current()));
+
+        std::fs::remove_file(&cert).expect("remove the FIFO");
+        std::fs::File::create(&cert)
+            .and_then(|file| file.set_len(50_000_000))
+            .expect("a 50 MB file");
+        match store.check(Duration::ZERO) {
+            Reload::Failed(TlsError::TooLarge { what, size, .. }) => {
+                assert_eq!((what, size), ("certificate", 50_000_000));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Arc::ptr_eq(&good, &store.current()));
+
+        dir.write_good();
+        assert!(matches!(store.check(Duration::ZERO), Reload::Reloaded));
+        assert!(!Arc::ptr_eq(&good, &store.current()));
     }
 
     #[test]
