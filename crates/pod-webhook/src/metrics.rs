@@ -95,6 +95,8 @@ pub struct Metrics {
     pub cert_reloads: Counter,
     /// Certificate changes that could not be loaded.
     pub cert_reload_errors: Counter,
+    /// The serving certificate's `notAfter`, in Unix seconds.
+    cert_expiry: Gauge,
 }
 
 impl Metrics {
@@ -132,6 +134,12 @@ impl Metrics {
             "Certificate changes that could not be loaded (the previous certificate stays)",
             cert_reload_errors.clone(),
         );
+        let cert_expiry = Gauge::default();
+        registry.register(
+            "apiserver_proxy_pod_webhook_certificate_expiry_timestamp_seconds",
+            "Unix time at which the serving certificate expires (its notAfter), updated on each reload; 0 when it cannot be read from the certificate",
+            cert_expiry.clone(),
+        );
         registry.register(
             "apiserver_proxy_pod_webhook_log_lines_dropped",
             "Log lines dropped because the log output did not keep up, or failed",
@@ -146,7 +154,13 @@ impl Metrics {
             failures,
             cert_reloads,
             cert_reload_errors,
+            cert_expiry,
         }
+    }
+
+    /// Records when the serving certificate expires (0 when it cannot be read from it).
+    pub fn set_certificate_expiry(&self, not_after: Option<i64>) {
+        self.cert_expiry.set(not_after.unwrap_or(0));
     }
 
     /// Counts a request as in flight until the guard is dropped.
@@ -225,7 +239,25 @@ mod tests {
             "apiserver_proxy_pod_webhook_certificate_reload_errors_total 0",
             "# TYPE apiserver_proxy_pod_webhook_log_lines_dropped counter",
             "apiserver_proxy_pod_webhook_log_lines_dropped_total 0",
+            "# TYPE apiserver_proxy_pod_webhook_certificate_expiry_timestamp_seconds gauge",
+            "apiserver_proxy_pod_webhook_certificate_expiry_timestamp_seconds 0",
         ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+    }
+
+    #[test]
+    fn certificate_expiry_as_a_gauge() {
+        let m = Metrics::new("/w");
+        for (not_after, want) in [
+            (Some(1_798_848_000), "1798848000"),
+            (Some(2_524_608_000), "2524608000"),
+            (None, "0"),
+        ] {
+            m.set_certificate_expiry(not_after);
+            let text = m.encode().expect("encodes");
+            let line =
+                format!("apiserver_proxy_pod_webhook_certificate_expiry_timestamp_seconds {want}");
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
     }

@@ -588,6 +588,51 @@ async fn certificate_rotation_without_failures() {
     );
 }
 
+/// The expiry gauge of a `/metrics` answer.
+fn expiry(metrics: &str) -> Option<i64> {
+    metrics.lines().find_map(|line| {
+        line.strip_prefix("apiserver_proxy_pod_webhook_certificate_expiry_timestamp_seconds ")
+            .and_then(|value| value.parse().ok())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_expiry_metric_follows_the_certificate() {
+    let ca = Ca::new("expiry CA").expect("CA");
+    // notAfter 2030-01-01T00:00:00Z, then 2031-06-15T00:00:00Z.
+    let first = ca.server_until("first", 2030, 1, 1).expect("cert");
+    let second = ca.server_until("second", 2031, 6, 15).expect("cert");
+    let dir = temp_dir();
+    k8s_secret_write(dir.path(), 1, &first);
+    let server = Server::start(config(dir.path())).await;
+    let client = Client::new(&ca.cert_pem(), None, &[b"http/1.1"]);
+    let scrape = || async {
+        let reply = client
+            .once(server.addr, get("/metrics"))
+            .await
+            .expect("metrics");
+        let text = reply.text();
+        assert!(
+            text.lines().any(|line| line
+                == "# TYPE apiserver_proxy_pod_webhook_certificate_expiry_timestamp_seconds gauge"),
+            "{text}"
+        );
+        expiry(&text)
+    };
+    assert_eq!(scrape().await, Some(1_893_456_000));
+
+    k8s_secret_write(dir.path(), 2, &second);
+    let mut seen = None;
+    for _ in 0..200 {
+        seen = scrape().await;
+        if seen != Some(1_893_456_000) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, Some(1_939_248_000), "after the rotation");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_finishes_requests_in_flight() {
     let certs = Certs::new();

@@ -64,6 +64,16 @@ impl Ca {
     }
 
     fn issue(&self, cn: &str, names: &[&str], usage: ExtendedKeyUsagePurpose) -> Result<Pem> {
+        self.issue_with(cn, names, usage, validity)
+    }
+
+    fn issue_with(
+        &self,
+        cn: &str,
+        names: &[&str],
+        usage: ExtendedKeyUsagePurpose,
+        validity: impl FnOnce(&mut CertificateParams),
+    ) -> Result<Pem> {
         let key = KeyPair::generate()?;
         let mut params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())?;
@@ -84,6 +94,20 @@ impl Ca {
             cn,
             &["localhost", "127.0.0.1", "::1"],
             ExtendedKeyUsagePurpose::ServerAuth,
+        )
+    }
+
+    /// A server certificate as [`Ca::server`] whose validity ends on a given day, at midnight
+    /// UTC.
+    pub fn server_until(&self, cn: &str, year: i32, month: u8, day: u8) -> Result<Pem> {
+        self.issue_with(
+            cn,
+            &["localhost", "127.0.0.1", "::1"],
+            ExtendedKeyUsagePurpose::ServerAuth,
+            |params| {
+                params.not_before = date_time_ymd(2026, 1, 1);
+                params.not_after = date_time_ymd(year, month, day);
+            },
         )
     }
 

@@ -113,6 +113,8 @@ impl Webhook {
     /// Loads the certificate (a missing or broken one is an error) and binds the listener.
     pub async fn bind(config: Config) -> Result<Self, ServerError> {
         let tls = TlsStore::load(&config.tls, config.tls_min_version, config.enable_http2)?;
+        let metrics = Metrics::new(WEBHOOK_PATH);
+        tls::record_expiry(&tls, &metrics);
         let listener = bind(&config.listen).await?;
         let limits = &config.limits;
         let budget = Budget::new(
@@ -126,7 +128,7 @@ impl Webhook {
             tls: Arc::new(tls),
             shared: Arc::new(Shared {
                 config,
-                metrics: Arc::new(Metrics::new(WEBHOOK_PATH)),
+                metrics: Arc::new(metrics),
                 phase: watch::Sender::new(Phase::Serving),
                 budget,
                 failure_log: LogLimit::new(FAILURE_LOG_BURST, FAILURE_LOG_PER_SECOND),

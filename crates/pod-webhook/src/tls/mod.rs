@@ -159,14 +159,31 @@ fn certificates(
     Ok(certs)
 }
 
+/// The `notAfter` of a DER certificate, in Unix seconds; `None` when x509-parser cannot read
+/// it (rustls has accepted the certificate by then: it stays in use).
+fn not_after(cert: &[u8]) -> Option<i64> {
+    x509_parser::parse_x509_certificate(cert)
+        .ok()
+        .map(|(_, cert)| cert.validity().not_after.timestamp())
+}
+
+/// A configuration built from the files, with when its certificate expires.
+#[derive(Debug, Clone)]
+struct Loaded {
+    config: Arc<ServerConfig>,
+    /// The serving certificate's `notAfter`, in Unix seconds.
+    not_after: Option<i64>,
+}
+
 fn build(
     files: &TlsFiles,
     snapshot: &Snapshot,
     min_version: TlsMinVersion,
     http2: bool,
-) -> Result<ServerConfig, TlsError> {
+) -> Result<Loaded, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = certificates("certificate", &files.cert, &snapshot.cert)?;
+    let not_after = chain.first().and_then(|leaf| not_after(leaf));
     let key = PrivateKeyDer::from_pem_slice(&snapshot.key).map_err(|e| TlsError::Pem {
         what: "key",
         path: files.key.clone(),
@@ -196,7 +213,10 @@ fn build(
     } else {
         vec![b"http/1.1".to_vec()]
     };
-    Ok(config)
+    Ok(Loaded {
+        config: Arc::new(config),
+        not_after,
+    })
 }
 
 fn client_verifier(
@@ -240,7 +260,7 @@ pub struct TlsStore {
     files: TlsFiles,
     min_version: TlsMinVersion,
     http2: bool,
-    current: RwLock<Arc<ServerConfig>>,
+    current: RwLock<Loaded>,
     /// The bytes last loaded and the bytes that last failed.
     seen: Mutex<(Snapshot, Option<Snapshot>)>,
 }
@@ -253,22 +273,32 @@ impl TlsStore {
         http2: bool,
     ) -> Result<Self, TlsError> {
         let snapshot = Snapshot::read(files)?;
-        let config = build(files, &snapshot, min_version, http2)?;
+        let loaded = build(files, &snapshot, min_version, http2)?;
         Ok(TlsStore {
             files: files.clone(),
             min_version,
             http2,
-            current: RwLock::new(Arc::new(config)),
+            current: RwLock::new(loaded),
             seen: Mutex::new((snapshot, None)),
         })
     }
 
-    /// The configuration for the next connection.
-    pub fn current(&self) -> Arc<ServerConfig> {
+    fn loaded(&self) -> Loaded {
         match self.current.read() {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+
+    /// The configuration for the next connection.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        self.loaded().config
+    }
+
+    /// When the certificate in use expires (its `notAfter`), in Unix seconds; `None` when it
+    /// cannot be read from the certificate.
+    pub fn not_after(&self) -> Option<i64> {
+        self.loaded().not_after
     }
 
     /// Reads the files and, when they changed and stay unchanged for `settle`, loads them.
@@ -300,8 +330,8 @@ impl TlsStore {
             _ => return Reload::Settling,
         }
         match build(&self.files, &first, self.min_version, self.http2) {
-            Ok(config) => {
-                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+            Ok(loaded) => {
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = loaded;
                 *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = (first, None);
                 Reload::Reloaded
             }
@@ -371,7 +401,7 @@ pub async fn watch(store: Arc<TlsStore>, interval: Duration, metrics: Arc<Metric
                 deferred = false;
                 info!("the certificate files can be read again");
             }
-            report(result, &mut deferred, &metrics);
+            report(result, &store, &mut deferred, &metrics);
         }
         warn!("the certificate checks stopped; starting them again");
     }
@@ -401,8 +431,21 @@ fn spawn_checks(
     Ok(checks)
 }
 
+/// Sets the expiry metric to the certificate in use; one that cannot be read is 0, which the
+/// expiry alerts take for an expired certificate, and a warning.
+pub fn record_expiry(store: &TlsStore, metrics: &Metrics) {
+    let not_after = store.not_after();
+    if not_after.is_none() {
+        warn!(
+            cert = %store.files.cert.display(),
+            "cannot read the serving certificate's notAfter; its expiry metric is 0"
+        );
+    }
+    metrics.set_certificate_expiry(not_after);
+}
+
 /// Logs and counts the result of one check.
-fn report(result: Reload, deferred: &mut bool, metrics: &Metrics) {
+fn report(result: Reload, store: &TlsStore, deferred: &mut bool, metrics: &Metrics) {
     match result {
         Reload::Unchanged | Reload::Settling => {}
         Reload::Deferred(e) => {
@@ -417,7 +460,11 @@ fn report(result: Reload, deferred: &mut bool, metrics: &Metrics) {
         }
         Reload::Reloaded => {
             metrics.cert_reloads.inc();
-            info!("reloaded the TLS certificate; new connections use it");
+            record_expiry(store, metrics);
+            info!(
+                not_after = store.not_after(),
+                "reloaded the TLS certificate; new connections use it"
+            );
         }
         Reload::Failed(e) => {
             metrics.cert_reload_errors.inc();
@@ -610,6 +657,48 @@ mod tests {
         dir.write_good();
         assert!(matches!(store.check(Duration::ZERO), Reload::Reloaded));
         assert!(!Arc::ptr_eq(&good, &store.current()));
+    }
+
+    #[test]
+    fn not_after_in_unix_seconds() {
+        for (year, month, day, want) in [
+            (2027, 1, 2, 1_798_848_000),
+            // UTCTime up to 2049, GeneralizedTime from 2050 on (RFC 5280).
+            (2049, 12, 31, 2_524_521_600),
+            (2050, 1, 1, 2_524_608_000),
+            (2126, 1, 1, 4_922_899_200),
+        ] {
+            let mut params =
+                rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("parameters");
+            params.not_after = rcgen::date_time_ymd(year, month, day);
+            let key = rcgen::KeyPair::generate().expect("a key");
+            let cert = params.self_signed(&key).expect("a certificate");
+            assert_eq!(not_after(cert.der()), Some(want), "{year}-{month}-{day}");
+        }
+        assert_eq!(not_after(b"not a certificate"), None);
+    }
+
+    #[test]
+    fn the_expiry_follows_the_certificate_in_use() {
+        let dir = Dir::new("expiry");
+        let write_until = |year| {
+            let mut params =
+                rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("parameters");
+            params.not_after = rcgen::date_time_ymd(year, 1, 1);
+            let key = rcgen::KeyPair::generate().expect("a key");
+            let cert = params.self_signed(&key).expect("a certificate");
+            dir.write(cert.pem().as_bytes(), key.serialize_pem().as_bytes());
+        };
+        write_until(2030);
+        let store = load(&dir);
+        assert_eq!(store.not_after(), Some(1_893_456_000));
+        // A broken pair keeps the old certificate, and its expiry.
+        dir.write(b"not a certificate\n", b"not a key\n");
+        assert!(matches!(store.check(Duration::ZERO), Reload::Failed(_)));
+        assert_eq!(store.not_after(), Some(1_893_456_000));
+        write_until(2031);
+        assert!(matches!(store.check(Duration::ZERO), Reload::Reloaded));
+        assert_eq!(store.not_after(), Some(1_924_992_000));
     }
 
     #[test]
