@@ -13,6 +13,28 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::mutate::SkipReason;
+
+/// Every `reason` of `request_failures_total`, each exposed at 0 from the start so that
+/// `increase()` and `rate()` see the first one. `protocol`: a request head refused before it
+/// reached a path; `other`: a status none of the others stands for.
+pub const FAILURE_REASONS: [&str; 10] = [
+    "bad_request",
+    "not_found",
+    "method_not_allowed",
+    "timeout",
+    "too_large",
+    "unsupported_media_type",
+    "unavailable",
+    "internal",
+    "protocol",
+    "other",
+];
+
+/// Every status a review can be answered with: the `code` of
+/// `controller_runtime_webhook_requests_total`, each exposed at 0 from the start.
+pub const REVIEW_CODES: [u16; 8] = [200, 400, 405, 408, 413, 415, 500, 503];
+
 /// Labels of `controller_runtime_webhook_requests_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -69,6 +91,11 @@ impl RequestMetrics {
             latency.clone(),
         );
         let label = WebhookLabel { webhook };
+        for code in REVIEW_CODES {
+            requests
+                .get_or_create(&RequestLabels { webhook, code })
+                .inc_by(0);
+        }
         let ok = requests
             .get_or_create(&RequestLabels { webhook, code: 200 })
             .clone();
@@ -111,12 +138,22 @@ impl Metrics {
             pods_mutated.clone(),
         );
         let skipped = Family::<ReasonLabel, Counter>::default();
+        for reason in SkipReason::ALL {
+            skipped
+                .get_or_create(&ReasonLabel {
+                    reason: reason.as_str(),
+                })
+                .inc_by(0);
+        }
         registry.register(
             "apiserver_proxy_pod_webhook_pods_skipped",
             "Pod creations left unchanged, by reason (opted_out, nothing_to_do)",
             skipped.clone(),
         );
         let failures = Family::<ReasonLabel, Counter>::default();
+        for reason in FAILURE_REASONS {
+            failures.get_or_create(&ReasonLabel { reason }).inc_by(0);
+        }
         registry.register(
             "apiserver_proxy_pod_webhook_request_failures",
             "Requests on any path answered with an error, by reason (every one, logged or not)",
@@ -242,6 +279,33 @@ mod tests {
             "# TYPE apiserver_proxy_pod_webhook_certificate_expiry_timestamp_seconds gauge",
             "apiserver_proxy_pod_webhook_certificate_expiry_timestamp_seconds 0",
         ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+    }
+
+    #[test]
+    fn every_labelled_family_shows_every_known_label_at_0() {
+        let text = Metrics::new("/w").encode().expect("encodes");
+        let mut want: Vec<String> = REVIEW_CODES
+            .iter()
+            .map(|code| {
+                format!(
+                    "controller_runtime_webhook_requests_total{{webhook=\"/w\",code=\"{code}\"}} 0"
+                )
+            })
+            .collect();
+        want.extend(SkipReason::ALL.iter().map(|reason| {
+            format!(
+                "apiserver_proxy_pod_webhook_pods_skipped_total{{reason=\"{}\"}} 0",
+                reason.as_str()
+            )
+        }));
+        want.extend(FAILURE_REASONS.iter().map(|reason| {
+            format!("apiserver_proxy_pod_webhook_request_failures_total{{reason=\"{reason}\"}} 0")
+        }));
+        want.push("controller_runtime_webhook_requests_in_flight{webhook=\"/w\"} 0".to_string());
+        want.push("controller_runtime_webhook_latency_seconds_count{webhook=\"/w\"} 0".to_string());
+        for line in &want {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
     }

@@ -274,8 +274,11 @@ pub enum SkipReason {
 }
 
 impl SkipReason {
+    /// Every reason, for the metric that counts them by reason.
+    pub const ALL: [SkipReason; 2] = [SkipReason::OptedOut, SkipReason::NothingToDo];
+
     /// A short name for logs and metric labels.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             SkipReason::OptedOut => "opted_out",
             SkipReason::NothingToDo => "nothing_to_do",

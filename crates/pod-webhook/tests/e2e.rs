@@ -353,6 +353,55 @@ async fn health_ready_and_metrics() {
     assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
 }
 
+/// Before any request, every labelled counter shows every label value it can take, at 0, so
+/// that `increase()` and `rate()` see the first event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_server_shows_every_label_at_0() {
+    let certs = Certs::new();
+    let server = Server::start(config(certs.dir.path())).await;
+    let reply = certs
+        .http1_client()
+        .once(server.addr, get("/metrics"))
+        .await
+        .expect("metrics");
+    assert_eq!(reply.status, StatusCode::OK);
+    let text = reply.text();
+    let mut want = Vec::new();
+    for code in [200, 400, 405, 408, 413, 415, 500, 503] {
+        want.push(format!(
+            "controller_runtime_webhook_requests_total{{webhook=\"/webhook/pod-apiserver-env\",code=\"{code}\"}} 0"
+        ));
+    }
+    for reason in ["opted_out", "nothing_to_do"] {
+        want.push(format!(
+            "apiserver_proxy_pod_webhook_pods_skipped_total{{reason=\"{reason}\"}} 0"
+        ));
+    }
+    for reason in [
+        "bad_request",
+        "not_found",
+        "method_not_allowed",
+        "timeout",
+        "too_large",
+        "unsupported_media_type",
+        "unavailable",
+        "internal",
+        "protocol",
+        "other",
+    ] {
+        want.push(format!(
+            "apiserver_proxy_pod_webhook_request_failures_total{{reason=\"{reason}\"}} 0"
+        ));
+    }
+    for line in &want {
+        assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+    }
+    // Nothing counted yet: every labelled counter sample is one of those above.
+    for line in text.lines().filter(|l| l.contains("_total{")) {
+        assert!(want.iter().any(|w| w == line), "unexpected {line}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mtls_accepts_the_ca_and_rejects_others() {
     let certs = Certs::new();

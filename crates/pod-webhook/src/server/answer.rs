@@ -306,4 +306,22 @@ mod tests {
         let refused = Failure::protocol(StatusCode::BAD_REQUEST, "invalid header");
         assert_eq!(refused.reason, "protocol");
     }
+
+    /// Every reason a failure can be counted under is one the metric shows from the start,
+    /// and every status a review can fail with has a reason of its own.
+    #[test]
+    fn every_failure_reason_is_a_known_one() {
+        use crate::metrics::{FAILURE_REASONS, REVIEW_CODES};
+        for code in 100..600 {
+            let status = StatusCode::from_u16(code).expect("a status");
+            let reason = Failure::new(status, "x").reason;
+            assert!(FAILURE_REASONS.contains(&reason), "{status}: {reason}");
+        }
+        let refused = Failure::protocol(StatusCode::BAD_REQUEST, "x");
+        assert!(FAILURE_REASONS.contains(&refused.reason));
+        for code in REVIEW_CODES.into_iter().filter(|code| *code != 200) {
+            let status = StatusCode::from_u16(code).expect("a status");
+            assert_ne!(failure_reason(status), "other", "{status}");
+        }
+    }
 }
