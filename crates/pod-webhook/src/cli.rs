@@ -40,8 +40,9 @@ pub struct Cli {
     #[arg(long, value_name = "NAME", default_value = "tls.key")]
     pub key_name: String,
 
-    /// File name of a CA certificate in --cert-dir; when set, clients must present a certificate
-    /// signed by it. Empty: client certificates are not asked for.
+    /// File name of a CA certificate in --cert-dir; when set, reviews need a client certificate
+    /// signed by it (the probes and /metrics do not). Empty: client certificates are not asked
+    /// for.
     #[arg(long, value_name = "NAME", default_value = "")]
     pub client_ca_name: String,
 

@@ -16,10 +16,12 @@ use prometheus_client::registry::Registry;
 use crate::mutate::SkipReason;
 
 /// Every `reason` of `request_failures_total`, each exposed at 0 from the start so that
-/// `increase()` and `rate()` see the first one. `protocol`: a request head refused before it
-/// reached a path; `other`: a status none of the others stands for.
-pub const FAILURE_REASONS: [&str; 10] = [
+/// `increase()` and `rate()` see the first one. `unauthenticated`: a review without a client
+/// certificate where one is required; `protocol`: a request head refused before it reached a
+/// path; `other`: a status none of the others stands for.
+pub const FAILURE_REASONS: [&str; 11] = [
     "bad_request",
+    "unauthenticated",
     "not_found",
     "method_not_allowed",
     "timeout",
@@ -33,7 +35,7 @@ pub const FAILURE_REASONS: [&str; 10] = [
 
 /// Every status a review can be answered with: the `code` of
 /// `controller_runtime_webhook_requests_total`, each exposed at 0 from the start.
-pub const REVIEW_CODES: [u16; 8] = [200, 400, 405, 408, 413, 415, 500, 503];
+pub const REVIEW_CODES: [u16; 9] = [200, 400, 403, 405, 408, 413, 415, 500, 503];
 
 /// Labels of `controller_runtime_webhook_requests_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

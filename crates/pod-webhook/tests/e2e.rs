@@ -367,7 +367,7 @@ async fn a_fresh_server_shows_every_label_at_0() {
     assert_eq!(reply.status, StatusCode::OK);
     let text = reply.text();
     let mut want = Vec::new();
-    for code in [200, 400, 405, 408, 413, 415, 500, 503] {
+    for code in [200, 400, 403, 405, 408, 413, 415, 500, 503] {
         want.push(format!(
             "controller_runtime_webhook_requests_total{{webhook=\"/webhook/pod-apiserver-env\",code=\"{code}\"}} 0"
         ));
@@ -379,6 +379,7 @@ async fn a_fresh_server_shows_every_label_at_0() {
     }
     for reason in [
         "bad_request",
+        "unauthenticated",
         "not_found",
         "method_not_allowed",
         "timeout",
@@ -402,42 +403,82 @@ async fn a_fresh_server_shows_every_label_at_0() {
     }
 }
 
+/// With a client CA, the review path needs a client certificate the CA signed, and the probes
+/// and `/metrics` do not: the kubelet's HTTPS probes present none. A certificate of another CA
+/// fails the handshake.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mtls_accepts_the_ca_and_rejects_others() {
+async fn mtls_guards_reviews_and_lets_probes_through() {
     let certs = Certs::new();
-    let mut cfg = config(certs.dir.path());
-    cfg.tls.client_ca = Some(certs.dir.path().join("ca.crt"));
-    let server = Server::start(cfg).await;
+    // Ready means /readyz answered 200 to a client without a certificate.
+    let (_server, addr, log) = certs.spawn_logged(&["--client-ca-name=ca.crt"], None).await;
     let ca = certs.ca.cert_pem();
     let pod = json!({"spec": {"containers": [{"name": "a"}]}});
+    let review = || review_request(admission(V1, "u", pod.clone()).to_string());
+
+    let anonymous = Client::new(&ca, None, &[b"http/1.1"]);
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let reply = anonymous.once(addr, get(path)).await.expect(path);
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "{path} without a client certificate"
+        );
+    }
+    let refused = anonymous.once(addr, review()).await.expect("an answer");
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text());
+    assert!(
+        refused.text().contains("no client certificate"),
+        "{}",
+        refused.text()
+    );
 
     let good = certs.ca.client("kube-apiserver").expect("client cert");
-    let reply = Client::new(&ca, Some(&good), &[b"http/1.1"])
-        .once(
-            server.addr,
-            review_request(admission(V1, "u", pod.clone()).to_string()),
-        )
-        .await
-        .expect("trusted client is served");
+    let trusted = Client::new(&ca, Some(&good), &[b"http/1.1"]);
+    let reply = trusted.once(addr, review()).await.expect("a review");
     assert_eq!(reply.status, StatusCode::OK);
     assert!(decoded_patch(&reply.json()).is_some());
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let reply = trusted.once(addr, get(path)).await.expect(path);
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "{path} with a client certificate"
+        );
+    }
 
     let stranger = Ca::new("other CA")
         .expect("CA")
         .client("intruder")
         .expect("cert");
-    for (name, identity) in [
-        ("no certificate", None),
-        ("foreign certificate", Some(&stranger)),
-    ] {
-        let result = Client::new(&ca, identity, &[b"http/1.1"])
-            .once(
-                server.addr,
-                review_request(admission(V1, "u", pod.clone()).to_string()),
-            )
-            .await;
-        assert!(result.is_err(), "{name}: must be refused, got {result:?}");
+    let foreign = Client::new(&ca, Some(&stranger), &[b"http/1.1"]);
+    for request in [review(), get("/healthz")] {
+        let result = foreign.once(addr, request).await;
+        assert!(
+            result.is_err(),
+            "a certificate of another CA must fail the handshake, got {result:?}"
+        );
     }
+
+    let text = anonymous
+        .once(addr, get("/metrics"))
+        .await
+        .expect("metrics")
+        .text();
+    for line in [
+        "apiserver_proxy_pod_webhook_request_failures_total{reason=\"unauthenticated\"} 1",
+        "controller_runtime_webhook_requests_total{webhook=\"/webhook/pod-apiserver-env\",code=\"403\"} 1",
+        "controller_runtime_webhook_requests_total{webhook=\"/webhook/pod-apiserver-env\",code=\"200\"} 1",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+    }
+    let logged = std::fs::read_to_string(&log).expect("the log");
+    assert!(
+        logged
+            .lines()
+            .any(|line| line.contains("\"reason\":\"unauthenticated\"")
+                && line.contains("no client certificate")),
+        "{logged}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@
 //! clients cannot offer those versions, so the ClientHellos are written out byte by byte (and
 //! the same hello offering TLS 1.2 gets a ServerHello, which shows the hello itself is sound);
 //! Debian's openssl, allowed the old versions at security level 0, is refused with a fatal alert.
-//! (mTLS refusals are in e2e.rs: `mtls_accepts_the_ca_and_rejects_others`.)
+//! (mTLS refusals are in e2e.rs: `mtls_guards_reviews_and_lets_probes_through`.)
 
 use test_support::webhook as common;
 

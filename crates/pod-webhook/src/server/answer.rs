@@ -23,6 +23,28 @@ use crate::log_limit::{self, Verdict};
 use super::budget::Share;
 use super::{LOGGED_MESSAGE_BYTES, LOGGED_PATH_BYTES, Shared};
 
+/// What the TLS handshake says about the client, on each of its requests (an extension).
+/// With a client CA (`--client-ca-name`) every client is asked for a certificate, and one that
+/// the CA did not sign fails the handshake; a client may present none, and then only the
+/// probes and `/metrics` answer it, never the review path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ClientCert {
+    /// It presented a certificate the client CA verified.
+    Verified,
+    /// It presented none (or no client CA is configured).
+    None,
+}
+
+impl ClientCert {
+    /// What a finished handshake says.
+    pub(super) fn of(tls: &rustls::ServerConnection) -> ClientCert {
+        match tls.peer_certificates() {
+            Some(chain) if !chain.is_empty() => ClientCert::Verified,
+            _ => ClientCert::None,
+        }
+    }
+}
+
 /// A request that cannot be answered, and why.
 #[derive(Debug)]
 pub(super) struct Failure {
@@ -72,6 +94,7 @@ impl Failure {
 fn failure_reason(status: StatusCode) -> &'static str {
     match status {
         StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::FORBIDDEN => "unauthenticated",
         StatusCode::NOT_FOUND => "not_found",
         StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
         StatusCode::REQUEST_TIMEOUT => "timeout",
@@ -291,6 +314,7 @@ mod tests {
     fn failure_reasons() {
         for (status, reason) in [
             (StatusCode::BAD_REQUEST, "bad_request"),
+            (StatusCode::FORBIDDEN, "unauthenticated"),
             (StatusCode::NOT_FOUND, "not_found"),
             (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             (StatusCode::REQUEST_TIMEOUT, "timeout"),

@@ -24,7 +24,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error};
 
-use super::answer::{Body, Failure, WireSize, failure_response};
+use super::answer::{Body, ClientCert, Failure, WireSize, failure_response};
 use super::handshakes::Place;
 use super::routes::{catch_panic, handle};
 use super::state::{
@@ -106,6 +106,7 @@ pub(super) async fn serve_connection(
     };
     drop(place);
     let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let client_cert = ClientCert::of(stream.get_ref().1);
     let conn_state = Arc::new(ConnState::new());
     let service = {
         let conn_state = conn_state.clone();
@@ -114,6 +115,7 @@ pub(super) async fn serve_connection(
             // Counted from the head's arrival, before the handler first runs.
             let size = Arc::new(WireSize::of(&req));
             req.extensions_mut().insert(size.clone());
+            req.extensions_mut().insert(client_cert);
             let guard = conn_state.begin(size);
             serve_request(shared.clone(), conn_state.clone(), h2, req, guard)
         })

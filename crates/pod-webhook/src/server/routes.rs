@@ -21,7 +21,7 @@ use crate::config::Limits;
 use crate::log_limit;
 use crate::review::{self, Outcome};
 
-use super::answer::{Body, Failure, WireSize, failure_response, response};
+use super::answer::{Body, ClientCert, Failure, WireSize, failure_response, response};
 use super::budget::{Share, Taken};
 use super::*;
 
@@ -58,7 +58,7 @@ pub(super) async fn handle(shared: &Shared, req: Request<Incoming>) -> Response<
             // The rest of the body was never read: close rather than drain it and wait on.
             if matches!(
                 failure.status,
-                StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+                StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT | StatusCode::FORBIDDEN
             ) {
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -139,6 +139,10 @@ async fn review_route(shared: &Shared, req: Request<Incoming>) -> Result<Respons
     let started = Instant::now();
     let metrics = &shared.metrics;
     let _in_flight = metrics.in_flight();
+    if let Err(refused) = authenticated(shared, &req) {
+        metrics.observe(refused.status.as_u16(), started.elapsed());
+        return Err(refused);
+    }
     let timeout = shared.config.limits.request_timeout;
     let reviewed = catch_panic(review_request(shared, req))
         .map(|caught| caught.unwrap_or_else(|what| Err(review_panicked(&what))));
@@ -155,6 +159,22 @@ async fn review_route(shared: &Shared, req: Request<Incoming>) -> Result<Respons
     };
     metrics.observe(status.as_u16(), started.elapsed());
     result
+}
+
+/// With a client CA, a review needs a client certificate the CA verified (during the
+/// handshake); the probes and `/metrics` do not.
+fn authenticated(shared: &Shared, req: &Request<Incoming>) -> Result<(), Failure> {
+    let required = shared.config.tls.client_ca.is_some();
+    if !required || req.extensions().get::<ClientCert>() == Some(&ClientCert::Verified) {
+        return Ok(());
+    }
+    Err(Failure::new(
+        StatusCode::FORBIDDEN,
+        format!(
+            "no client certificate: {WEBHOOK_PATH} answers only clients with a certificate \
+             signed by the client CA (--client-ca-name)"
+        ),
+    ))
 }
 
 async fn review_request(

@@ -231,7 +231,11 @@ fn client_verifier(
             source,
         })?;
     }
+    // Asked of every client, verified when presented (a certificate of another CA fails the
+    // handshake), required only on the review path: the kubelet's HTTPS probes and a scraper
+    // present none (`server::answer::ClientCert`).
     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .allow_unauthenticated()
         .build()
         .map_err(|e| TlsError::ClientCa {
             path: path.to_owned(),
