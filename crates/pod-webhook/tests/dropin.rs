@@ -37,7 +37,7 @@ struct Serve {
     /// The FQDN the patch must carry.
     fqdn: &'static str,
     format: Format,
-    /// Clients must present a certificate (`--client-ca-name`).
+    /// Reviews need a client certificate (`--client-ca-name`); the probes do not.
     mtls: bool,
     /// HTTP/2 offered by ALPN.
     http2: bool,
@@ -853,9 +853,19 @@ fn exercise(places: &Places, port: u16, port2: u16, serve: &Serve) -> Result<(),
         return Err(format!("patch {patch:?}, want {want_patch:?}"));
     }
     if serve.mtls {
-        let (code, _, _) = curl(places, port, "/readyz", None, serve, false);
-        if code == 0 {
-            return Err("served a client without a certificate".into());
+        // Without a client certificate the probe is answered and the review refused.
+        let (code, body, _) = curl(places, port, "/readyz", None, serve, false);
+        if code != 0 || body != "ok" {
+            return Err(format!(
+                "/readyz without a client certificate: curl {code} {body:?}, want \"ok\""
+            ));
+        }
+        let path = "/webhook/pod-apiserver-env";
+        let (code, body, _) = curl(places, port, path, Some(&request), serve, false);
+        if code != 0 || !body.contains("no client certificate") {
+            return Err(format!(
+                "a review without a client certificate: curl {code} {body:?}, want a refusal"
+            ));
         }
     }
     // The port a repeated --port gave up (`port2`) is held by the test for the row: serving
