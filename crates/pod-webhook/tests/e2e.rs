@@ -377,19 +377,7 @@ async fn a_fresh_server_shows_every_label_at_0() {
             "apiserver_proxy_pod_webhook_pods_skipped_total{{reason=\"{reason}\"}} 0"
         ));
     }
-    for reason in [
-        "bad_request",
-        "unauthenticated",
-        "not_found",
-        "method_not_allowed",
-        "timeout",
-        "too_large",
-        "unsupported_media_type",
-        "unavailable",
-        "internal",
-        "protocol",
-        "other",
-    ] {
+    for reason in pod_webhook::metrics::FAILURE_REASONS {
         want.push(format!(
             "apiserver_proxy_pod_webhook_request_failures_total{{reason=\"{reason}\"}} 0"
         ));

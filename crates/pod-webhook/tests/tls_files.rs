@@ -58,6 +58,19 @@ async fn wait_for_counter(client: &Client, addr: std::net::SocketAddr, name: &st
 }
 
 /// A review and the probes are answered, with the certificate `serving`.
+/// Puts a FIFO nobody writes in place of `cert` and waits until its reload is the `errors`th
+/// refused.
+async fn fifo_refused(client: &Client, addr: std::net::SocketAddr, cert: &Path, errors: u64) {
+    mkfifo(cert);
+    wait_for_counter(
+        client,
+        addr,
+        "apiserver_proxy_pod_webhook_certificate_reload_errors_total",
+        errors,
+    )
+    .await;
+}
+
 async fn serves(client: &Client, addr: std::net::SocketAddr, serving: &[u8]) {
     let mut conn = client.connect(addr).await.expect("connect");
     assert_eq!(conn.peer_cert, serving, "the certificate in use");
@@ -87,14 +100,7 @@ async fn a_fifo_at_the_certificate_is_a_reload_error_and_holds_nothing_up() {
     serves(&client, addr, &first).await;
 
     // A FIFO nobody writes in place of the certificate: refused, counted, logged.
-    mkfifo(&cert);
-    wait_for_counter(
-        &client,
-        addr,
-        "apiserver_proxy_pod_webhook_certificate_reload_errors_total",
-        1,
-    )
-    .await;
+    fifo_refused(&client, addr, &cert, 1).await;
     let logged = std::fs::read_to_string(&log).expect("the log");
     let want = format!(
         "certificate {} is not a regular file but a FIFO: only regular files are read",
@@ -118,14 +124,7 @@ async fn a_fifo_at_the_certificate_is_a_reload_error_and_holds_nothing_up() {
     serves(&client, addr, &der(&second)).await;
 
     // A FIFO again, then SIGTERM: the exit waits for no reload.
-    mkfifo(&cert);
-    wait_for_counter(
-        &client,
-        addr,
-        "apiserver_proxy_pod_webhook_certificate_reload_errors_total",
-        2,
-    )
-    .await;
+    fifo_refused(&client, addr, &cert, 2).await;
     let asked = Instant::now();
     server.signal("TERM");
     let status = loop {

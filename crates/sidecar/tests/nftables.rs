@@ -241,8 +241,13 @@ fn a_stale_table_goes_unless_a_running_instance_claims_its_ip() {
         notrack_rules(&ns, "apiserver-proxy-10.96.0.8") == wanted("10.96.0.8", 443)
     });
 
-    let output = ns.sidecar_once(&[&["--ip-address", IP, "--daemon=false"][..], &NATIVE].concat());
-    assert!(output.status.success(), "{}", support::stderr(&output));
+    // A daemon, not a one-shot: once a one-shot has exited, its IP is claimed by nobody, and
+    // the live instance may take its table for stale (docs/sidecar.md, "Instances side by side").
+    let mut ours = ns.spawn_sidecar(&[&["--ip-address", IP][..], &NATIVE].concat());
+    ours.expect_within(Duration::from_secs(5), || {
+        notrack_rules(&ns, TABLE) == wanted(IP, 443)
+            && !tables(&ns).contains(&"table inet apiserver-proxy-10.96.0.9".to_string())
+    });
     let present = tables(&ns);
     assert!(
         present.contains(&format!("table inet {TABLE}")),
@@ -261,7 +266,9 @@ fn a_stale_table_goes_unless_a_running_instance_claims_its_ip() {
         wanted("10.96.0.8", 443)
     );
 
-    // A one-shot cleanup takes its own table and leaves the live instance's.
+    // Stopped (no --cleanup), then a one-shot cleanup: its own table goes (if the live
+    // instance has not taken it for stale first) and the live instance's stays.
+    ours.stop();
     let output = ns.sidecar_once(
         &[
             &["--ip-address", IP, "--daemon=false", "--cleanup"][..],

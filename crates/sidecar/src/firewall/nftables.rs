@@ -115,6 +115,16 @@ impl State {
     }
 }
 
+/// The names of the `inet` tables on the node.
+async fn inet_table_names(nft: &mut Nftables) -> Result<Vec<String>, NftError> {
+    Ok(nft
+        .tables(Family::Inet)
+        .await?
+        .iter()
+        .filter_map(|(_, table)| name_of(table))
+        .collect())
+}
+
 fn name_of(table: &TableMessage) -> Option<String> {
     table
         .attributes
@@ -170,12 +180,7 @@ impl Native {
             return Ok(Vec::new());
         }
         let nft = state.nft()?;
-        let tables: Vec<String> = nft
-            .tables(Family::Inet)
-            .await?
-            .iter()
-            .filter_map(|(_, table)| name_of(table))
-            .collect();
+        let tables = inet_table_names(nft).await?;
         let mut drifts = Vec::new();
         for ip in &wanted.ips {
             let name = table_name(*ip);
@@ -220,12 +225,7 @@ impl Native {
     pub async fn remove(&self, wanted: &Wanted, claims: &Claims) -> Result<Vec<Change>, NftError> {
         let mut state = self.state.lock().await;
         let nft = state.nft()?;
-        let tables: Vec<String> = nft
-            .tables(Family::Inet)
-            .await?
-            .iter()
-            .filter_map(|(_, table)| name_of(table))
-            .collect();
+        let tables = inet_table_names(nft).await?;
         let v4 = wanted.ips.first().is_some_and(IpAddr::is_ipv4);
         let ours: Vec<IpAddr> = tables
             .iter()
