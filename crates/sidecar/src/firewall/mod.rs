@@ -144,6 +144,14 @@ pub struct Settings {
 }
 
 impl Driver {
+    /// What the log calls one of this driver's rules.
+    pub fn rule_noun(&self) -> &'static str {
+        match self {
+            Driver::Iptables(_) => "iptables rule",
+            Driver::Nftables(_) => "nftables rule",
+        }
+    }
+
     /// The driver the flags ask for; with an automatic iptables backend, the one that holds the
     /// host's rules (which reads them: see [`iptables::Firewall::detect_backend`]).
     /// `ip` is an address of the family whose rules the driver keeps.
@@ -304,16 +312,6 @@ impl Driver {
                 source,
             },
             Driver::Nftables(_) => DriverError::IptablesBackend(source),
-        }
-    }
-}
-
-impl Driver {
-    /// What the log calls one of this driver's rules.
-    pub fn rule_noun(&self) -> &'static str {
-        match self {
-            Driver::Iptables(_) => "iptables rule",
-            Driver::Nftables(_) => "nftables rule",
         }
     }
 }
