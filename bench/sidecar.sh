@@ -37,7 +37,8 @@ new_ns() {
 }
 now_ns() { date +%s%N; }
 median() { sort -n | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-rules_in_place() { [ "$(ip netns exec "$1" iptables-nft-save | grep -c -- "$IP")" -ge 5 ]; }
+# rules_in_place NS [SAVE]: all five rules of $IP are listed by SAVE (iptables-nft-save) in NS.
+rules_in_place() { [ "$(ip netns exec "$1" "${2:-iptables-nft-save}" | grep -c -- "$IP")" -ge 5 ]; }
 
 # --- steady state: RSS, spawns and CPU per tick (100 ms interval to get many ticks) ---------
 ticks=50
@@ -72,7 +73,7 @@ steady() {
     printf "steady state, %s: RSS %d KiB; spawns per tick %.2f (%d over ~%d ticks, strace); CPU per tick: sidecar %.2f ms, its children %.2f ms\n",
       l, r, s / t, s, t, a * 1000 / k / t, c * 1000 / k / t }'
 }
-rules_in_place_legacy() { [ "$(ip netns exec "$1" iptables-legacy-save | grep -c -- "$IP")" -ge 5 ]; }
+rules_in_place_legacy() { rules_in_place "$1" iptables-legacy-save; }
 new_ns
 steady "iptables-nft" rules_in_place --iptables-backend=nft
 new_ns
