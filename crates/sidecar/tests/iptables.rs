@@ -359,6 +359,14 @@ fn switching_the_firewall_mode_removes_the_other_modes_rules() {
             "iptables" => iptables_rules() == 5 && !native(),
             _ => native() && iptables_rules() == 0,
         });
+        // Lines are written by a thread of their own: the removal's may follow the removal.
+        if switched {
+            daemon.expect_within(Duration::from_secs(5), || {
+                daemon
+                    .log()
+                    .contains("removed the other --firewall mode's rule")
+            });
+        }
         let log = daemon.log();
         daemon.terminate();
         if switched {
