@@ -178,18 +178,21 @@ fn the_backend_is_picked_again_when_it_holds_nothing_of_ours_or_the_kubelets() {
     // Steady: our rules are there, nothing is picked again.
     std::thread::sleep(Duration::from_millis(1500));
     assert!(!daemon.log().contains("switching"), "{}", daemon.log());
-    // Both tables flushed in one transaction, as an `iptables-restore` of a whole ruleset does.
+    // Both tables removed in one nf_tables transaction. (`iptables-nft-restore` commits each
+    // table on its own: between the two the sidecar may see its filter rules still in nft and
+    // rightly repair the raw ones there.)
     let mut flush = ns
-        .command("iptables-nft-restore")
+        .command("nft")
+        .args(["-f", "-"])
         .stdin(Stdio::piped())
         .spawn()
-        .expect("iptables-nft-restore");
+        .expect("nft");
     std::io::Write::write_all(
         &mut flush.stdin.take().expect("stdin"),
-        b"*raw\nCOMMIT\n*filter\nCOMMIT\n",
+        b"delete table ip raw\ndelete table ip filter\n",
     )
     .expect("write the flush");
-    assert!(flush.wait().expect("iptables-nft-restore").success());
+    assert!(flush.wait().expect("nft").success());
     daemon.expect_within(Duration::from_secs(10), || {
         rules_in_place(&ns, "iptables-legacy-save")
     });
