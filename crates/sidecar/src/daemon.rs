@@ -18,8 +18,12 @@ use crate::error_chain;
 use crate::events::{KernelEvents, Need};
 use crate::firewall::iptables::READ_TIMEOUT;
 use crate::firewall::nftables::{NF_TABLES_LOST, Watch as NfTablesWatch};
+use crate::instance::grace_end;
 use crate::reconcile::{AddressKeeper, RuleKeeper, Sidecar};
 use crate::step::StepError;
+
+/// Why a sync runs when the grace of another IP found unclaimed ends.
+const GRACE_ENDED: &str = "the grace of an unclaimed IP ended";
 
 /// The first retry after a failed sync; doubled up to the sync interval.
 const FIRST_RETRY: Duration = Duration::from_millis(500);
@@ -165,9 +169,10 @@ impl Contest {
 
 /// Runs the daemon until `shutdown` completes: each side syncs at start, every interval and
 /// after a failure with backoff; the address also on every kernel notification that touches
-/// it or its link.
+/// it or its link; both when the grace of another IP found unclaimed ends (see `instance.rs`).
 pub async fn run(sidecar: &mut Sidecar, events: KernelEvents, shutdown: impl Future<Output = ()>) {
     let Sidecar { address, rules } = sidecar;
+    let claims = address.claims.clone();
     // One per rules loop: a lost notification resyncs each family.
     let resync_rules: Vec<Notify> = rules.iter().map(|_| Notify::new()).collect();
     // Dropping the loops at shutdown kills a running iptables child and frees the lock; each
@@ -177,6 +182,7 @@ pub async fn run(sidecar: &mut Sidecar, events: KernelEvents, shutdown: impl Fut
         () = shutdown => {}
         _ = async {
             tokio::join!(
+                claims.sample_while_pending(),
                 keep_address(address, &events, &resync_rules),
                 join_all(
                     rules
@@ -199,6 +205,7 @@ async fn keep_address(keeper: &mut AddressKeeper, events: &KernelEvents, resync_
     let mut ticks = ticks(keeper.config.sync_interval);
     let mut retry = Retry::new(keeper.config.sync_interval);
     let mut watch = Watch::new(keeper.config.ips.len());
+    let mut grace_ends = keeper.claims.grace_ends();
     let mut why = "initial sync";
     loop {
         debug!(why, "address sync");
@@ -217,6 +224,7 @@ async fn keep_address(keeper: &mut AddressKeeper, events: &KernelEvents, resync_
                 }
                 _ = ticks.tick() => break "periodic sync",
                 () = retry.due() => break "retrying the failed sync",
+                () = grace_end(&mut grace_ends) => break GRACE_ENDED,
             }
         };
         if let Some(wait) = hold {
@@ -325,6 +333,7 @@ async fn keep_rules(keeper: &mut RuleKeeper, resync: &Notify) {
     let mut retry = Retry::new(keeper.config.sync_interval);
     let mut watch = watch_nf_tables(&keeper.config);
     let mut pace = Pace::default();
+    let mut grace_ends = keeper.claims.grace_ends();
     let mut why = "initial sync";
     loop {
         debug!(why, "iptables sync");
@@ -344,6 +353,7 @@ async fn keep_rules(keeper: &mut RuleKeeper, resync: &Notify) {
             _ = ticks.tick() => "periodic sync",
             () = retry.due() => "retrying the failed sync",
             () = resync.notified() => "notifications lost",
+            () = grace_end(&mut grace_ends) => GRACE_ENDED,
             changed = changed => match changed {
                 Ok(why) => {
                     if why == NF_TABLES_LOST {

@@ -17,6 +17,14 @@
 //! removes it, and tries to claim it again at every sync, so it takes over once the first stops.
 //! An IP nobody claims any more (an earlier self, before a rolling IP change, or a one-shot run
 //! for an earlier IP) is stale as before, and its address and rules go.
+//!
+//! A pod runs the sidecar twice, as a one-shot init container and then as its daemon, and
+//! between the two nobody claims its IP. So an IP of another instance found unclaimed is stale
+//! at once only at the first sync of a process (a one-shot run, a new pod of a rolling update);
+//! later syncs wait until it has been seen unclaimed for [`GRACE`] in a row, and a claim seen in
+//! between starts the wait over ([`judge`]). The daemon looks again at such an IP every
+//! [`SAMPLE_EVERY`] while it waits ([`Claims::sample`]) and syncs when the wait ends
+//! ([`Claims::grace_ends`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -24,8 +32,27 @@ use std::net::IpAddr;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
+
+/// How long another IP must be seen unclaimed in a row before its address and rules count as
+/// stale (but at the first sync of a process). It covers the moment between a pod's init
+/// container (`--daemon=false`), which ends, and its daemon, which the kubelet starts next:
+/// usually well under a second, a few seconds on a busy node (the image is the same one, already
+/// pulled). The cost is the same wait before a migration removes the old IP's state, once the
+/// old instance is gone.
+pub const GRACE: Duration = Duration::from_secs(10);
+
+/// How often the daemon looks at the claim of an IP that waits out its grace, so that a claim
+/// held for a moment in between (an init container's run) is seen and starts the wait over.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// The longest time between two sightings of an IP unclaimed for them to count as one spell:
+/// a few samples. A longer silence (the IP's state was gone, or nothing looked) may have hidden
+/// a claim, so the next sighting starts the wait over.
+pub const SPELL_GAP: Duration = Duration::from_secs(3);
 
 /// How every claim's name begins (after the `@` that marks an abstract name).
 pub const NAME_PREFIX: &str = "apiserver-proxy-sidecar/ip/";
@@ -83,13 +110,101 @@ pub fn kept_elsewhere(held_here: bool, probe: Probe) -> bool {
     !held_here && probe != Probe::Free
 }
 
-/// The claims this process holds, and what it has reported about the others.
+/// Which sync looks at other IPs' claims, and so how an unclaimed one is judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Look {
+    /// The first sync of a process, or an IP named for removal: unclaimed is stale at once.
+    /// A one-shot run for a new IP after one for an old IP removes the old IP's state, and so
+    /// does the new pod of a rolling IP change.
+    First,
+    /// Any later sync: unclaimed is stale once seen so for [`GRACE`] in a row.
+    Later,
+}
+
+/// A spell of another IP seen unclaimed: since when, and when last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unclaimed {
+    pub since: Instant,
+    pub last: Instant,
+}
+
+impl Unclaimed {
+    /// When the spell's grace ends.
+    pub fn grace_end(&self) -> Instant {
+        self.since + GRACE
+    }
+
+    /// Whether a sighting at `now` still belongs to this spell.
+    fn goes_on(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.last) <= SPELL_GAP
+    }
+
+    /// Whether the daemon still waits out this spell's grace at `now`.
+    pub fn pending(&self, now: Instant) -> bool {
+        self.goes_on(now) && now < self.grace_end()
+    }
+}
+
+/// The verdict on another IP's claim at one look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Judged {
+    /// Its address and rules are left alone: claimed, or unclaimed for less than the grace.
+    pub spared: bool,
+    /// The spell of being unclaimed, to remember for the next look.
+    pub unclaimed: Option<Unclaimed>,
+}
+
+/// Judges another IP (not this instance's own) from its probe at `now`, the spell it was last
+/// seen unclaimed in (`seen`) and the kind of look. Claimed (or unknown) ends the spell and
+/// spares the IP. Unclaimed goes on with the spell when it was seen so shortly before
+/// ([`SPELL_GAP`]), else starts one; at a [`Look::Later`] the IP stays spared until the spell
+/// is [`GRACE`] long. A [`Look::First`] never starts a spell: its verdict is final.
+pub fn judge(seen: Option<Unclaimed>, probe: Probe, look: Look, now: Instant) -> Judged {
+    if probe != Probe::Free {
+        return Judged {
+            spared: true,
+            unclaimed: None,
+        };
+    }
+    match look {
+        Look::First => Judged {
+            spared: false,
+            unclaimed: seen,
+        },
+        Look::Later => {
+            let since = seen
+                .filter(|spell| spell.goes_on(now))
+                .map_or(now, |spell| spell.since);
+            let spell = Unclaimed { since, last: now };
+            Judged {
+                spared: now < spell.grace_end(),
+                unclaimed: Some(spell),
+            }
+        }
+    }
+}
+
+/// The earliest end of a grace still waited out at `now`, when to sync next.
+pub fn next_grace_end<'a>(
+    spells: impl IntoIterator<Item = &'a Unclaimed>,
+    now: Instant,
+) -> Option<Instant> {
+    spells
+        .into_iter()
+        .filter(|spell| spell.pending(now))
+        .map(Unclaimed::grace_end)
+        .min()
+}
+
+/// The claims this process holds, and what it knows and has reported about the others.
 #[derive(Debug)]
 pub struct Claims {
     prefix: String,
     /// The IPs this instance keeps, in `--ip-address` order.
     ips: Vec<IpAddr>,
     state: Mutex<State>,
+    /// The earliest end of a grace waited out, for the daemon's loops to sync then.
+    grace_end: watch::Sender<Option<Instant>>,
 }
 
 #[derive(Debug, Default)]
@@ -100,8 +215,17 @@ struct State {
     reported_taken: BTreeSet<IpAddr>,
     /// IPs whose claim could not be tried, already reported.
     reported_failed: BTreeSet<IpAddr>,
-    /// Other IPs found claimed by a live instance, reported when first seen so.
-    spared: BTreeSet<IpAddr>,
+    /// Other IPs, as last reported: kept by a live instance, or waiting out their grace.
+    reported: BTreeMap<IpAddr, Report>,
+    /// Other IPs seen unclaimed, with their spell.
+    unclaimed: BTreeMap<IpAddr, Unclaimed>,
+}
+
+/// What was last reported about another IP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Report {
+    Kept,
+    Pending,
 }
 
 impl Claims {
@@ -117,6 +241,7 @@ impl Claims {
             prefix: prefix.to_string(),
             ips: ips.to_vec(),
             state: Mutex::default(),
+            grace_end: watch::Sender::new(None),
         };
         claims.retry();
         claims
@@ -174,9 +299,19 @@ impl Claims {
         self.state().held.contains_key(&ip)
     }
 
-    /// Of `ips`, those another live instance keeps, without repeats: their addresses and rules
-    /// are never this instance's to remove.
-    pub fn kept_elsewhere(&self, ips: impl IntoIterator<Item = IpAddr>) -> Vec<IpAddr> {
+    /// Of `ips`, those whose addresses and rules are not this instance's to remove, without
+    /// repeats: those another live instance keeps and, at a [`Look::Later`], the other IPs
+    /// still waiting out their grace.
+    pub fn kept_elsewhere(&self, ips: impl IntoIterator<Item = IpAddr>, look: Look) -> Vec<IpAddr> {
+        self.kept_elsewhere_at(ips, look, Instant::now())
+    }
+
+    fn kept_elsewhere_at(
+        &self,
+        ips: impl IntoIterator<Item = IpAddr>,
+        look: Look,
+        now: Instant,
+    ) -> Vec<IpAddr> {
         let ips: BTreeSet<IpAddr> = ips.into_iter().collect();
         let mut state = self.state();
         let mut kept = Vec::new();
@@ -185,20 +320,102 @@ impl Claims {
                 continue;
             }
             let probe = self.probe(ip);
-            let elsewhere = kept_elsewhere(false, probe);
-            if elsewhere {
+            let spared = if self.ips.contains(&ip) {
+                // One of ours, claimed by another instance with the same IP or by nobody: it is
+                // wanted here, never stale.
+                kept_elsewhere(false, probe)
+            } else {
+                Self::note(&mut state, ip, probe, look, now)
+            };
+            if spared {
                 kept.push(ip);
             }
-            if self.ips.contains(&ip) {
-                continue;
-            }
-            if elsewhere && state.spared.insert(ip) {
+        }
+        self.publish(&mut state, now);
+        kept
+    }
+
+    /// Records the verdict on another IP and reports what changed; returns whether it is spared.
+    fn note(state: &mut State, ip: IpAddr, probe: Probe, look: Look, now: Instant) -> bool {
+        let judged = judge(state.unclaimed.get(&ip).copied(), probe, look, now);
+        match judged.unclaimed {
+            Some(spell) => state.unclaimed.insert(ip, spell),
+            None => state.unclaimed.remove(&ip),
+        };
+        let report = match (judged.spared, judged.unclaimed) {
+            (false, _) => None,
+            (true, None) => Some(Report::Kept),
+            (true, Some(_)) => Some(Report::Pending),
+        };
+        let before = match report {
+            Some(report) => state.reported.insert(ip, report),
+            None => state.reported.remove(&ip),
+        };
+        if before == report {
+            return judged.spared;
+        }
+        match report {
+            Some(Report::Kept) => {
                 info!(%ip, ?probe, "another running instance keeps this IP: its address and rules are left to it");
-            } else if !elsewhere && state.spared.remove(&ip) {
-                info!(%ip, "the instance that kept this IP has stopped: its address and rules are stale now");
+            }
+            Some(Report::Pending) => {
+                info!(%ip, grace = ?GRACE,
+                      "no running instance claims this IP: its address and rules are left alone for the grace, as its instance may be starting");
+            }
+            None => {
+                info!(%ip, "no running instance claims this IP any more: its address and rules are stale now");
             }
         }
-        kept
+        judged.spared
+    }
+
+    /// Forgets the spells that ended and publishes the earliest grace end still waited out.
+    fn publish(&self, state: &mut State, now: Instant) {
+        state.unclaimed.retain(|_, spell| spell.goes_on(now));
+        let end = next_grace_end(state.unclaimed.values(), now);
+        self.grace_end.send_if_modified(|published| {
+            let changed = *published != end;
+            *published = end;
+            changed
+        });
+    }
+
+    /// Looks again at the claim of every other IP waiting out its grace: a claim seen now ends
+    /// its wait, a free one goes on with it.
+    pub fn sample(&self) {
+        let now = Instant::now();
+        let mut state = self.state();
+        let pending: Vec<IpAddr> = state
+            .unclaimed
+            .iter()
+            .filter(|(_, spell)| spell.pending(now))
+            .map(|(ip, _)| *ip)
+            .collect();
+        for ip in pending {
+            let probe = self.probe(ip);
+            Self::note(&mut state, ip, probe, Look::Later, now);
+        }
+        self.publish(&mut state, now);
+    }
+
+    /// The earliest grace end waited out, as it changes.
+    pub fn grace_ends(&self) -> watch::Receiver<Option<Instant>> {
+        self.grace_end.subscribe()
+    }
+
+    /// Samples the claims of the IPs waiting out their grace every [`SAMPLE_EVERY`], for as
+    /// long as there are any; never returns.
+    pub async fn sample_while_pending(&self) {
+        let mut ends = self.grace_ends();
+        loop {
+            let waiting = ends.borrow_and_update().is_some();
+            if waiting {
+                tokio::time::sleep(SAMPLE_EVERY).await;
+                self.sample();
+            } else if ends.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
     }
 
     /// Probes the claim of `ip` with an unbound datagram socket's `connect`.
@@ -208,6 +425,32 @@ impl Claims {
             socket.connect_addr(&address)
         });
         probe_outcome(&connected)
+    }
+}
+
+/// Completes when the grace `ends` names ends (a sync is due then: what waited may be stale
+/// now); pending while none is waited out.
+pub async fn grace_end(ends: &mut watch::Receiver<Option<Instant>>) {
+    loop {
+        let end = *ends.borrow_and_update();
+        match end.filter(|end| *end > Instant::now()) {
+            Some(end) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(end.into()) => return,
+                    changed = ends.changed() => {
+                        if changed.is_err() {
+                            tokio::time::sleep_until(end.into()).await;
+                            return;
+                        }
+                    }
+                }
+            }
+            None => {
+                if ends.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+        }
     }
 }
 
@@ -296,18 +539,187 @@ mod tests {
         // A second instance with the same IP and one of its own.
         let second = Claims::with_prefix(&prefix, &[a, b]);
         assert!(!second.holds(a) && second.holds(b));
-        assert_eq!(second.kept_elsewhere([a, b, c]), [a]);
-        assert_eq!(first.kept_elsewhere([a, b, c]), [b]);
+        assert_eq!(second.kept_elsewhere([a, b, c], Look::First), [a]);
+        assert_eq!(first.kept_elsewhere([a, b, c], Look::First), [b]);
         second.retry();
         assert!(!second.holds(a), "still held by the first");
         drop(first);
         assert!(
-            second.kept_elsewhere([a, c]).is_empty(),
+            second.kept_elsewhere([a, c], Look::First).is_empty(),
             "released on close"
         );
         second.retry();
         assert!(second.holds(a), "taken over");
         let third = Claims::with_prefix(&prefix, &[c]);
-        assert_eq!(third.kept_elsewhere([a, b, c]), [a, b]);
+        assert_eq!(third.kept_elsewhere([a, b, c], Look::First), [a, b]);
+    }
+
+    #[test]
+    fn another_ip_unclaimed_is_stale_at_once_at_a_first_look_and_after_the_grace_later() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let spell = |since: u64, last: u64| {
+            Some(Unclaimed {
+                since: at(since),
+                last: at(last),
+            })
+        };
+        let grace = GRACE.as_millis() as u64;
+        let gap = SPELL_GAP.as_millis() as u64;
+        use Look::{First, Later};
+        use Probe::{Free, Live, Unknown};
+        // seen before, probe, look, now (ms after t0), spared, remembered afterwards
+        let cases = [
+            // Claimed, or nothing known: spared, and any spell ends.
+            (None, Live, Later, 0, true, None),
+            (spell(0, 500), Live, Later, 1000, true, None),
+            (spell(0, 500), Unknown, First, 1000, true, None),
+            // The first look of a process: stale at once, and no spell starts.
+            (None, Free, First, 0, false, None),
+            (spell(0, 500), Free, First, 1000, false, spell(0, 500)),
+            // Later: a spell starts and waits out the grace.
+            (None, Free, Later, 0, true, spell(0, 0)),
+            (spell(0, 0), Free, Later, 1000, true, spell(0, 1000)),
+            (
+                spell(0, grace - 1000),
+                Free,
+                Later,
+                grace - 1,
+                true,
+                spell(0, grace - 1),
+            ),
+            // Seen unclaimed in a row for the whole grace: stale.
+            (
+                spell(0, grace - 1000),
+                Free,
+                Later,
+                grace,
+                false,
+                spell(0, grace),
+            ),
+            (
+                spell(0, grace),
+                Free,
+                Later,
+                grace + 500,
+                false,
+                spell(0, grace + 500),
+            ),
+            // A silence longer than SPELL_GAP may have hidden a claim: the spell starts over.
+            (
+                spell(0, 1000),
+                Free,
+                Later,
+                1000 + gap + 1,
+                true,
+                spell(1000 + gap + 1, 1000 + gap + 1),
+            ),
+            (
+                spell(0, grace),
+                Free,
+                Later,
+                grace + gap + 1,
+                true,
+                spell(grace + gap + 1, grace + gap + 1),
+            ),
+            (
+                spell(0, 1000),
+                Free,
+                Later,
+                1000 + gap,
+                true,
+                spell(0, 1000 + gap),
+            ),
+        ];
+        for (i, (seen, probe, look, now, spared, unclaimed)) in cases.into_iter().enumerate() {
+            let got = judge(seen, probe, look, at(now));
+            assert_eq!(
+                got,
+                Judged { spared, unclaimed },
+                "case {i}: {seen:?} {probe:?} {look:?} at {now} ms"
+            );
+        }
+    }
+
+    #[test]
+    fn the_next_sync_is_due_at_the_earliest_grace_still_waited_out() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let spell = |since: u64, last: u64| Unclaimed {
+            since: at(since),
+            last: at(last),
+        };
+        let grace = GRACE.as_millis() as u64;
+        let gap = SPELL_GAP.as_millis() as u64;
+        // spells, now (ms after t0), the next grace end (ms after t0)
+        let cases: [(Vec<Unclaimed>, u64, Option<u64>); 6] = [
+            (vec![], 0, None),
+            (vec![spell(0, 0)], 0, Some(grace)),
+            (
+                vec![spell(2000, 2000), spell(1000, 2000)],
+                2000,
+                Some(1000 + grace),
+            ),
+            // A grace that has ended is no longer waited for; the next one is.
+            (
+                vec![spell(0, grace - 500), spell(3000, grace - 500)],
+                grace,
+                Some(3000 + grace),
+            ),
+            (vec![spell(0, grace - 500)], grace, None),
+            // A spell not seen for longer than SPELL_GAP is over.
+            (vec![spell(0, 0)], gap + 1, None),
+        ];
+        for (spells, now, want) in cases {
+            assert_eq!(
+                next_grace_end(&spells, at(now)),
+                want.map(at),
+                "{spells:?} at {now} ms"
+            );
+        }
+    }
+
+    #[test]
+    fn a_released_claim_spares_another_ip_for_the_grace_and_a_new_claim_starts_it_over() {
+        let prefix = prefix("grace");
+        let (a, b) = (ip("10.96.0.2"), ip("10.96.0.3"));
+        let keeper = Claims::with_prefix(&prefix, &[a]);
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        let mut ends = keeper.grace_ends();
+        // Nobody claims b: stale at once at a first look, spared at a later one.
+        assert!(keeper.kept_elsewhere_at([b], Look::First, at(0)).is_empty());
+        assert_eq!(
+            *ends.borrow_and_update(),
+            None,
+            "a first look waits for nothing"
+        );
+        assert_eq!(keeper.kept_elsewhere_at([b], Look::Later, at(0)), [b]);
+        assert_eq!(*ends.borrow_and_update(), Some(at(0) + GRACE));
+        assert_eq!(keeper.kept_elsewhere_at([b], Look::Later, at(2)), [b]);
+        // b's instance starts and claims it: the spell ends.
+        let other = Claims::with_prefix(&prefix, &[b]);
+        assert_eq!(keeper.kept_elsewhere_at([b], Look::Later, at(3)), [b]);
+        assert!(ends.has_changed().unwrap_or(false));
+        assert_eq!(*ends.borrow_and_update(), None);
+        // It stops: a new spell, with a grace of its own.
+        drop(other);
+        assert_eq!(keeper.kept_elsewhere_at([b], Look::Later, at(4)), [b]);
+        assert_eq!(*ends.borrow_and_update(), Some(at(4) + GRACE));
+        // Seen unclaimed every second (as the daemon samples it) until the grace ends.
+        let end = at(4) + GRACE;
+        for second in 5..GRACE.as_secs() + 4 {
+            assert_eq!(keeper.kept_elsewhere_at([b], Look::Later, at(second)), [b]);
+        }
+        // A silence longer than SPELL_GAP would have started the wait over.
+        let silent = Claims::with_prefix(&prefix, &[a]);
+        assert_eq!(silent.kept_elsewhere_at([b], Look::Later, at(4)), [b]);
+        assert_eq!(silent.kept_elsewhere_at([b], Look::Later, end), [b]);
+        assert!(!ends.has_changed().unwrap_or(true));
+        assert!(
+            keeper.kept_elsewhere_at([b], Look::Later, end).is_empty(),
+            "stale once unclaimed for the grace"
+        );
+        assert_eq!(*ends.borrow_and_update(), None);
     }
 }

@@ -14,7 +14,7 @@ use crate::address::{self, Family, Found};
 use crate::cli::Config;
 use crate::error_chain;
 use crate::firewall::{ChangeKind, Driver, Settings, Wanted};
-use crate::instance::Claims;
+use crate::instance::{Claims, Look};
 use crate::metrics::{Metrics, Part};
 use crate::netif::{AddressEntry, Link, Netif, NetifError};
 use crate::step::{StepError, StepErrors, one_or_several};
@@ -214,29 +214,38 @@ impl AddressKeeper {
 
     /// Removes the addresses this sidecar added under an earlier IP and those named by
     /// `--remove-ip-address`, from the dump `every`; never those of an IP another live
-    /// instance keeps.
+    /// instance keeps. After the first sync, an earlier IP's address goes only once its IP has
+    /// been unclaimed for the grace (see `instance.rs`); a named one goes at once.
     async fn remove_unwanted(&mut self, every: &[AddressEntry]) -> Result<(), StepError> {
         let all: Vec<Found> = every.iter().map(Found::from).collect();
         let (ips, remove) = (&self.config.ips, &self.config.remove_ips);
+        let look = if self.started {
+            Look::Later
+        } else {
+            Look::First
+        };
         // Only the IPs that would go are asked about.
-        let candidates = [
-            address::stale(ips, &all, &[]),
-            address::named_for_removal(remove, &all, &[]),
-        ];
-        let others = self.claims.kept_elsewhere(
-            candidates
-                .iter()
-                .flatten()
-                .filter_map(|at| all.get(*at))
-                .map(|found| found.ip),
+        let ips_at = |positions: Vec<usize>| {
+            positions
+                .into_iter()
+                .filter_map(|at| all.get(at))
+                .map(|found| found.ip)
+                .collect::<Vec<IpAddr>>()
+        };
+        let earlier = self
+            .claims
+            .kept_elsewhere(ips_at(address::stale(ips, &all, &[])), look);
+        let named = self.claims.kept_elsewhere(
+            ips_at(address::named_for_removal(remove, &all, &[])),
+            Look::First,
         );
         let removals = [
             (
-                address::stale(ips, &all, &others),
+                address::stale(ips, &all, &earlier),
                 "removed an address this sidecar added earlier, no longer wanted",
             ),
             (
-                address::named_for_removal(remove, &all, &others),
+                address::named_for_removal(remove, &all, &named),
                 "removed an address named by --remove-ip-address",
             ),
         ];
@@ -430,7 +439,8 @@ impl RuleKeeper {
                 return;
             }
         };
-        match other.remove(&self.wanted, &self.claims).await {
+        // Part of the first sync: another IP's rules found unclaimed go at once, as there.
+        match other.remove(&self.wanted, &self.claims, Look::First).await {
             Ok(changes) => {
                 for change in changes {
                     info!(rule = %change.rule, mode = %other, "removed the other --firewall mode's rule");

@@ -7,6 +7,7 @@
 use tracing::info;
 
 use crate::address::{self, Found};
+use crate::instance::Look;
 use crate::netif::{AddressEntry, Link};
 use crate::reconcile::{AddressKeeper, RuleKeeper, Sidecar};
 use crate::step::{StepError, StepErrors};
@@ -38,15 +39,19 @@ impl RuleKeeper {
         match self.pick_driver().await.map(|_| self.driver.as_ref()) {
             Ok(None) => {}
             Err(error) => errors.push(error),
-            Ok(Some(driver)) => match driver.remove(&self.wanted, &self.claims).await {
-                Ok(changes) => {
-                    let noun = driver.rule_noun();
-                    for change in changes {
-                        info!(rule = %change.rule, "removed {noun}");
+            // Another IP's rules are left alone while it waits out its grace: at exit a daemon
+            // cannot tell a pod between its init container and its daemon from a stale IP.
+            Ok(Some(driver)) => {
+                match driver.remove(&self.wanted, &self.claims, Look::Later).await {
+                    Ok(changes) => {
+                        let noun = driver.rule_noun();
+                        for change in changes {
+                            info!(rule = %change.rule, "removed {noun}");
+                        }
                     }
+                    Err(error) => errors.push(error.into()),
                 }
-                Err(error) => errors.push(error.into()),
-            },
+            }
         }
         errors
     }
@@ -74,7 +79,10 @@ impl AddressKeeper {
             Ok(every) => every,
             Err(error) => return vec![StepError::Address(error)],
         };
-        let elsewhere = self.claims.kept_elsewhere(self.config.ips.iter().copied());
+        // Our own IPs: claimed by another instance with the same IP, or ours to remove.
+        let elsewhere = self
+            .claims
+            .kept_elsewhere(self.config.ips.iter().copied(), Look::First);
         let mut errors: Vec<StepError> = elsewhere
             .iter()
             .map(|ip| StepError::KeptElsewhere { ip: *ip })

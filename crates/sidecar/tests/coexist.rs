@@ -4,7 +4,8 @@
 //! Instances side by side: two with different IPs (two DaemonSets during a move to a new proxy
 //! IP) never remove each other's addresses or rules, a cleanup job for the old IP leaves the new
 //! instance alone, and the new one removes the old IP's state by itself once the old instance is
-//! gone. Each test in a network namespace of its own (as root), where the instances see each
+//! gone, after the grace (10 s) that spares a pod's IP between its init container and its
+//! daemon. Each test in a network namespace of its own (as root), where the instances see each
 //! other's claims (abstract unix sockets belong to the network namespace).
 
 use test_support::netns as support;
@@ -15,6 +16,10 @@ use support::{Daemon, Netns, wait_for};
 
 const OLD: &str = "10.96.0.2";
 const NEW: &str = "10.96.0.3";
+
+/// The grace an IP found unclaimed waits out before its state counts as stale (`GRACE` in the
+/// sidecar's `instance.rs`).
+const GRACE: Duration = Duration::from_secs(10);
 
 /// A daemon keeping `ip` with its rules, syncing every `interval`.
 fn daemon(ns: &Netns, ip: &str, interval: &str) -> Daemon {
@@ -140,22 +145,31 @@ fn a_cleanup_job_for_the_old_ip_leaves_the_new_instance_alone() {
 #[test]
 #[ignore = "needs root: runs in network namespaces (make test runs it)"]
 fn the_new_instance_removes_the_old_ips_state_once_the_old_one_stops() {
-    let (ns, mut old, new) = old_and_new("migrate", "200ms");
+    // The new instance syncs every 2 s: it finds the old IP unclaimed at its next sync, and the
+    // sync at the end of the grace, not a later periodic one, removes the old IP's state.
+    let (ns, mut old, new) = old_and_new("migrate", "2s");
     std::thread::sleep(Duration::from_secs(1));
     assert!(complete(&ns, OLD), "{}", new.log());
-    // The old instance goes (no --cleanup): its claim goes with it, so its state is stale now.
+    // The old instance goes (no --cleanup): its claim goes with it, so its state is stale once
+    // the grace has passed.
     old.stop();
-    new.expect_within(Duration::from_secs(10), || gone(&ns, OLD));
+    let stopped = Instant::now();
+    new.expect_within(GRACE + Duration::from_secs(10), || gone(&ns, OLD));
+    let took = stopped.elapsed();
+    assert!(
+        took >= GRACE && took < GRACE + Duration::from_secs(4),
+        "removed after {took:?}\n{}",
+        new.log()
+    );
     assert!(complete(&ns, NEW));
-    let log = new.log();
-    assert!(
-        log.contains("removed an address this sidecar added earlier"),
-        "{log}"
-    );
-    assert!(
-        log.contains("removed iptables rule no longer wanted"),
-        "{log}"
-    );
+    for line in [
+        "no running instance claims this IP any more",
+        "the grace of an unclaimed IP ended",
+        "removed an address this sidecar added earlier",
+        "removed iptables rule no longer wanted",
+    ] {
+        new.expect_within(Duration::from_secs(5), || new.log().contains(line));
+    }
 }
 
 #[test]
@@ -194,4 +208,97 @@ fn a_second_instance_with_the_same_ip_takes_the_claim_over() {
     third.expect_within(Duration::from_secs(10), || complete(&ns, NEW));
     let waited = wait_for(Duration::from_secs(1), || !complete(&ns, OLD));
     assert!(waited.is_none(), "{}", third.log());
+}
+
+/// Whether `ip`'s address is on the node once and its native table holds the three rules.
+fn complete_native(ns: &Netns, ip: &str) -> bool {
+    let output = ns
+        .command("nft")
+        .args(["list", "table", "inet", &format!("apiserver-proxy-{ip}")])
+        .output()
+        .expect("nft");
+    let listed = String::from_utf8_lossy(&output.stdout);
+    let rules = listed
+        .lines()
+        .filter(|line| line.contains("notrack"))
+        .count();
+    ns.addresses_of(ip).len() == 1 && rules == 3
+}
+
+/// A live instance for `OLD` syncing every second, and a pod for `NEW` starting beside it: its
+/// one-shot init container sets everything up and ends, its daemon starts a few seconds later.
+/// Nobody claims `NEW` in between, yet its state stays, through several of the old instance's
+/// syncs and for good once the daemon runs.
+fn a_pod_between_its_init_container_and_its_daemon(
+    test: &str,
+    firewall: &[&str],
+    complete: fn(&Netns, &str) -> bool,
+) {
+    let ns = Netns::new(test);
+    ns.sh("ip", &["link", "set", "lo", "up"]);
+    let with = |ip: &str, more: &[&str]| -> Vec<String> {
+        ["--ip-address", ip]
+            .iter()
+            .chain(firewall)
+            .chain(more)
+            .map(|arg| arg.to_string())
+            .collect()
+    };
+    fn args(list: &[String]) -> Vec<&str> {
+        list.iter().map(String::as_str).collect()
+    }
+    let old_args = with(OLD, &["--sync-interval=1s"]);
+    let old = ns.spawn_sidecar(&args(&old_args));
+    old.expect_within(Duration::from_secs(10), || complete(&ns, OLD));
+
+    let init = ns.sidecar_ok(&args(&with(NEW, &["--daemon=false"])));
+    let ended = Instant::now();
+    assert!(complete(&ns, NEW), "{init}");
+    let hold = |until: Instant| {
+        while Instant::now() < until {
+            assert!(
+                complete(&ns, NEW) && complete(&ns, OLD),
+                "{:?} after the init container: NEW {:?}, OLD {:?}\nold:\n{}",
+                ended.elapsed(),
+                ns.addresses_of(NEW),
+                ns.addresses_of(OLD),
+                old.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // Nobody claims NEW now: the old instance, syncing every second, sees it so and leaves it.
+    hold(ended + Duration::from_secs(4));
+    old.expect_within(Duration::from_secs(1), || {
+        old.log().contains("no running instance claims this IP")
+    });
+    // The pod's daemon starts: NEW is claimed again, and stays in place for good (checked
+    // until well past the grace that began when the init container ended).
+    let daemon = ns.spawn_sidecar(&args(&with(NEW, &["--sync-interval=1s"])));
+    hold(ended + GRACE + Duration::from_secs(4));
+    let log = old.log();
+    assert!(!log.contains("stale now"), "{log}");
+    assert!(!log.contains("removed"), "{log}");
+    let log = daemon.log();
+    assert!(!log.contains("restored"), "{log}");
+}
+
+#[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
+fn a_pods_ip_between_its_init_container_and_its_daemon_is_left_alone() {
+    a_pod_between_its_init_container_and_its_daemon(
+        "initgap",
+        &["--setup-iptables", "--iptables-backend=nft"],
+        complete,
+    );
+}
+
+#[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
+fn a_pods_native_table_between_its_init_container_and_its_daemon_is_left_alone() {
+    a_pod_between_its_init_container_and_its_daemon(
+        "initgapnft",
+        &["--setup-iptables", "--firewall=nftables"],
+        complete_native,
+    );
 }

@@ -241,8 +241,7 @@ fn a_stale_table_goes_unless_a_running_instance_claims_its_ip() {
         notrack_rules(&ns, "apiserver-proxy-10.96.0.8") == wanted("10.96.0.8", 443)
     });
 
-    // A daemon, not a one-shot: once a one-shot has exited, its IP is claimed by nobody, and
-    // the live instance may take its table for stale (docs/sidecar.md, "Instances side by side").
+    // Its first sync removes the dead instance's table at once, and leaves the live one's.
     let mut ours = ns.spawn_sidecar(&[&["--ip-address", IP][..], &NATIVE].concat());
     ours.expect_within(Duration::from_secs(5), || {
         notrack_rules(&ns, TABLE) == wanted(IP, 443)
@@ -266,8 +265,8 @@ fn a_stale_table_goes_unless_a_running_instance_claims_its_ip() {
         wanted("10.96.0.8", 443)
     );
 
-    // Stopped (no --cleanup), then a one-shot cleanup: its own table goes (if the live
-    // instance has not taken it for stale first) and the live instance's stays.
+    // Stopped (no --cleanup), then a one-shot cleanup within the live instance's grace: its
+    // own table goes and the live instance's stays.
     ours.stop();
     let output = ns.sidecar_once(
         &[

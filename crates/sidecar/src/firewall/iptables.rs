@@ -30,7 +30,7 @@ use tokio::sync::Mutex;
 use tracing::{debug, info};
 
 pub use super::backend::{Backend, choose_backend, unconfirmed};
-use crate::instance::Claims;
+use crate::instance::{Claims, Look};
 use crate::nftnl::{Family, Nftables, Transaction};
 use crate::rules::{Plan, Rule, Ruleset};
 
@@ -106,8 +106,9 @@ pub struct Firewall {
 struct Verified {
     /// The socket for the generation id, opened on first use and again after a failure.
     nft: Option<Nftables>,
-    /// The generation, the IPs of the commented rules then, and those of them other live
-    /// instances kept: a change of claims needs a full check as much as a change of rules.
+    /// The generation, the IPs of the commented rules then, and those of them spared then
+    /// (claimed by other live instances, or waiting out their grace): a change of claims, or a
+    /// grace that ends, needs a full check as much as a change of rules.
     at: Option<(u32, Vec<IpAddr>, Vec<IpAddr>)>,
 }
 
@@ -213,7 +214,8 @@ impl Firewall {
     /// Makes each wanted rule present exactly once. In steady state (not `first`) this is one
     /// read, and the lock is taken only when something is missing; at start-up, when changes
     /// are likely, the lock is taken first and the rules read once under it. The rules of IPs
-    /// that other live instances keep (`claims`) are left alone.
+    /// that other live instances keep (`claims`) are left alone, and after the `first` sync
+    /// those of another IP until it has been unclaimed for the grace.
     ///
     /// An automatically picked backend that holds neither a rule of this sidecar nor the
     /// kubelet's canary chain is picked again first: the host may have moved its rules to the
@@ -232,14 +234,14 @@ impl Firewall {
         if let (Some(now), Some((at, commented, spared))) = (generation, &verified.at)
             && !first
             && now == *at
-            && claims.kept_elsewhere(commented.clone()) == *spared
+            && claims.kept_elsewhere(commented.clone(), Look::Later) == *spared
         {
             // Nothing changed since the rules were last found exact: no process at all.
             return Ok(Plan::default());
         }
         verified.at = None;
         if first {
-            return self.ensure_locked(wanted, claims).await;
+            return self.ensure_locked(wanted, claims, Look::First).await;
         }
         let current = self.read().await?;
         if self.auto && unconfirmed(&current, wanted) {
@@ -248,7 +250,7 @@ impl Firewall {
                 info!(from = %self.backend, to = %backend, found = %why,
                       "the host's rules are in the other iptables backend now: switching to it");
                 self.backend = backend;
-                return self.ensure_locked(wanted, claims).await;
+                return self.ensure_locked(wanted, claims, Look::Later).await;
             }
         }
         let plan = self.ensure(&current, wanted, claims).await?;
@@ -257,7 +259,7 @@ impl Firewall {
         {
             // Exact as of `generation` (read before the dump): any later change has a later one.
             let commented = current.commented_ips();
-            let spared = claims.kept_elsewhere(commented.clone());
+            let spared = claims.kept_elsewhere(commented.clone(), Look::Later);
             verified.at = Some((generation, commented, spared));
         }
         Ok(plan)
@@ -278,18 +280,20 @@ impl Firewall {
 
     /// Makes each wanted rule present exactly once. `current` is a dump read just before; when
     /// it shows nothing to do, nothing else runs. The rules of IPs that other live instances
-    /// keep (`claims`) are left alone. Returns what was changed.
+    /// keep (`claims`) are left alone, and those of another IP waiting out its grace. Returns
+    /// what was changed.
     pub async fn ensure(
         &self,
         current: &Ruleset,
         wanted: &[Rule],
         claims: &Claims,
     ) -> Result<Plan, FirewallError> {
-        if Plan::ensure(current, wanted, &spared(current, claims)).is_empty() {
+        let later = Look::Later;
+        if Plan::ensure(current, wanted, &spared(current, claims, later)).is_empty() {
             return Ok(Plan::default());
         }
         // Planned again under the lock: another instance may have repaired the rules meanwhile.
-        self.change(|current| Plan::ensure(current, wanted, &spared(current, claims)))
+        self.change(|current| Plan::ensure(current, wanted, &spared(current, claims, later)))
             .await
     }
 
@@ -299,15 +303,21 @@ impl Firewall {
         &self,
         wanted: &[Rule],
         claims: &Claims,
+        look: Look,
     ) -> Result<Plan, FirewallError> {
-        self.change(|current| Plan::ensure(current, wanted, &spared(current, claims)))
+        self.change(|current| Plan::ensure(current, wanted, &spared(current, claims, look)))
             .await
     }
 
     /// Removes every copy of the wanted rules, but not those of IPs that other live instances
-    /// keep. Returns what was removed.
-    pub async fn remove(&self, wanted: &[Rule], claims: &Claims) -> Result<Plan, FirewallError> {
-        self.change(|current| Plan::remove(current, wanted, &spared(current, claims)))
+    /// keep (judged as `look` says). Returns what was removed.
+    pub async fn remove(
+        &self,
+        wanted: &[Rule],
+        claims: &Claims,
+        look: Look,
+    ) -> Result<Plan, FirewallError> {
+        self.change(|current| Plan::remove(current, wanted, &spared(current, claims, look)))
             .await
     }
 
@@ -374,9 +384,10 @@ impl Firewall {
     }
 }
 
-/// The IPs of the sidecar's rules in `current` that other live instances keep.
-fn spared(current: &Ruleset, claims: &Claims) -> Vec<IpAddr> {
-    claims.kept_elsewhere(current.commented_ips())
+/// The IPs of the sidecar's rules in `current` that other live instances keep, or (at a
+/// [`Look::Later`]) that wait out their grace.
+fn spared(current: &Ruleset, claims: &Claims, look: Look) -> Vec<IpAddr> {
+    claims.kept_elsewhere(current.commented_ips(), look)
 }
 
 /// The backend to use, from what each backend's `iptables-save` gave: the choice of

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::{BackendChoice, FirewallChoice};
-use crate::instance::Claims;
+use crate::instance::{Claims, Look};
 use netlink_packet_core::Emitable;
 
 use crate::rules::{COMMENT_PREFIX, Plan, wanted_rules};
@@ -233,7 +233,8 @@ impl Driver {
 
     /// Sets up, verifies and repairs the rules of `wanted`; returns what it changed. `first`
     /// is the first call of this process, when changes are likely. The rules of IPs that other
-    /// live instances keep (`claims`, see `instance.rs`) are never stale.
+    /// live instances keep (`claims`, see `instance.rs`) are never stale; after the first call,
+    /// neither are those of another IP until it has been unclaimed for the grace.
     pub async fn ensure(
         &mut self,
         wanted: &Wanted,
@@ -250,22 +251,24 @@ impl Driver {
                     source,
                 }),
             Driver::Nftables(native) => native
-                .ensure(wanted, claims)
+                .ensure(wanted, first, claims)
                 .await
                 .map_err(DriverError::Nftables),
         }
     }
 
     /// Removes every rule of `wanted` (and this sidecar's rules no longer wanted), but none
-    /// of an IP another live instance keeps (`claims`); returns what it removed.
+    /// of an IP another live instance keeps (`claims`, judged as `look` says); returns what it
+    /// removed.
     pub async fn remove(
         &self,
         wanted: &Wanted,
         claims: &Claims,
+        look: Look,
     ) -> Result<Vec<Change>, DriverError> {
         match self {
             Driver::Iptables(firewall) => firewall
-                .remove(&rules_of(wanted), claims)
+                .remove(&rules_of(wanted), claims, look)
                 .await
                 .map(|plan| {
                     plan.deletions()
@@ -279,7 +282,7 @@ impl Driver {
                 })
                 .map_err(|source| self.error(source)),
             Driver::Nftables(native) => native
-                .remove(wanted, claims)
+                .remove(wanted, claims, look)
                 .await
                 .map_err(DriverError::Nftables),
         }

@@ -14,7 +14,8 @@
 //!
 //! Every change is one atomic batch: `add table; delete table; add table; add chain …; add rule
 //! …`, so the packet path sees the old contents or the new, never a moment without the rules.
-//! A sync reads the ruleset's generation id first: unchanged since the last verified state, it
+//! A sync reads the ruleset's generation id first: unchanged since the last verified state, and
+//! the other IPs' tables spared then still spared (their claims probed, see `instance.rs`), it
 //! costs that one round trip; otherwise the table is dumped and compared with what is wanted
 //! ([`drift`], pure).
 //!
@@ -31,7 +32,7 @@ use tokio::sync::Mutex;
 
 use super::notrack::{delete_table, drift, foreign_drops, ip_of_table, table_name, table_requests};
 use super::{Change, ChangeKind, Wanted};
-use crate::instance::Claims;
+use crate::instance::{Claims, Look};
 use crate::nftnl::{
     Family, Folded, NftError, Nftables, Notifications, Request, Transaction, Transactions,
 };
@@ -100,8 +101,10 @@ pub struct Native {
 #[derive(Debug, Default)]
 struct State {
     nft: Option<Nftables>,
-    /// The generation at which the tables were last found exact.
-    verified: Option<u32>,
+    /// The generation at which the tables were last found exact, with the IPs of the other
+    /// tables then and those of them spared (claimed by other live instances, or waiting out
+    /// their grace): a claim that goes, or a grace that ends, needs a full look too.
+    verified: Option<(u32, Vec<IpAddr>, Vec<IpAddr>)>,
 }
 
 impl State {
@@ -157,10 +160,17 @@ impl Native {
 
     /// Makes the tables of `wanted` exact and removes the stale ones, in one batch; returns
     /// what it changed. With the generation unchanged since the last exact state, this is one
-    /// netlink round trip.
-    pub async fn ensure(&self, wanted: &Wanted, claims: &Claims) -> Result<Vec<Change>, NftError> {
+    /// netlink round trip. After the `first` sync of the process, another IP's table is stale
+    /// only once the IP has been unclaimed for the grace.
+    pub async fn ensure(
+        &self,
+        wanted: &Wanted,
+        first: bool,
+        claims: &Claims,
+    ) -> Result<Vec<Change>, NftError> {
         let mut state = self.state.lock().await;
-        let result = self.ensure_locked(&mut state, wanted, claims).await;
+        let look = if first { Look::First } else { Look::Later };
+        let result = self.ensure_locked(&mut state, wanted, claims, look).await;
         if result.is_err() {
             // A fresh socket next time: a lost answer must not be read as the next one's.
             state.nft = None;
@@ -174,9 +184,13 @@ impl Native {
         state: &mut State,
         wanted: &Wanted,
         claims: &Claims,
+        look: Look,
     ) -> Result<Vec<Change>, NftError> {
         let generation = state.nft()?.generation().await?;
-        if state.verified == Some(generation) {
+        if let Some((at, others, spared)) = &state.verified
+            && *at == generation
+            && claims.kept_elsewhere(others.iter().copied(), look) == *spared
+        {
             return Ok(Vec::new());
         }
         let nft = state.nft()?;
@@ -197,13 +211,17 @@ impl Native {
             let rules = nft.rules(Family::Inet, &name).await?;
             drifts.push((*ip, Some(drift(*ip, wanted.port, &chains, &rules))));
         }
-        let candidates = tables.iter().filter_map(|table| ip_of_table(table));
-        let elsewhere = claims.kept_elsewhere(candidates.filter(|ip| !wanted.ips.contains(ip)));
+        let others: Vec<IpAddr> = tables
+            .iter()
+            .filter_map(|table| ip_of_table(table))
+            .filter(|ip| !wanted.ips.contains(ip))
+            .collect();
+        let elsewhere = claims.kept_elsewhere(others.iter().copied(), look);
         let decision = decide(wanted, &tables, &drifts, &elsewhere);
         let drops = foreign_drops(&nft.chains(Family::Unspec, None).await?);
         self.report_drops(drops);
         if decision.requests.is_empty() {
-            state.verified = Some(generation);
+            state.verified = Some((generation, others, elsewhere));
         } else {
             nft.apply(&decision.requests).await?;
             // Verified again at the next sync: something may have changed in between.
@@ -220,9 +238,14 @@ impl Native {
         }
     }
 
-    /// Deletes the tables of `wanted` but those another live instance keeps (`claims`), and
-    /// the stale ones of this family; returns what it removed.
-    pub async fn remove(&self, wanted: &Wanted, claims: &Claims) -> Result<Vec<Change>, NftError> {
+    /// Deletes the tables of `wanted` but those another live instance keeps (`claims`, judged
+    /// as `look` says), and the stale ones of this family; returns what it removed.
+    pub async fn remove(
+        &self,
+        wanted: &Wanted,
+        claims: &Claims,
+        look: Look,
+    ) -> Result<Vec<Change>, NftError> {
         let mut state = self.state.lock().await;
         let nft = state.nft()?;
         let tables = inet_table_names(nft).await?;
@@ -232,7 +255,7 @@ impl Native {
             .filter_map(|table| ip_of_table(table))
             .filter(|ip| ip.is_ipv4() == v4)
             .collect();
-        let elsewhere = claims.kept_elsewhere(ours.iter().copied());
+        let elsewhere = claims.kept_elsewhere(ours.iter().copied(), look);
         let mut requests = Vec::new();
         let mut changes = Vec::new();
         for ip in ours.into_iter().filter(|ip| !elsewhere.contains(ip)) {
