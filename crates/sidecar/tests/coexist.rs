@@ -303,3 +303,40 @@ fn a_pods_native_table_between_its_init_container_and_its_daemon_is_left_alone()
         complete_native,
     );
 }
+
+#[test]
+#[ignore = "needs root: runs in network namespaces (make test runs it)"]
+fn the_new_native_instance_removes_the_old_ips_table_once_the_old_one_stops() {
+    let ns = Netns::new("migratenft");
+    ns.sh("ip", &["link", "set", "lo", "up"]);
+    let native = |ip| {
+        ns.spawn_sidecar(&[
+            "--ip-address",
+            ip,
+            "--setup-iptables",
+            "--firewall=nftables",
+            "--sync-interval=3s",
+        ])
+    };
+    let mut old = native(OLD);
+    old.expect_within(Duration::from_secs(10), || complete_native(&ns, OLD));
+    let new = native(NEW);
+    new.expect_within(Duration::from_secs(10), || {
+        complete_native(&ns, NEW) && complete_native(&ns, OLD)
+    });
+    // Nothing changes in the ruleset when the old instance stops: the new one finds the old
+    // IP unclaimed all the same, and deletes its table when the grace ends.
+    old.stop();
+    let stopped = Instant::now();
+    let table = format!("table inet apiserver-proxy-{OLD}");
+    new.expect_within(GRACE + Duration::from_secs(10), || {
+        !ns.sh("nft", &["list", "tables"]).contains(&table) && ns.addresses_of(OLD).is_empty()
+    });
+    let took = stopped.elapsed();
+    assert!(
+        took >= GRACE && took < GRACE + Duration::from_secs(5),
+        "removed after {took:?}\n{}",
+        new.log()
+    );
+    assert!(complete_native(&ns, NEW), "{}", new.log());
+}
