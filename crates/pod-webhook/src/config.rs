@@ -90,17 +90,20 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Largest request body.
     pub max_body_bytes: usize,
-    /// Bytes of request bodies held as they arrive, across all requests: a body takes its
-    /// bytes from here as they come, without waiting, up to `arrival_per_body_bytes`.
-    pub arrival_budget_bytes: usize,
-    /// The most one body takes from `arrival_budget_bytes`; a larger one (or one that finds it
-    /// full) waits its turn for a share of `body_budget_bytes`.
-    pub arrival_per_body_bytes: usize,
-    /// Shares of whole declared bodies, in bytes, granted in turn to bodies that outgrow their
-    /// arrival allowance: a request that would pass it waits for others to finish (it never
-    /// fails for it); one larger than the whole budget takes all of it. Bounds memory when
-    /// many large pods arrive together.
+    /// Bytes of request bodies held at once, in two pools carved out of it: the arrival pool
+    /// (`arrival_budget_bytes`), which bodies take from as their bytes come, without waiting,
+    /// and the rest, granted in turn as shares of whole declared bodies to bodies that outgrow
+    /// their arrival allowance (or find the arrival pool full): such a request waits for others
+    /// to finish (it never fails for it); one larger than the rest takes all of it. Bounds
+    /// memory when many large pods arrive together.
     pub body_budget_bytes: usize,
+    /// The part of `body_budget_bytes` that bodies take as they arrive, without waiting, up to
+    /// `arrival_per_body_bytes` each, so that clients stalling large bodies cannot make
+    /// reviews of ordinary size wait; at most half of the body budget (`Limits::body_pools`).
+    pub arrival_budget_bytes: usize,
+    /// The most one body takes from the arrival pool (at most the pool); a larger one waits
+    /// its turn for a share of the rest of the body budget.
+    pub arrival_per_body_bytes: usize,
     /// What answers may hold beyond their requests' shares, in bytes: each review waits here
     /// for `answer_unbudgeted_bytes` before its answer is built, and keeps what the answer
     /// needs.
@@ -133,19 +136,100 @@ impl Limits {
         write_timeout: Duration::from_secs(10),
         max_header_bytes: 16 * 1024,
         max_body_bytes: 7 * 1024 * 1024,
-        arrival_budget_bytes: 1024 * 1024,
-        arrival_per_body_bytes: 256 * 1024,
         body_budget_bytes: 1024 * 1024,
+        arrival_budget_bytes: 256 * 1024,
+        arrival_per_body_bytes: 64 * 1024,
         answer_growth_budget_bytes: 1024 * 1024,
         body_fill_timeout: Duration::from_secs(2),
         answer_unbudgeted_bytes: answer_growth_bound(MAX_CONTAINERS, MAX_FQDN_BYTES),
         h2_max_concurrent_streams: 100,
         h2_max_pending_reset_streams: 20,
     };
+
+    /// The body budget split into its arrival pool and the rest: the arrival pool is at most
+    /// half of the budget, so bodies that outgrow it always find at least as much beside it,
+    /// and a body's allowance is at most the arrival pool; the two add up to the budget.
+    pub fn body_pools(&self) -> BodyPools {
+        let arrival = self.arrival_budget_bytes.min(self.body_budget_bytes / 2);
+        BodyPools {
+            arrival,
+            per_body: self.arrival_per_body_bytes.min(arrival),
+            reserved: self.body_budget_bytes - arrival,
+        }
+    }
+}
+
+/// The sizes of the two pools the body budget is split into (`Limits::body_pools`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyPools {
+    /// Bytes bodies take as they arrive, without waiting.
+    pub arrival: usize,
+    /// The most one body takes from `arrival`.
+    pub per_body: usize,
+    /// Bytes granted in turn as shares of whole declared bodies.
+    pub reserved: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits::DEFAULT
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KIB: usize = 1024;
+
+    #[test]
+    fn the_body_budget_is_split_into_arrival_and_reserved_pools() {
+        // (body budget, arrival, per body) → (arrival, per body, reserved)
+        let cases = [
+            // The defaults: a quarter arrives, three quarters are reserved.
+            (
+                (1024 * KIB, 256 * KIB, 64 * KIB),
+                (256 * KIB, 64 * KIB, 768 * KIB),
+            ),
+            // Half and half.
+            (
+                (1024 * KIB, 512 * KIB, 128 * KIB),
+                (512 * KIB, 128 * KIB, 512 * KIB),
+            ),
+            // An arrival pool over half the budget is cut to half.
+            (
+                (1024 * KIB, 1024 * KIB, 256 * KIB),
+                (512 * KIB, 256 * KIB, 512 * KIB),
+            ),
+            // A small budget: the allowance is cut to the arrival pool.
+            ((4096, 256 * KIB, 64 * KIB), (2048, 2048, 2048)),
+            // No arrival pool: every body waits for its share.
+            ((1024 * KIB, 0, 128 * KIB), (0, 0, 1024 * KIB)),
+            ((1, 512 * KIB, 128 * KIB), (0, 0, 1)),
+            ((0, 512 * KIB, 128 * KIB), (0, 0, 0)),
+            // Odd sizes: the rest takes the odd byte.
+            ((1001, 1000, 10), (500, 10, 501)),
+        ];
+        for ((body_budget, arrival, per_body), (want_arrival, want_per_body, want_reserved)) in
+            cases
+        {
+            let limits = Limits {
+                body_budget_bytes: body_budget,
+                arrival_budget_bytes: arrival,
+                arrival_per_body_bytes: per_body,
+                ..Limits::DEFAULT
+            };
+            let pools = limits.body_pools();
+            assert_eq!(
+                pools,
+                BodyPools {
+                    arrival: want_arrival,
+                    per_body: want_per_body,
+                    reserved: want_reserved,
+                },
+                "budget {body_budget}, arrival {arrival}, per body {per_body}"
+            );
+            assert_eq!(pools.arrival + pools.reserved, body_budget);
+        }
     }
 }

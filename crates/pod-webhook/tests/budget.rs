@@ -150,16 +150,17 @@ const BASE_KIB: u64 = 14 * 1024;
 const LIMIT_KIB: u64 = 64 * 1024;
 
 /// The worst case of every limit together, in KiB: the base, every connection's buffers, the
-/// arrival and growth pools, and the larger of the body budget and one body over it with its
-/// answer (both in memory while it is reviewed).
+/// body budget's arrival pool and the growth pool, and the larger of the rest of the body
+/// budget and one body over it with its answer (both in memory while it is reviewed).
 fn worst_case_kib(limits: &pod_webhook::config::Limits) -> u64 {
     let kib = |bytes: usize| bytes.div_ceil(1024) as u64;
+    let pools = limits.body_pools();
     let largest = 2 * kib(limits.max_body_bytes) + kib(limits.answer_unbudgeted_bytes);
     BASE_KIB
         + u64::from(limits.max_connections) * PER_CONNECTION_KIB
-        + kib(limits.arrival_budget_bytes)
+        + kib(pools.arrival)
         + kib(limits.answer_growth_budget_bytes)
-        + largest.max(kib(limits.body_budget_bytes))
+        + largest.max(kib(pools.reserved))
 }
 
 #[test]
@@ -186,8 +187,8 @@ fn the_defaults_fit_the_deployed_memory_limit_with_room() {
 }
 
 /// The default `--max-connections` clients, each declaring a 16,384-byte body, sending 16,000
-/// bytes of it and holding: the peak RSS stays within the idle process, the two pools such
-/// bodies can fill and the per-connection allowance.
+/// bytes of it and holding: the peak RSS stays within the idle process, the body budget (both
+/// of its pools, which such bodies can fill) and the per-connection allowance.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "opens 256 connections and holds them for seconds"]
 async fn worst_case_clients_fit_the_memory_formula() {
@@ -216,7 +217,7 @@ async fn worst_case_clients_fit_the_memory_formula() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let peak = status_kib(pid, "VmHWM:");
     let limits = pod_webhook::config::Limits::DEFAULT;
-    let pools_kib = ((limits.arrival_budget_bytes + limits.body_budget_bytes) / 1024) as u64;
+    let pools_kib = (limits.body_budget_bytes / 1024) as u64;
     let bound = idle + pools_kib + connections as u64 * PER_CONNECTION_KIB;
     eprintln!(
         "{connections} worst-case clients in {:?}: peak RSS {peak} KiB (idle {idle} KiB), bound {bound} KiB, {} KiB per connection",

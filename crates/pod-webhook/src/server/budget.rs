@@ -2,7 +2,8 @@
 // SPDX-License-Identifier: Apache-2.0
 
 //! The memory request bodies and their answers may hold, in three pools taken in one order,
-//! so that no cycle of waits can form:
+//! so that no cycle of waits can form. The first two are the body budget split in two
+//! (`Limits::body_pools`): the bytes of bodies in flight are bounded by the budget in total.
 //!
 //! 1. **arrival**: a body's bytes as they arrive, frame by frame, up to a per-body allowance;
 //!    never waited for. A client holds only what it has sent: one that declares a large body
@@ -107,7 +108,13 @@ impl Budget {
         }
     }
 
-    /// Bytes free in the arrival and reserved pools.
+    /// Whether a body of `declared` length (`None`: not declared) will need a reservation:
+    /// it is larger than the per-body allowance.
+    pub(super) fn will_reserve(&self, declared: Option<u64>) -> bool {
+        declared.is_none_or(|d| d > self.per_body as u64)
+    }
+
+    /// Bytes free in the arrival, reserved and growth pools.
     #[cfg(test)]
     fn free(&self) -> (usize, usize, usize) {
         (

@@ -117,10 +117,11 @@ impl Webhook {
         tls::record_expiry(&tls, &metrics);
         let listener = bind(&config.listen).await?;
         let limits = &config.limits;
+        let pools = limits.body_pools();
         let budget = Budget::new(
-            limits.arrival_budget_bytes,
-            limits.arrival_per_body_bytes,
-            limits.body_budget_bytes,
+            pools.arrival,
+            pools.per_body,
+            pools.reserved,
             limits.answer_growth_budget_bytes,
         );
         Ok(Webhook {

@@ -295,7 +295,7 @@ async fn read_body(
             .map_err(|e| Failure::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
         // A body that will need a reservation must come on quickly; one within its arrival
         // allowance holds only what it sent, and has the request timeout.
-        let will_reserve = declared.is_none_or(|d| d > limits.arrival_per_body_bytes as u64);
+        let will_reserve = shared.budget.will_reserve(declared);
         if taken == Taken::Reserved || (will_reserve && fill_deadline.is_none()) {
             fill_deadline = Some(tokio::time::Instant::now() + limits.body_fill_timeout);
         }
