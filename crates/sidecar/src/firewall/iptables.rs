@@ -253,16 +253,19 @@ impl Firewall {
                 return self.ensure_locked(wanted, claims, Look::Later).await;
             }
         }
-        let plan = self.ensure(&current, wanted, claims).await?;
-        if plan.is_empty()
-            && let Some(generation) = generation
-        {
-            // Exact as of `generation` (read before the dump): any later change has a later one.
-            let commented = current.commented_ips();
-            let spared = claims.kept_elsewhere(commented.clone(), Look::Later);
-            verified.at = Some((generation, commented, spared));
+        // The IPs spared are judged once, for the plan and for the state it verifies: judged
+        // again, a grace ending in between would be recorded as seen and never acted on.
+        let spared_now = spared(&current, claims, Look::Later);
+        if !Plan::ensure(&current, wanted, &spared_now).is_empty() {
+            // Planned again under the lock: another instance may have repaired the rules
+            // meanwhile.
+            return self.ensure_locked(wanted, claims, Look::Later).await;
         }
-        Ok(plan)
+        if let Some(generation) = generation {
+            // Exact as of `generation` (read before the dump): any later change has a later one.
+            verified.at = Some((generation, current.commented_ips(), spared_now));
+        }
+        Ok(Plan::default())
     }
 
     /// Whether an nf_tables transaction may have touched this firewall's rules: one in a table
@@ -278,28 +281,11 @@ impl Firewall {
                 .any(|table| transaction.touches(family, table))
     }
 
-    /// Makes each wanted rule present exactly once. `current` is a dump read just before; when
-    /// it shows nothing to do, nothing else runs. The rules of IPs that other live instances
-    /// keep (`claims`) are left alone, and those of another IP waiting out its grace. Returns
-    /// what was changed.
-    pub async fn ensure(
-        &self,
-        current: &Ruleset,
-        wanted: &[Rule],
-        claims: &Claims,
-    ) -> Result<Plan, FirewallError> {
-        let later = Look::Later;
-        if Plan::ensure(current, wanted, &spared(current, claims, later)).is_empty() {
-            return Ok(Plan::default());
-        }
-        // Planned again under the lock: another instance may have repaired the rules meanwhile.
-        self.change(|current| Plan::ensure(current, wanted, &spared(current, claims, later)))
-            .await
-    }
-
-    /// Like [`Firewall::ensure`] when changes are likely (at start-up): takes the lock first and
-    /// reads once under it, which saves the read outside it.
-    pub async fn ensure_locked(
+    /// Makes each wanted rule present exactly once, under the lock: reads the rules once under
+    /// it, plans and applies. The rules of IPs that other live instances keep (`claims`) are
+    /// left alone, and at a [`Look::Later`] those of another IP waiting out its grace.
+    /// Returns what was changed.
+    async fn ensure_locked(
         &self,
         wanted: &[Rule],
         claims: &Claims,
